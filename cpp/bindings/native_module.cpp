@@ -1,0 +1,235 @@
+// pybridge._native: the compiled half of the Python package.
+//
+//  * the protocol constants and the header's field table, taken from
+//    pybridge/protocol.h by the compiler, so Python never restates them;
+//  * the layout computation and header validation of the shim;
+//  * the shim's simulator end (pybridge_channel_*), so a simulator can be
+//    written in Python over exactly the same code path as a C one;
+//  * small OS helpers the driver needs (growing a segment, peer liveness).
+
+#include <fcntl.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../src/process.hpp"
+#include "pybridge/pybridge.h"
+
+namespace py = pybind11;
+
+namespace {
+
+[[noreturn]] void raise_shim_error(int code, const std::string &message) {
+    // The exception classes live in pybridge/errors.py, with the rest of the hierarchy.
+    py::object error_type = py::module_::import("pybridge.errors").attr("ShimError");
+    PyErr_SetObject(error_type.ptr(), py::make_tuple(message, code).ptr());
+    throw py::error_already_set();
+}
+
+// (name, offset, numpy dtype string) for every field of pybridge_header.
+std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
+    std::vector<std::tuple<std::string, size_t, std::string>> fields;
+#define PYBRIDGE_FIELD(member)                                                                         \
+    fields.emplace_back(#member, offsetof(pybridge_header, member),                                   \
+                        py::str(py::dtype::of<decltype(pybridge_header::member)>()).cast<std::string>())
+    PYBRIDGE_FIELD(magic);
+    PYBRIDGE_FIELD(version);
+    PYBRIDGE_FIELD(header_size);
+    PYBRIDGE_FIELD(segment_size);
+    PYBRIDGE_FIELD(driver_pid);
+    PYBRIDGE_FIELD(simulator_pid);
+    PYBRIDGE_FIELD(state);
+    PYBRIDGE_FIELD(declared_n_params);
+    PYBRIDGE_FIELD(declared_n_residuals);
+    PYBRIDGE_FIELD(declared_capabilities);
+    PYBRIDGE_FIELD(n_params);
+    PYBRIDGE_FIELD(n_residuals);
+    PYBRIDGE_FIELD(capabilities);
+    PYBRIDGE_FIELD(params_offset);
+    PYBRIDGE_FIELD(gradient_offset);
+    PYBRIDGE_FIELD(residuals_offset);
+    PYBRIDGE_FIELD(request_seq);
+    PYBRIDGE_FIELD(request_kind);
+    PYBRIDGE_FIELD(reply_seq);
+    PYBRIDGE_FIELD(reply_status);
+    PYBRIDGE_FIELD(cost);
+#undef PYBRIDGE_FIELD
+    fields.emplace_back("error", offsetof(pybridge_header, error), "S" + std::to_string(PYBRIDGE_ERROR_TEXT_SIZE));
+    return fields;
+}
+
+// The simulator end of a channel, for simulators written in Python. Numpy
+// views handed out keep this object alive, and the mapping is released only
+// when the last of them is gone, so a view can never dangle.
+class PyChannel {
+public:
+    PyChannel(std::optional<std::string> name, uint32_t n_params, uint32_t n_residuals, uint32_t capabilities) {
+        const pybridge_declaration declaration{n_params, n_residuals, capabilities};
+        int status;
+        {
+            py::gil_scoped_release release;  // the handshake blocks until the driver answers
+            status = pybridge_channel_open(name ? name->c_str() : nullptr, &declaration, &handle_);
+        }
+        if (status != PYBRIDGE_OK) {
+            const std::string message = pybridge_channel_last_error(handle_);
+            pybridge_channel_close(handle_);
+            handle_ = nullptr;
+            raise_shim_error(status, message);
+        }
+    }
+    ~PyChannel() { pybridge_channel_close(handle_); }
+    PyChannel(const PyChannel &) = delete;
+    PyChannel &operator=(const PyChannel &) = delete;
+
+    // Returns (seq, kind, params, gradient or None, residuals or None), or None once closed.
+    py::object wait(py::object self) {
+        pybridge_request request{};
+        int status;
+        {
+            py::gil_scoped_release release;
+            status = pybridge_channel_wait(handle_, &request);
+        }
+        if (status == PYBRIDGE_CLOSED) return py::none();
+        check(status);
+        py::array_t<double> params({static_cast<py::ssize_t>(request.n_params)}, {sizeof(double)}, request.params,
+                                   self);
+        py::detail::array_proxy(params.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+        py::object gradient = py::none();
+        if (request.gradient != nullptr) {
+            gradient = py::array_t<double>({static_cast<py::ssize_t>(request.n_params)}, {sizeof(double)},
+                                           request.gradient, self);
+        }
+        py::object residuals = py::none();
+        if (request.residuals != nullptr) {
+            residuals = py::array_t<double>({static_cast<py::ssize_t>(request.n_residuals)}, {sizeof(double)},
+                                            request.residuals, self);
+        }
+        return py::make_tuple(request.seq, request.kind, params, gradient, residuals);
+    }
+
+    void reply(double cost) { check(pybridge_channel_reply(handle_, cost)); }
+    void reply_residuals() { check(pybridge_channel_reply_residuals(handle_)); }
+    void reply_error(const std::string &message) { check(pybridge_channel_reply_error(handle_, message.c_str())); }
+    std::string name() const { return pybridge_channel_name(handle_); }
+
+private:
+    void check(int status) const {
+        if (status != PYBRIDGE_OK) raise_shim_error(status, pybridge_channel_last_error(handle_));
+    }
+    pybridge_channel *handle_ = nullptr;
+};
+
+py::dict layout(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities) {
+    pybridge_layout out{};
+    if (pybridge_layout_compute(n_params, n_residuals, capabilities, &out) != PYBRIDGE_OK) {
+        throw py::value_error("no layout for " + std::to_string(n_params) + " parameters, " +
+                              std::to_string(n_residuals) + " residuals, capabilities " +
+                              std::to_string(capabilities));
+    }
+    py::dict result;
+    result["params_offset"] = out.params_offset;
+    result["gradient_offset"] = out.gradient_offset;
+    result["residuals_offset"] = out.residuals_offset;
+    result["segment_size"] = out.segment_size;
+    return result;
+}
+
+// Returns None for a valid header, else the reason it is not.
+std::optional<std::string> validate_header(py::buffer segment) {
+    const py::buffer_info info = segment.request();
+    char message[512];
+    if (pybridge_header_validate(info.ptr, static_cast<uint64_t>(info.size * info.itemsize), message,
+                                 sizeof message) == PYBRIDGE_OK) {
+        return std::nullopt;
+    }
+    return std::string(message);
+}
+
+// Grows a shared-memory object. multiprocessing.shared_memory cannot resize
+// a segment it created, and the protocol grows it once, at READY.
+void resize_segment(const std::string &name, uint64_t size) {
+    const std::string object = "/" + name;
+    const int fd = ::shm_open(object.c_str(), O_RDWR, 0);
+    int rc = fd < 0 ? -1 : ::ftruncate(fd, static_cast<off_t>(size));
+    const int saved = errno;
+    if (fd >= 0) ::close(fd);
+    if (rc != 0) {
+        errno = saved;
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, object.c_str());
+        throw py::error_already_set();
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "Compiled half of pybridge: protocol tables, the shim's simulator end, OS helpers.";
+    m.attr("__version__") = pybridge_version();
+
+    m.attr("MAGIC") = PYBRIDGE_MAGIC;
+    m.attr("PROTOCOL_VERSION") = PYBRIDGE_PROTOCOL_VERSION;
+    m.attr("HEADER_SIZE") = sizeof(pybridge_header);
+    m.attr("ERROR_TEXT_SIZE") = PYBRIDGE_ERROR_TEXT_SIZE;
+    m.attr("REGION_ALIGN") = PYBRIDGE_REGION_ALIGN;
+    m.attr("CHANNEL_ENV") = PYBRIDGE_CHANNEL_ENV;
+    m.attr("REQUEST_SEM_SUFFIX") = PYBRIDGE_REQUEST_SEM_SUFFIX;
+    m.attr("REPLY_SEM_SUFFIX") = PYBRIDGE_REPLY_SEM_SUFFIX;
+    m.attr("CHANNEL_NAME_MAX") = PYBRIDGE_CHANNEL_NAME_MAX;
+    m.attr("LIVENESS_PERIOD_MS") = PYBRIDGE_LIVENESS_PERIOD_MS;
+
+    py::dict states, capabilities, kinds, replies, statuses;
+    states["CREATED"] = int{PYBRIDGE_STATE_CREATED};
+    states["DECLARED"] = int{PYBRIDGE_STATE_DECLARED};
+    states["READY"] = int{PYBRIDGE_STATE_READY};
+    states["REJECTED"] = int{PYBRIDGE_STATE_REJECTED};
+    states["CLOSED"] = int{PYBRIDGE_STATE_CLOSED};
+    capabilities["GRADIENT"] = int{PYBRIDGE_CAP_GRADIENT};
+    capabilities["RESIDUALS"] = int{PYBRIDGE_CAP_RESIDUALS};
+    kinds["COST"] = int{PYBRIDGE_REQUEST_COST};
+    kinds["GRADIENT"] = int{PYBRIDGE_REQUEST_GRADIENT};
+    kinds["RESIDUALS"] = int{PYBRIDGE_REQUEST_RESIDUALS};
+    replies["OK"] = int{PYBRIDGE_REPLY_OK};
+    replies["FAILED"] = int{PYBRIDGE_REPLY_FAILED};
+    statuses["OK"] = int{PYBRIDGE_OK};
+    statuses["CLOSED"] = int{PYBRIDGE_CLOSED};
+    statuses["E_INVALID_ARGUMENT"] = int{PYBRIDGE_E_INVALID_ARGUMENT};
+    statuses["E_NO_CHANNEL"] = int{PYBRIDGE_E_NO_CHANNEL};
+    statuses["E_SYSTEM"] = int{PYBRIDGE_E_SYSTEM};
+    statuses["E_PROTOCOL"] = int{PYBRIDGE_E_PROTOCOL};
+    statuses["E_REJECTED"] = int{PYBRIDGE_E_REJECTED};
+    statuses["E_DRIVER_GONE"] = int{PYBRIDGE_E_DRIVER_GONE};
+    m.attr("STATES") = states;
+    m.attr("CAPABILITIES") = capabilities;
+    m.attr("REQUEST_KINDS") = kinds;
+    m.attr("REPLY_STATUSES") = replies;
+    m.attr("STATUS_CODES") = statuses;
+
+    m.def("header_fields", &header_fields, "(name, offset, numpy dtype) of every field of pybridge_header.");
+    m.def("layout", &layout, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),
+          "Region offsets and segment size for a channel of this shape (pybridge_layout_compute).");
+    m.def("validate_header", &validate_header, py::arg("segment"),
+          "None if the buffer starts with a valid header, else the reason (pybridge_header_validate).");
+    m.def("resize_segment", &resize_segment, py::arg("name"), py::arg("size"),
+          "Set the size of the shared-memory object /name.");
+    m.def("process_alive", &pybridge::detail::process_alive, py::arg("pid"),
+          "True while the process runs (zombies count as dead).");
+
+    py::class_<PyChannel>(m, "Channel")
+        .def(py::init<std::optional<std::string>, uint32_t, uint32_t, uint32_t>(), py::arg("name") = py::none(),
+             py::arg("n_params") = 0, py::arg("n_residuals") = 0, py::arg("capabilities") = 0)
+        .def("wait", [](py::object self) { return self.cast<PyChannel &>().wait(self); })
+        .def("reply", &PyChannel::reply, py::arg("cost"))
+        .def("reply_residuals", &PyChannel::reply_residuals)
+        .def("reply_error", &PyChannel::reply_error, py::arg("message"))
+        .def_property_readonly("name", &PyChannel::name);
+}

@@ -1,0 +1,121 @@
+/*
+ * pybridge/protocol.h — the shared-memory layout of one pybridge channel.
+ *
+ * This header is the single definition of the wire format. The shim
+ * (cpp/src), the Python driver (pybridge/protocol.py, which reads every
+ * offset from the compiled module) and the documentation (docs/protocol.md)
+ * all derive from it. Change a field here and bump PYBRIDGE_PROTOCOL_VERSION.
+ *
+ * A channel is one POSIX shared-memory object plus two POSIX named
+ * semaphores, all created by the driver (the Python side) and named after
+ * the channel:
+ *
+ *     shared memory   "/" NAME               the segment below
+ *     semaphore       "/" NAME "-req"        driver -> simulator: a request (or a state change) is ready
+ *     semaphore       "/" NAME "-rep"        simulator -> driver: a reply (or the declaration) is ready
+ *
+ * The segment starts with a pybridge_header; the parameter, gradient and
+ * residual regions follow at the offsets the header gives. Every offset and
+ * size is validated against the mapped size before it is used.
+ *
+ * Plain C99 with fixed-width fields and explicit padding, so C, C++,
+ * Fortran (via iso_c_binding) and numpy all see the same bytes. Fields that
+ * the peer reads while they change (state, *_seq) are accessed atomically by
+ * the implementation; the semaphores order everything else.
+ */
+#ifndef PYBRIDGE_PROTOCOL_H
+#define PYBRIDGE_PROTOCOL_H
+
+#include <stdint.h>
+
+/* "PYBRIDGE" read as a little-endian uint64. */
+#define PYBRIDGE_MAGIC UINT64_C(0x4547444952425950)
+#define PYBRIDGE_PROTOCOL_VERSION 1u
+
+/* The environment variable through which a launched simulator learns its channel. */
+#define PYBRIDGE_CHANNEL_ENV "PYBRIDGE_CHANNEL"
+#define PYBRIDGE_REQUEST_SEM_SUFFIX "-req"
+#define PYBRIDGE_REPLY_SEM_SUFFIX "-rep"
+/* Longest channel name accepted (without the leading '/'); leaves room for
+ * the suffixes and for glibc's "sem." prefix within NAME_MAX. */
+#define PYBRIDGE_CHANNEL_NAME_MAX 200
+
+/* Regions start on cache-line boundaries: no false sharing with the header,
+ * and aligned loads for the simulator's maths. */
+#define PYBRIDGE_REGION_ALIGN 64u
+
+/* Channel lifecycle (pybridge_header.state). See docs/protocol.md. */
+enum pybridge_state {
+    PYBRIDGE_STATE_CREATED = 1,  /* driver made the segment; no simulator yet */
+    PYBRIDGE_STATE_DECLARED = 2, /* simulator wrote its declaration and posted "-rep" */
+    PYBRIDGE_STATE_READY = 3,    /* driver accepted it and fixed the layout; requests may flow */
+    PYBRIDGE_STATE_REJECTED = 4, /* driver refused the declaration; error[] says why */
+    PYBRIDGE_STATE_CLOSED = 5    /* driver shut the channel down; the simulator leaves its loop */
+};
+
+/* What a simulator can compute besides the cost (bit flags). */
+enum pybridge_capability {
+    PYBRIDGE_CAP_GRADIENT = 1u << 0, /* d cost / d params, written to the gradient region */
+    PYBRIDGE_CAP_RESIDUALS = 1u << 1 /* a residual vector; cost = 0.5 * sum(r^2) */
+};
+#define PYBRIDGE_CAP_ALL (PYBRIDGE_CAP_GRADIENT | PYBRIDGE_CAP_RESIDUALS)
+
+/* What one request asks for (pybridge_header.request_kind). */
+enum pybridge_request_kind {
+    PYBRIDGE_REQUEST_COST = 1,          /* the cost alone */
+    PYBRIDGE_REQUEST_GRADIENT = 2,      /* the cost and the gradient */
+    PYBRIDGE_REQUEST_RESIDUALS = 3      /* the residual vector */
+};
+
+/* Outcome of one evaluation (pybridge_header.reply_status). */
+enum pybridge_reply_status {
+    PYBRIDGE_REPLY_OK = 0,
+    PYBRIDGE_REPLY_FAILED = 1 /* this evaluation failed; error[] holds the simulator's message */
+};
+
+#define PYBRIDGE_ERROR_TEXT_SIZE 768
+
+typedef struct pybridge_header {
+    /* Identity, written by the driver before the simulator starts. (offset 0) */
+    uint64_t magic;        /* PYBRIDGE_MAGIC */
+    uint32_t version;      /* PYBRIDGE_PROTOCOL_VERSION */
+    uint32_t header_size;  /* sizeof(pybridge_header) */
+    uint64_t segment_size; /* bytes in the whole segment; grows once, at READY */
+    int32_t driver_pid;
+    int32_t simulator_pid; /* written by the simulator with its declaration */
+    uint32_t state;        /* enum pybridge_state */
+
+    /* Declaration, written by the simulator. 0 = "whatever the driver asks for". (offset 36) */
+    uint32_t declared_n_params;
+    uint32_t declared_n_residuals;
+    uint32_t declared_capabilities; /* enum pybridge_capability flags */
+
+    /* Layout, fixed by the driver when it moves the state to READY. (offset 48) */
+    uint32_t n_params;
+    uint32_t n_residuals;
+    uint32_t capabilities;
+    uint32_t reserved0;
+    uint64_t params_offset;    /* n_params doubles */
+    uint64_t gradient_offset;  /* n_params doubles, or 0 without PYBRIDGE_CAP_GRADIENT */
+    uint64_t residuals_offset; /* n_residuals doubles, or 0 without PYBRIDGE_CAP_RESIDUALS */
+    uint8_t pad0[40];
+
+    /* Request line: written by the driver only. Own cache line. (offset 128) */
+    uint64_t request_seq; /* incremented once per request; 0 = none yet */
+    uint32_t request_kind; /* enum pybridge_request_kind */
+    uint32_t reserved1;
+    uint8_t pad1[48];
+
+    /* Reply line: written by the simulator only. Own cache line. (offset 192) */
+    uint64_t reply_seq; /* = the request_seq this reply answers */
+    int32_t reply_status; /* enum pybridge_reply_status */
+    uint32_t reserved2;
+    double cost;
+    uint8_t pad2[40];
+
+    /* NUL-terminated message: why an evaluation failed (simulator) or why
+     * the declaration was rejected (driver). (offset 256) */
+    char error[PYBRIDGE_ERROR_TEXT_SIZE];
+} pybridge_header; /* 1024 bytes */
+
+#endif /* PYBRIDGE_PROTOCOL_H */

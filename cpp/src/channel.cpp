@@ -1,0 +1,335 @@
+// The simulator's end of a channel: attach, handshake, serve requests.
+// Implements the C API of pybridge/pybridge.h; nothing here throws across it.
+
+#include <fcntl.h>
+#include <semaphore.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <string>
+
+#include "process.hpp"
+#include "pybridge/pybridge.h"
+
+struct pybridge_channel {
+    std::string name;
+    int fd = -1;
+    void *base = MAP_FAILED;
+    size_t mapped_size = 0;
+    sem_t *request_sem = SEM_FAILED;
+    sem_t *reply_sem = SEM_FAILED;
+    pid_t driver_pid = 0;
+    uint64_t last_seq = 0;   // the last request handed to the caller
+    bool pending = false;    // a request waits for its reply
+    uint32_t pending_kind = 0;
+    char error[1024] = "";  // fixed size: reporting an error must not allocate
+
+    pybridge_header *header() const { return static_cast<pybridge_header *>(base); }
+};
+
+namespace {
+
+using pybridge::detail::process_alive;
+
+// Fields the peer changes while we look are read and written atomically; the
+// semaphores are full barriers, but a reader may look before it waits.
+template <typename T>
+T load(const T &field) {
+    return __atomic_load_n(&field, __ATOMIC_ACQUIRE);
+}
+template <typename T>
+void store(T &field, T value) {
+    __atomic_store_n(&field, value, __ATOMIC_RELEASE);
+}
+
+int fail(pybridge_channel *ch, int status, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+int fail(pybridge_channel *ch, int status, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(ch->error, sizeof ch->error, format, args);
+    va_end(args);
+    return status;
+}
+
+int fail_errno(pybridge_channel *ch, const char *what) {
+    const int code = errno;
+    return fail(ch, PYBRIDGE_E_SYSTEM, "%s failed for channel '%s': %s (errno %d)", what, ch->name.c_str(),
+                std::strerror(code), code);
+}
+
+bool valid_name(const char *name) {
+    const size_t length = std::strlen(name);
+    if (length == 0 || length > PYBRIDGE_CHANNEL_NAME_MAX) return false;
+    for (size_t i = 0; i < length; ++i) {
+        const char c = name[i];
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                        c == '_' || c == '.';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+// Maps the whole object as it is now and validates the header.
+int map_segment(pybridge_channel *ch) {
+    struct stat info;
+    if (::fstat(ch->fd, &info) != 0) return fail_errno(ch, "fstat");
+    if (ch->base != MAP_FAILED) {
+        ::munmap(ch->base, ch->mapped_size);
+        ch->base = MAP_FAILED;
+    }
+    const auto size = static_cast<uint64_t>(info.st_size);
+    if (size < sizeof(pybridge_header)) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' is %llu bytes, too small for a pybridge header",
+                    ch->name.c_str(), static_cast<unsigned long long>(size));
+    }
+    void *base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, ch->fd, 0);
+    if (base == MAP_FAILED) return fail_errno(ch, "mmap");
+    ch->base = base;
+    ch->mapped_size = size;
+    char message[512];
+    if (pybridge_header_validate(base, size, message, sizeof message) != PYBRIDGE_OK) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s': %s", ch->name.c_str(), message);
+    }
+    return PYBRIDGE_OK;
+}
+
+// Blocks on `sem` for at most the liveness period. Returns true when it was
+// posted; false on timeout or signal, so the caller re-checks state and peer.
+bool wait_a_while(sem_t *sem) {
+    timespec deadline;
+    ::clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += long{PYBRIDGE_LIVENESS_PERIOD_MS} * 1000000L;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
+    deadline.tv_nsec %= 1000000000L;
+    return ::sem_timedwait(sem, &deadline) == 0;
+}
+
+int driver_gone(pybridge_channel *ch) {
+    return fail(ch, PYBRIDGE_E_DRIVER_GONE,
+                "the driver process (pid %d) of channel '%s' died without closing it; stopping",
+                static_cast<int>(ch->driver_pid), ch->name.c_str());
+}
+
+int check_declaration(pybridge_channel *ch, const pybridge_declaration *d) {
+    if ((d->capabilities & ~PYBRIDGE_CAP_ALL) != 0) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT, "unknown capability flags 0x%x", d->capabilities);
+    }
+    if (d->n_residuals != 0 && (d->capabilities & PYBRIDGE_CAP_RESIDUALS) == 0) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT,
+                    "n_residuals is %u but PYBRIDGE_CAP_RESIDUALS is not declared", d->n_residuals);
+    }
+    return PYBRIDGE_OK;
+}
+
+int open_channel(pybridge_channel *ch, const char *name, const pybridge_declaration *declaration) {
+    if (declaration == nullptr) return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT, "declaration is NULL");
+    if (name == nullptr) {
+        name = std::getenv(PYBRIDGE_CHANNEL_ENV);
+        if (name == nullptr || *name == '\0') {
+            return fail(ch, PYBRIDGE_E_NO_CHANNEL,
+                        "%s is not set: start this program from pybridge.Simulator, or pass the channel name",
+                        PYBRIDGE_CHANNEL_ENV);
+        }
+    }
+    if (*name == '/') ++name;
+    if (!valid_name(name)) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT,
+                    "invalid channel name '%.64s': use 1 to %d characters from [A-Za-z0-9._-]", name,
+                    PYBRIDGE_CHANNEL_NAME_MAX);
+    }
+    ch->name = name;
+    const int status = check_declaration(ch, declaration);
+    if (status != PYBRIDGE_OK) return status;
+
+    const std::string object = "/" + ch->name;
+    ch->fd = ::shm_open(object.c_str(), O_RDWR, 0);
+    if (ch->fd < 0) {
+        if (errno == ENOENT) {
+            return fail(ch, PYBRIDGE_E_NO_CHANNEL, "no channel named '%s' exists (has its driver exited?)",
+                        ch->name.c_str());
+        }
+        return fail_errno(ch, "shm_open");
+    }
+    if (int rc = map_segment(ch); rc != PYBRIDGE_OK) return rc;
+    pybridge_header *h = ch->header();
+    ch->driver_pid = h->driver_pid;
+    if (const uint32_t state = load(h->state); state != PYBRIDGE_STATE_CREATED) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' is already taken (state %u, simulator pid %d)",
+                    ch->name.c_str(), state, static_cast<int>(h->simulator_pid));
+    }
+    ch->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), 0);
+    if (ch->request_sem == SEM_FAILED) return fail_errno(ch, "sem_open (request)");
+    ch->reply_sem = ::sem_open((object + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), 0);
+    if (ch->reply_sem == SEM_FAILED) return fail_errno(ch, "sem_open (reply)");
+
+    h->declared_n_params = declaration->n_params;
+    h->declared_n_residuals = declaration->n_residuals;
+    h->declared_capabilities = declaration->capabilities;
+    h->simulator_pid = static_cast<int32_t>(::getpid());
+    store(h->state, static_cast<uint32_t>(PYBRIDGE_STATE_DECLARED));
+    if (::sem_post(ch->reply_sem) != 0) return fail_errno(ch, "sem_post (declaration)");
+
+    for (;;) {
+        const uint32_t state = load(ch->header()->state);
+        if (state == PYBRIDGE_STATE_READY) break;
+        if (state == PYBRIDGE_STATE_REJECTED) {
+            char reason[PYBRIDGE_ERROR_TEXT_SIZE];
+            std::memcpy(reason, ch->header()->error, sizeof reason);
+            reason[sizeof reason - 1] = '\0';
+            return fail(ch, PYBRIDGE_E_REJECTED, "the driver rejected this simulator: %s", reason);
+        }
+        if (state == PYBRIDGE_STATE_CLOSED) {
+            return fail(ch, PYBRIDGE_E_REJECTED, "the driver closed channel '%s' during the handshake",
+                        ch->name.c_str());
+        }
+        if (!wait_a_while(ch->request_sem) && !process_alive(ch->driver_pid)) return driver_gone(ch);
+    }
+    // The driver grew the segment to its final size before announcing READY.
+    if (int rc = map_segment(ch); rc != PYBRIDGE_OK) return rc;
+    h = ch->header();
+    const auto mismatch = [](uint32_t declared, uint32_t actual) { return declared != 0 && declared != actual; };
+    if (mismatch(declaration->n_params, h->n_params) || mismatch(declaration->n_residuals, h->n_residuals) ||
+        (declaration->capabilities & ~h->capabilities) != 0) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL,
+                    "the driver fixed a shape (%u parameters, %u residuals, capabilities 0x%x) that contradicts "
+                    "the declaration (%u, %u, 0x%x)",
+                    h->n_params, h->n_residuals, h->capabilities, declaration->n_params, declaration->n_residuals,
+                    declaration->capabilities);
+    }
+    // Requests are numbered from 1 after READY; one may be waiting already.
+    ch->last_seq = 0;
+    return PYBRIDGE_OK;
+}
+
+double *region(const pybridge_channel *ch, uint64_t offset) {
+    return reinterpret_cast<double *>(static_cast<char *>(ch->base) + offset);
+}
+
+int finish_reply(pybridge_channel *ch, int32_t status) {
+    pybridge_header *h = ch->header();
+    h->reply_status = status;
+    store(h->reply_seq, ch->last_seq);
+    ch->pending = false;
+    if (::sem_post(ch->reply_sem) != 0) return fail_errno(ch, "sem_post (reply)");
+    return PYBRIDGE_OK;
+}
+
+int check_pending(pybridge_channel *ch) {
+    if (!ch->pending) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT, "no request to reply to: call pybridge_channel_wait first");
+    }
+    return PYBRIDGE_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+int pybridge_channel_open(const char *name, const pybridge_declaration *declaration, pybridge_channel **out) {
+    if (out == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    *out = new (std::nothrow) pybridge_channel;
+    if (*out == nullptr) return PYBRIDGE_E_SYSTEM;
+    try {
+        return open_channel(*out, name, declaration);
+    } catch (...) {  // std::string may throw bad_alloc; it must not reach C callers
+        return PYBRIDGE_E_SYSTEM;
+    }
+}
+
+void pybridge_channel_close(pybridge_channel *ch) {
+    if (ch == nullptr) return;
+    if (ch->base != MAP_FAILED) ::munmap(ch->base, ch->mapped_size);
+    if (ch->fd >= 0) ::close(ch->fd);
+    if (ch->request_sem != SEM_FAILED) ::sem_close(ch->request_sem);
+    if (ch->reply_sem != SEM_FAILED) ::sem_close(ch->reply_sem);
+    delete ch;
+}
+
+int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
+    if (ch == nullptr || request == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (ch->base == MAP_FAILED || ch->reply_sem == SEM_FAILED) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT, "the channel is not open");
+    }
+    if (ch->pending) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT, "reply to request %llu before waiting for the next one",
+                    static_cast<unsigned long long>(ch->last_seq));
+    }
+    pybridge_header *h = ch->header();
+    uint64_t seq;
+    for (;;) {
+        if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
+        seq = load(h->request_seq);
+        // Only newer requests count: a post left over from a request the
+        // driver gave up on must not make us serve it twice.
+        if (seq > ch->last_seq) break;
+        if (!wait_a_while(ch->request_sem) && !process_alive(ch->driver_pid)) return driver_gone(ch);
+    }
+    const uint32_t kind = h->request_kind;
+    const bool kind_ok = kind == PYBRIDGE_REQUEST_COST ||
+                         (kind == PYBRIDGE_REQUEST_GRADIENT && (h->capabilities & PYBRIDGE_CAP_GRADIENT)) ||
+                         (kind == PYBRIDGE_REQUEST_RESIDUALS && (h->capabilities & PYBRIDGE_CAP_RESIDUALS));
+    if (!kind_ok) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "request %llu has kind %u, which this channel does not support",
+                    static_cast<unsigned long long>(seq), kind);
+    }
+    ch->last_seq = seq;
+    ch->pending = true;
+    ch->pending_kind = kind;
+    request->seq = seq;
+    request->kind = kind;
+    request->n_params = h->n_params;
+    request->params = region(ch, h->params_offset);
+    request->gradient = kind == PYBRIDGE_REQUEST_GRADIENT ? region(ch, h->gradient_offset) : nullptr;
+    request->n_residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? h->n_residuals : 0;
+    request->residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? region(ch, h->residuals_offset) : nullptr;
+    return PYBRIDGE_OK;
+}
+
+int pybridge_channel_reply(pybridge_channel *ch, double cost) {
+    if (ch == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (int rc = check_pending(ch); rc != PYBRIDGE_OK) return rc;
+    ch->header()->cost = cost;
+    return finish_reply(ch, PYBRIDGE_REPLY_OK);
+}
+
+int pybridge_channel_reply_residuals(pybridge_channel *ch) {
+    if (ch == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (int rc = check_pending(ch); rc != PYBRIDGE_OK) return rc;
+    if (ch->pending_kind != PYBRIDGE_REQUEST_RESIDUALS) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT,
+                    "request %llu asked for a cost, not residuals: use pybridge_channel_reply",
+                    static_cast<unsigned long long>(ch->last_seq));
+    }
+    ch->header()->cost = std::nan("");
+    return finish_reply(ch, PYBRIDGE_REPLY_OK);
+}
+
+int pybridge_channel_reply_error(pybridge_channel *ch, const char *message) {
+    if (ch == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (int rc = check_pending(ch); rc != PYBRIDGE_OK) return rc;
+    char *text = ch->header()->error;
+    std::snprintf(text, PYBRIDGE_ERROR_TEXT_SIZE, "%s",
+                  message != nullptr && *message != '\0' ? message : "(the simulator gave no message)");
+    return finish_reply(ch, PYBRIDGE_REPLY_FAILED);
+}
+
+const char *pybridge_channel_last_error(const pybridge_channel *ch) {
+    if (ch == nullptr) return "out of memory while creating the channel handle";
+    return ch->error;
+}
+
+const char *pybridge_channel_name(const pybridge_channel *ch) { return ch == nullptr ? "" : ch->name.c_str(); }
+
+const char *pybridge_version(void) { return PYBRIDGE_VERSION_STRING; }
+
+}  // extern "C"

@@ -1,0 +1,32 @@
+#include "process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+
+namespace pybridge::detail {
+
+bool process_alive(pid_t pid) noexcept {
+    if (pid <= 0) return false;
+    // EPERM means the process exists but belongs to someone else: alive.
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+    // kill() succeeds on zombies; /proc tells them apart (Linux). Where /proc
+    // is missing we cannot tell, and report alive.
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    std::FILE *file = std::fopen(path, "r");
+    if (file == nullptr) return errno != ENOENT;
+    char buffer[512];
+    const size_t length = std::fread(buffer, 1, sizeof buffer - 1, file);
+    std::fclose(file);
+    buffer[length] = '\0';
+    // The command name in parentheses may itself hold ')' or spaces: the
+    // state is the first field after the last ')'.
+    const char *close = std::strrchr(buffer, ')');
+    if (close == nullptr || close[1] == '\0' || close[2] == '\0') return true;
+    const char state = close[2];
+    return state != 'Z' && state != 'X';
+}
+
+}  // namespace pybridge::detail

@@ -1,0 +1,257 @@
+"""The driver's end of one channel: the shared segment and its two semaphores.
+
+A :class:`Channel` creates and owns (and alone unlinks) the POSIX objects,
+performs the driver's half of the handshake and moves requests and replies.
+It knows nothing about processes: whoever waits passes a ``check_peer``
+callback, called at least every ``LIVENESS_PERIOD`` seconds while blocked,
+that raises if the simulator is gone. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Callable, Optional
+
+import numpy as np
+import posix_ipc
+
+from . import _native
+from .errors import EvaluationFailed, ProtocolError
+from .protocol import (
+    ERROR_TEXT_SIZE,
+    HEADER_DTYPE,
+    HEADER_SIZE,
+    LIVENESS_PERIOD,
+    MAGIC,
+    PROTOCOL_VERSION,
+    Capability,
+    ReplyStatus,
+    RequestKind,
+    State,
+    new_channel_name,
+    semaphore_names,
+)
+
+__all__ = ["Channel", "Declaration"]
+
+PeerCheck = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What the simulator said it computes (0 = "the driver decides")."""
+
+    n_params: int
+    n_residuals: int
+    capabilities: Capability
+    simulator_pid: int
+
+
+class Channel:
+    """One shared segment plus its request and reply semaphores, owned by the driver."""
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        self.name = name or new_channel_name()
+        request_name, reply_name = semaphore_names(self.name)
+        self._request_sem: Optional[posix_ipc.Semaphore] = None
+        self._reply_sem: Optional[posix_ipc.Semaphore] = None
+        # Created before the semaphores so that a failure half-way leaves
+        # nothing behind: close() removes whatever exists.
+        self._segment: Optional[shared_memory.SharedMemory] = shared_memory.SharedMemory(
+            name=self.name, create=True, size=HEADER_SIZE
+        )
+        try:
+            self._request_sem = posix_ipc.Semaphore(request_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
+            self._reply_sem = posix_ipc.Semaphore(reply_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
+        except BaseException:
+            self.close()
+            raise
+        self._map_header()
+        header = self._header
+        header["magic"] = MAGIC
+        header["version"] = PROTOCOL_VERSION
+        header["header_size"] = HEADER_SIZE
+        header["segment_size"] = HEADER_SIZE
+        header["driver_pid"] = os.getpid()
+        header["state"] = State.CREATED
+        self._seq = 0
+        self.n_params = 0
+        self.n_residuals = 0
+        self.capabilities = Capability.NONE
+        self.params: np.ndarray = np.empty(0)
+        self.gradient: Optional[np.ndarray] = None
+        self.residuals: Optional[np.ndarray] = None
+
+    # ---- handshake -------------------------------------------------------
+
+    def wait_for_declaration(self, timeout: Optional[float], check_peer: PeerCheck) -> Declaration:
+        """Blocks until a simulator has attached and declared itself.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds (None = no limit).
+        """
+        self._wait(self._reply_sem, lambda: self._state() == State.DECLARED, timeout, check_peer)
+        header = self._header
+        return Declaration(
+            n_params=int(header["declared_n_params"]),
+            n_residuals=int(header["declared_n_residuals"]),
+            capabilities=Capability(int(header["declared_capabilities"])),
+            simulator_pid=int(header["simulator_pid"]),
+        )
+
+    def accept(self, n_params: int, n_residuals: int, capabilities: Capability) -> None:
+        """Fixes the layout for this shape, grows the segment and lets requests flow."""
+        layout = _native.layout(n_params, n_residuals, int(capabilities))
+        _native.resize_segment(self.name, layout["segment_size"])
+        self._remap()
+        header = self._header
+        header["n_params"] = n_params
+        header["n_residuals"] = n_residuals
+        header["capabilities"] = int(capabilities)
+        header["params_offset"] = layout["params_offset"]
+        header["gradient_offset"] = layout["gradient_offset"]
+        header["residuals_offset"] = layout["residuals_offset"]
+        header["segment_size"] = layout["segment_size"]
+        reason = _native.validate_header(self._segment_buffer())
+        if reason is not None:  # only a bug in pybridge itself gets here
+            raise ProtocolError(f"pybridge wrote an invalid header: {reason}")
+        self.n_params, self.n_residuals, self.capabilities = n_params, n_residuals, capabilities
+        self.params = self._region(layout["params_offset"], n_params)
+        if capabilities & Capability.GRADIENT:
+            self.gradient = self._region(layout["gradient_offset"], n_params)
+        if capabilities & Capability.RESIDUALS:
+            self.residuals = self._region(layout["residuals_offset"], n_residuals)
+        self._set_state(State.READY)
+
+    def reject(self, reason: str) -> None:
+        """Tells the simulator why its declaration is refused; it gets PYBRIDGE_E_REJECTED."""
+        self._write_error(reason)
+        self._set_state(State.REJECTED)
+
+    # ---- requests ----------------------------------------------------------
+
+    def request(self, kind: RequestKind) -> int:
+        """Sends a request for the parameters now in :attr:`params`; returns its sequence number."""
+        self._seq += 1
+        self._header["request_kind"] = kind
+        self._header["request_seq"] = self._seq
+        assert self._request_sem is not None
+        self._request_sem.release()
+        return self._seq
+
+    def wait_reply(self, seq: int, timeout: Optional[float], check_peer: PeerCheck) -> float:
+        """Waits for the reply to request ``seq`` and returns its cost.
+
+        A reply to an older request is never taken for this one. Raises
+        :class:`EvaluationFailed` if the simulator reported a failure and
+        :class:`TimeoutError` after ``timeout`` seconds.
+        """
+        header = self._header
+        self._wait(self._reply_sem, lambda: int(header["reply_seq"]) == seq, timeout, check_peer)
+        if int(header["reply_status"]) != ReplyStatus.OK:
+            raise EvaluationFailed(f"the simulator reported a failed evaluation: {self._read_error()}")
+        return float(header["cost"])
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Asks the simulator to leave its loop (its wait returns PYBRIDGE_CLOSED)."""
+        if self._segment is not None and self._request_sem is not None:
+            self._set_state(State.CLOSED)
+
+    def close(self) -> None:
+        """Shuts down and removes the segment and both semaphores. Idempotent."""
+        self.shutdown()
+        self.params = np.empty(0)
+        self.gradient = self.residuals = None
+        self._header = None  # type: ignore[assignment]
+        if self._segment is not None:
+            segment, self._segment = self._segment, None
+            try:
+                segment.close()
+            except BufferError:
+                pass  # a caller still holds a view; the mapping goes when it does
+            segment.unlink()
+        for attr in ("_request_sem", "_reply_sem"):
+            sem = getattr(self, attr)
+            if sem is not None:
+                setattr(self, attr, None)
+                try:
+                    sem.unlink()
+                except posix_ipc.ExistentialError:
+                    pass
+                sem.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._segment is None
+
+    @property
+    def simulator_pid(self) -> int:
+        return int(self._header["simulator_pid"])
+
+    # ---- internals -------------------------------------------------------------
+
+    def _wait(
+        self,
+        sem: Optional[posix_ipc.Semaphore],
+        ready: Callable[[], bool],
+        timeout: Optional[float],
+        check_peer: PeerCheck,
+    ) -> None:
+        # Take a post first, then look: a reply that came before we waited has
+        # left its post, and a stale post (of a request given up on) costs one
+        # extra turn, never a wrong answer.
+        assert sem is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            period = LIVENESS_PERIOD
+            if deadline is not None:
+                period = min(period, max(deadline - time.monotonic(), 0.0))
+            try:
+                sem.acquire(period)
+            except posix_ipc.BusyError:
+                pass
+            except posix_ipc.SignalError:
+                pass  # a signal handler ran; a KeyboardInterrupt surfaces on its own
+            if ready():
+                return
+            check_peer()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError
+
+    def _state(self) -> int:
+        return int(self._header["state"])
+
+    def _set_state(self, state: State) -> None:
+        self._header["state"] = state
+        assert self._request_sem is not None
+        self._request_sem.release()  # wake the simulator to look
+
+    def _write_error(self, text: str) -> None:
+        raw = text.encode("utf-8", "replace")[: ERROR_TEXT_SIZE - 1]
+        self._header["error"] = raw
+
+    def _read_error(self) -> str:
+        return bytes(self._header["error"]).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def _segment_buffer(self) -> memoryview:
+        assert self._segment is not None
+        return self._segment.buf
+
+    def _map_header(self) -> None:
+        self._header = np.ndarray((), dtype=HEADER_DTYPE, buffer=self._segment_buffer())
+
+    def _remap(self) -> None:
+        # multiprocessing's mapping has the size of the object when it was
+        # opened; after growing it, open it again. Views must go first.
+        self._header = None  # type: ignore[assignment]
+        assert self._segment is not None
+        old, self._segment = self._segment, shared_memory.SharedMemory(name=self.name)
+        old.close()
+        self._map_header()
+
+    def _region(self, offset: int, count: int) -> np.ndarray:
+        return np.ndarray((count,), dtype=np.float64, buffer=self._segment_buffer(), offset=offset)

@@ -1,0 +1,77 @@
+"""Every exception pybridge raises derives from :class:`Error`.
+
+Input mistakes (a wrong-length or non-finite parameter vector) are the
+standard :class:`ValueError` / :class:`TypeError`, raised before anything is
+sent, as SciPy users expect.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Error",
+    "ShimError",
+    "ProtocolError",
+    "HandshakeError",
+    "SimulatorProcessError",
+    "SimulatorStartError",
+    "SimulatorCrashed",
+    "EvaluationFailed",
+    "EvaluationTimeout",
+    "ChannelClosed",
+]
+
+
+class Error(Exception):
+    """Base class of all pybridge errors."""
+
+
+class ShimError(Error):
+    """A call into the native shim failed; ``code`` is its ``PYBRIDGE_E_*`` status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ProtocolError(Error):
+    """The shared segment does not hold what the protocol requires."""
+
+
+class HandshakeError(Error):
+    """The simulator's declaration does not fit what the caller asked for."""
+
+
+class SimulatorProcessError(Error):
+    """The simulator process failed; carries its exit status and the tail of its stderr.
+
+    ``returncode`` is the exit code, or minus the signal number (as in
+    :mod:`subprocess`), or ``None`` if the process is still running or is not ours.
+    """
+
+    def __init__(self, message: str, *, returncode: int | None = None, stderr_tail: str = "") -> None:
+        details = message
+        if stderr_tail:
+            details += "\n--- last lines of the simulator's stderr ---\n" + stderr_tail
+        super().__init__(details)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class SimulatorStartError(SimulatorProcessError):
+    """The simulator could not be started, or never completed the handshake."""
+
+
+class SimulatorCrashed(SimulatorProcessError):
+    """The simulator died after the handshake (during or between evaluations)."""
+
+
+class EvaluationFailed(Error):
+    """The simulator reported that one evaluation failed; it keeps serving."""
+
+
+class EvaluationTimeout(Error):
+    """An evaluation took longer than the timeout; the simulator was stopped."""
+
+
+class ChannelClosed(Error):
+    """The simulator was closed (or has failed) and can no longer evaluate."""

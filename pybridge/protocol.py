@@ -1,0 +1,92 @@
+"""The Python view of ``cpp/include/pybridge/protocol.h``.
+
+The header's field offsets and types come from the compiled module, which
+takes them from the C header; the small enums below are mirrored by hand
+for readability and typing, and ``tests/protocol`` checks them against the
+C definitions.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+
+import numpy as np
+
+from . import _native
+
+__all__ = [
+    "MAGIC",
+    "PROTOCOL_VERSION",
+    "HEADER_SIZE",
+    "HEADER_DTYPE",
+    "CHANNEL_ENV",
+    "CHANNEL_PREFIX",
+    "State",
+    "Capability",
+    "RequestKind",
+    "ReplyStatus",
+    "new_channel_name",
+    "semaphore_names",
+]
+
+MAGIC: int = _native.MAGIC
+PROTOCOL_VERSION: int = _native.PROTOCOL_VERSION
+HEADER_SIZE: int = _native.HEADER_SIZE
+ERROR_TEXT_SIZE: int = _native.ERROR_TEXT_SIZE
+CHANNEL_ENV: str = _native.CHANNEL_ENV
+LIVENESS_PERIOD: float = _native.LIVENESS_PERIOD_MS / 1000.0
+#: Every name we create starts with this, so `pybridge clean` can find ours.
+CHANNEL_PREFIX = "pybridge-"
+
+#: The header as a numpy structured type, built from the C struct's offsets.
+HEADER_DTYPE = np.dtype(
+    {
+        "names": [name for name, _, _ in _native.header_fields()],
+        "offsets": [offset for _, offset, _ in _native.header_fields()],
+        "formats": [fmt for _, _, fmt in _native.header_fields()],
+        "itemsize": HEADER_SIZE,
+    }
+)
+
+
+class State(enum.IntEnum):
+    """Channel lifecycle (``pybridge_header.state``)."""
+
+    CREATED = 1
+    DECLARED = 2
+    READY = 3
+    REJECTED = 4
+    CLOSED = 5
+
+
+class Capability(enum.IntFlag):
+    """What a simulator computes besides the cost."""
+
+    NONE = 0
+    GRADIENT = 1
+    RESIDUALS = 2
+
+
+class RequestKind(enum.IntEnum):
+    COST = 1
+    GRADIENT = 2
+    RESIDUALS = 3
+
+
+class ReplyStatus(enum.IntEnum):
+    OK = 0
+    FAILED = 1
+
+
+def new_channel_name() -> str:
+    """A fresh channel name with 96 random bits: unguessable and collision-free."""
+    return CHANNEL_PREFIX + secrets.token_hex(12)
+
+
+def semaphore_names(channel: str) -> tuple[str, str]:
+    """The (request, reply) semaphore names of a channel, as posix_ipc wants them."""
+    return (
+        "/" + channel + _native.REQUEST_SEM_SUFFIX,
+        "/" + channel + _native.REPLY_SEM_SUFFIX,
+    )

@@ -1,0 +1,69 @@
+"""Simulators written in Python, served over the same shim as C and C++ ones.
+
+Meant for tests, prototypes and surrogate models: the protocol, the
+handshake and the failure handling are exactly those of a compiled
+simulator, because the calls go through the compiled shim.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import _native
+from .protocol import Capability, RequestKind
+
+__all__ = ["serve"]
+
+
+def serve(
+    function: Callable[[np.ndarray], Any],
+    *,
+    n_params: int = 0,
+    n_residuals: int = 0,
+    gradient: bool = False,
+    channel: Optional[str] = None,
+) -> int:
+    """Serves ``function`` on a channel until the driver closes it; returns the number of evaluations.
+
+    ``function(x)`` returns the cost; with ``gradient=True`` it returns
+    ``(cost, gradient)`` (SciPy's ``jac=True`` convention); with
+    ``n_residuals > 0`` it returns the residual vector. ``x`` is a read-only
+    view of the shared parameters. An exception inside ``function`` is
+    reported to the driver as a failed evaluation (its message reaches the
+    driver's :class:`pybridge.EvaluationFailed`), and serving goes on.
+
+    ``n_params=0`` lets the driver choose the dimension. ``channel`` defaults
+    to the ``PYBRIDGE_CHANNEL`` environment variable. Run as the simulator
+    program, for example ``python -c "import pybridge; pybridge.serve(f, n_params=2)"``::
+
+        def cost(x):
+            return float(((x - 1.0) ** 2).sum())
+
+        pybridge.serve(cost, n_params=2)
+    """
+    capabilities = Capability.NONE
+    if gradient:
+        capabilities |= Capability.GRADIENT
+    if n_residuals:
+        capabilities |= Capability.RESIDUALS
+    endpoint = _native.Channel(channel, n_params, n_residuals, int(capabilities))
+    served = 0
+    while (request := endpoint.wait()) is not None:
+        _, kind, x, gradient_out, residuals_out = request
+        try:
+            if kind == RequestKind.RESIDUALS:
+                residuals_out[:] = function(x)
+                endpoint.reply_residuals()
+            elif gradient:
+                cost, grad = function(x)
+                if kind == RequestKind.GRADIENT:
+                    gradient_out[:] = grad
+                endpoint.reply(float(cost))
+            else:
+                endpoint.reply(float(function(x)))
+        except Exception as error:  # reported to the driver; KeyboardInterrupt still stops us
+            endpoint.reply_error(f"{type(error).__name__}: {error}")
+        served += 1
+    return served
