@@ -190,7 +190,8 @@ class Channel:
 
     @property
     def simulator_pid(self) -> int:
-        return int(self._header["simulator_pid"])
+        """The pid the simulator declared, or 0 before it attached (or after close)."""
+        return 0 if self._header is None else int(self._header["simulator_pid"])
 
     # ---- internals -------------------------------------------------------------
 

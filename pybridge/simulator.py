@@ -125,6 +125,12 @@ class Simulator:
             return self._resources.process.pid
         return self._resources.channel.simulator_pid if self._connected else None
 
+    @property
+    def returncode(self) -> Optional[int]:
+        """The launched simulator's exit status (None while it runs, or if it is not ours)."""
+        process = self._resources.process
+        return None if process is None else process.poll()
+
     def connect(self, timeout: Optional[float] = None) -> None:
         """Waits (up to ``timeout`` seconds, None = forever) for the simulator's handshake.
 
@@ -378,10 +384,13 @@ class _Resources:
             process.wait()
 
     def release(self) -> None:
+        # Only a simulator that attached can see the shutdown and leave its
+        # loop; one that never did gets no grace period.
+        attached = self.channel.simulator_pid != 0
         self.channel.shutdown()
         if self.process is not None:
             try:
-                self.process.wait(self.close_timeout)
+                self.process.wait(self.close_timeout if attached else 0)
             except subprocess.TimeoutExpired:
                 self.stop_process()
         self.channel.close()

@@ -1,0 +1,77 @@
+"""Shared fixtures. Every test runs against the *installed* pybridge."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+
+import pybridge
+from pybridge.paths import bundled_simulator
+from pybridge.protocol import CHANNEL_PREFIX
+
+REPO = Path(__file__).resolve().parent.parent
+SHM = Path("/dev/shm")
+
+
+def our_shm_entries() -> set[str]:
+    """Segments and semaphores of pybridge (glibc keeps named semaphores as sem.NAME)."""
+    return {p.name for p in SHM.iterdir() if p.name.startswith((CHANNEL_PREFIX, "sem." + CHANNEL_PREFIX))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_after_the_suite() -> Iterator[None]:
+    """After the whole suite, nothing of ours remains under /dev/shm."""
+    before = our_shm_entries()
+    yield
+    left = our_shm_entries() - before
+    assert not left, f"the test suite left {sorted(left)} in /dev/shm"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_channels() -> Iterator[None]:
+    """Fails the test that leaves a segment or semaphore of ours behind."""
+    before = our_shm_entries()
+    yield
+    leaked = our_shm_entries() - before
+    assert not leaked, f"this test leaked {sorted(leaked)} in /dev/shm"
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Callable[[str], Path]:
+    return bundled_simulator
+
+
+@pytest.fixture
+def python_simulator(tmp_path: Path) -> Callable[[str], List[str]]:
+    """Writes a simulator script in Python and returns its command line."""
+
+    def make(body: str) -> List[str]:
+        script = tmp_path / f"simulator_{len(list(tmp_path.iterdir()))}.py"
+        script.write_text("import os, sys, time\nimport numpy as np\nimport pybridge\n" + textwrap.dedent(body))
+        return [sys.executable, str(script)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def built_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/ built as a standalone project that finds the *installed* CMake package."""
+    build = tmp_path_factory.mktemp("examples-build")
+    configure = [
+        "cmake",
+        "-S",
+        str(REPO / "examples"),
+        "-B",
+        str(build),
+        f"-Dpybridge_DIR={pybridge.cmake_dir()}",
+        "-DCMAKE_BUILD_TYPE=Release",
+    ]
+    for command in (configure, ["cmake", "--build", str(build), "--parallel", "2"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return build

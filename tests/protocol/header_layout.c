@@ -1,0 +1,52 @@
+/* Prints the header layout and the protocol constants as a C compiler sees
+ * them. Compiled as strict C99 by test_header.py: the public headers must be
+ * valid C, and the Python mirror must match what C code sees. */
+#include <pybridge/pybridge.h>
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define FIELD(member)                                                                   \
+    printf("field %s %zu %zu\n", #member, offsetof(pybridge_header, member), \
+           sizeof(((pybridge_header *)0)->member))
+#define CONSTANT(name) printf("constant %s %lld\n", #name, (long long)(name))
+
+int main(void) {
+    FIELD(magic);
+    FIELD(version);
+    FIELD(header_size);
+    FIELD(segment_size);
+    FIELD(driver_pid);
+    FIELD(simulator_pid);
+    FIELD(state);
+    FIELD(declared_n_params);
+    FIELD(declared_n_residuals);
+    FIELD(declared_capabilities);
+    FIELD(n_params);
+    FIELD(n_residuals);
+    FIELD(capabilities);
+    FIELD(params_offset);
+    FIELD(gradient_offset);
+    FIELD(residuals_offset);
+    FIELD(request_seq);
+    FIELD(request_kind);
+    FIELD(reply_seq);
+    FIELD(reply_status);
+    FIELD(cost);
+    FIELD(error);
+    printf("size %zu\n", sizeof(pybridge_header));
+    CONSTANT(PYBRIDGE_PROTOCOL_VERSION);
+    CONSTANT(PYBRIDGE_STATE_CREATED);
+    CONSTANT(PYBRIDGE_STATE_DECLARED);
+    CONSTANT(PYBRIDGE_STATE_READY);
+    CONSTANT(PYBRIDGE_STATE_REJECTED);
+    CONSTANT(PYBRIDGE_STATE_CLOSED);
+    CONSTANT(PYBRIDGE_CAP_GRADIENT);
+    CONSTANT(PYBRIDGE_CAP_RESIDUALS);
+    CONSTANT(PYBRIDGE_REQUEST_COST);
+    CONSTANT(PYBRIDGE_REQUEST_GRADIENT);
+    CONSTANT(PYBRIDGE_REQUEST_RESIDUALS);
+    CONSTANT(PYBRIDGE_REPLY_OK);
+    CONSTANT(PYBRIDGE_REPLY_FAILED);
+    return 0;
+}
