@@ -1,0 +1,102 @@
+"""The shim as an installed package: CMake config, pkg-config, versions, the CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+import pybridge
+from pybridge import _native, paths
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_versions_agree() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None
+    assert pybridge.__version__ == _native.__version__ == version("pybridge") == declared.group(1)
+
+
+@pytest.mark.parametrize("flag", ["--cmakedir", "--includedir", "--libdir", "--pkgconfigdir"])
+def test_cli_prints_existing_locations(flag: str, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pybridge", flag], capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.strip()  # fmt: skip
+    assert Path(out).is_dir()
+    if flag == "--cmakedir":
+        assert (Path(out) / "pybridgeConfig.cmake").is_file()
+        assert Path(out) == pybridge.cmake_dir()
+
+
+def test_consumer_project_finds_the_installed_package(built_examples: Path) -> None:
+    cache = (built_examples / "CMakeCache.txt").read_text()
+    assert re.search(rf"^pybridge_DIR:\w+={re.escape(str(pybridge.cmake_dir()))}$", cache, re.MULTILINE)
+    # ...and the simulators it built load the installed shim library.
+    linked = subprocess.run(["ldd", str(built_examples / "heat" / "pybridge-heat-c")], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert f"{paths.lib_dir()}/libpybridge.so.0" in linked
+
+
+def test_examples_built_against_the_installed_package_run(built_examples: Path) -> None:
+    rosenbrock = built_examples / "rosenbrock" / "pybridge-rosenbrock"
+    with pybridge.Simulator([rosenbrock], n_params=3) as sim:
+        result = minimize(sim.value_and_grad, np.zeros(3), jac=True, method="BFGS")
+    np.testing.assert_allclose(result.x, np.ones(3), atol=1e-5)
+    assert sim.returncode == 0
+
+
+@pytest.mark.parametrize("program", ["pybridge-heat", "pybridge-heat-c"])
+def test_heat_examples_built_standalone_calibrate(built_examples: Path, program: str) -> None:
+    from pybridge import demo
+
+    result = demo.calibrate(built_examples / "heat" / program, noise=0.0, report=lambda _: None)
+    np.testing.assert_allclose(result.recovered, demo.TRUE_COEFFICIENTS, rtol=1e-6)
+
+
+def test_decay_example_built_standalone(built_examples: Path) -> None:
+    from scipy.optimize import least_squares
+
+    with pybridge.Simulator([built_examples / "decay" / "pybridge-decay"]) as sim:
+        fit = least_squares(sim.residuals, [1.0, 1.0, 0.0], xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    np.testing.assert_allclose(fit.x, [2.5, 1.3, 0.5], rtol=1e-8)
+
+
+def test_pkg_config_build_of_a_c_simulator(tmp_path: Path) -> None:
+    """A Makefile-style build: cc $(pkg-config --cflags --libs pybridge)."""
+    env = dict(os.environ, PKG_CONFIG_PATH=str(paths.pkgconfig_dir()))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "pybridge"], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()  # fmt: skip
+    heat = REPO / "examples" / "heat"
+    exe = tmp_path / "heat-c"
+    subprocess.run(["cc", "-std=c99", "-O2", str(heat / "heat_sim.c"), str(heat / "heat_model.c"), "-o", str(exe),
+                    *flags, "-lm"], check=True)  # fmt: skip
+    from pybridge import demo
+
+    result = demo.calibrate(exe, noise=0.0, report=lambda _: None)
+    np.testing.assert_allclose(result.recovered, demo.TRUE_COEFFICIENTS, rtol=1e-6)
+
+
+def test_plain_cmake_build_of_the_repository(tmp_path: Path) -> None:
+    """People who vendor the shim build the same CMakeLists without pip, and install it."""
+    build, prefix = tmp_path / "build", tmp_path / "prefix"
+    steps = [
+        ["cmake", "-S", str(REPO), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DPYBRIDGE_EXAMPLES=OFF",
+         f"-DCMAKE_INSTALL_PREFIX={prefix}"],
+        ["cmake", "--build", str(build), "--parallel", "2"],
+        ["cmake", "--install", str(build)],
+    ]  # fmt: skip
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert list(prefix.glob("lib*/cmake/pybridge/pybridgeConfig.cmake"))
+    assert (prefix / "include" / "pybridge" / "pybridge.h").is_file()
+    assert list(prefix.glob("lib*/libpybridge.so.0"))
+    assert not list(build.glob("_native*"))  # no Python module outside a wheel build
