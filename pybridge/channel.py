@@ -93,7 +93,14 @@ class Channel:
         Raises :class:`TimeoutError` after ``timeout`` seconds (None = no limit).
         """
         self._wait(self._reply_sem, lambda: self._state() == State.DECLARED, timeout, check_peer)
+        # The simulator has written into the header: trust nothing before checking it.
+        reason = _native.validate_header(self._segment_buffer())
         header = self._header
+        if reason is None and int(header["declared_capabilities"]) & ~int(Capability.GRADIENT | Capability.RESIDUALS):
+            reason = f"unknown capability flags 0x{int(header['declared_capabilities']):x}"
+        if reason is not None:
+            self.reject(reason)
+            raise ProtocolError(f"the simulator corrupted channel {self.name!r} during the handshake: {reason}")
         return Declaration(
             n_params=int(header["declared_n_params"]),
             n_residuals=int(header["declared_n_residuals"]),

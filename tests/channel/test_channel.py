@@ -83,3 +83,29 @@ def test_peer_check_runs_while_waiting() -> None:
             channel.wait_for_declaration(None, check)
     finally:
         channel.close()
+
+
+def test_a_corrupted_declaration_is_refused() -> None:
+    """Whatever the peer wrote is validated before the driver acts on it."""
+    import numpy as np
+    import posix_ipc
+    from multiprocessing import shared_memory
+
+    from pybridge.errors import ProtocolError
+
+    channel = Channel()
+    peer = shared_memory.SharedMemory(name=channel.name)  # a hostile "simulator"
+    try:
+        header = np.ndarray((), dtype=HEADER_DTYPE, buffer=peer.buf)
+        header["declared_n_params"] = 2
+        header["version"] = 999
+        header["state"] = State.DECLARED
+        del header
+        reply = posix_ipc.Semaphore(semaphore_names(channel.name)[1])
+        reply.release()
+        reply.close()
+        with pytest.raises(ProtocolError, match="version 999"):
+            channel.wait_for_declaration(5.0, lambda: None)
+    finally:
+        peer.close()
+        channel.close()

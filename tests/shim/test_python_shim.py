@@ -47,7 +47,8 @@ def test_open_rejects_residuals_without_the_capability() -> None:
 class Handshake:
     """Drives the driver side by hand while a thread runs the simulator side."""
 
-    def __init__(self, n_params: int, n_residuals: int, capabilities: Capability) -> None:
+    def __init__(self, n_params: int, n_residuals: int = 0, capabilities: Capability = Capability.NONE) -> None:
+        self.shape = (n_params, n_residuals, capabilities)
         self.driver = Channel()
         self.endpoint: object = None
         self.error: BaseException | None = None
@@ -66,16 +67,19 @@ class Handshake:
         self.thread.join(5.0)
         assert not self.thread.is_alive()
 
+    def accept(self):  # -> the simulator's endpoint
+        self.driver.accept(*self.shape)
+        self.finish()
+        assert self.error is None
+        return self.endpoint
+
 
 def test_handshake_declaration_reaches_the_driver_and_requests_flow() -> None:
     hs = Handshake(3, 4, Capability.RESIDUALS)
     try:
         assert (hs.declaration.n_params, hs.declaration.n_residuals) == (3, 4)
         assert hs.declaration.capabilities == Capability.RESIDUALS
-        hs.driver.accept(3, 4, Capability.RESIDUALS)
-        hs.finish()
-        assert hs.error is None
-        endpoint = hs.endpoint
+        endpoint = hs.accept()
 
         hs.driver.params[:] = [1.0, 2.0, 3.0]
         seq = hs.driver.request(RequestKind.RESIDUALS)
@@ -94,7 +98,7 @@ def test_handshake_declaration_reaches_the_driver_and_requests_flow() -> None:
 
 
 def test_rejection_reaches_the_simulator_with_the_reason() -> None:
-    hs = Handshake(3, 0, Capability.NONE)
+    hs = Handshake(3)
     try:
         hs.driver.reject("the caller wants 4 parameters")
         hs.finish()
@@ -106,22 +110,20 @@ def test_rejection_reaches_the_simulator_with_the_reason() -> None:
 
 
 def test_reply_without_a_request_is_an_error_not_a_crash() -> None:
-    hs = Handshake(2, 0, Capability.NONE)
+    hs = Handshake(2)
     try:
-        hs.driver.accept(2, 0, Capability.NONE)
-        hs.finish()
+        endpoint = hs.accept()
         with pytest.raises(ShimError, match="no request to reply to") as info:
-            hs.endpoint.reply(1.0)  # type: ignore[attr-defined]
+            endpoint.reply(1.0)  # type: ignore[attr-defined]
         assert info.value.code == CODES["E_INVALID_ARGUMENT"]
     finally:
         hs.driver.close()
 
 
 def test_a_second_simulator_cannot_take_a_channel_in_use() -> None:
-    hs = Handshake(2, 0, Capability.NONE)
+    hs = Handshake(2)
     try:
-        hs.driver.accept(2, 0, Capability.NONE)
-        hs.finish()
+        hs.accept()
         with pytest.raises(ShimError, match="already taken"):
             _native.Channel(hs.driver.name, 2)
     finally:
@@ -129,11 +131,9 @@ def test_a_second_simulator_cannot_take_a_channel_in_use() -> None:
 
 
 def test_a_late_reply_is_never_taken_for_a_newer_request() -> None:
-    hs = Handshake(1, 0, Capability.NONE)
+    hs = Handshake(1)
     try:
-        hs.driver.accept(1, 0, Capability.NONE)
-        hs.finish()
-        endpoint = hs.endpoint
+        endpoint = hs.accept()
         hs.driver.params[:] = [1.0]
         first = hs.driver.request(RequestKind.COST)
         assert endpoint.wait()[0] == first  # type: ignore[attr-defined]
