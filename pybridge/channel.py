@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 from typing import Callable, Optional
 
 import numpy as np
@@ -180,7 +180,12 @@ class Channel:
                 segment.close()
             except BufferError:
                 pass  # a caller still holds a view; the mapping goes when it does
-            segment.unlink()
+            try:
+                segment.unlink()
+            except FileNotFoundError:
+                # Removed already (by `pybridge clean` or a simulator that
+                # believed us dead); still tell CPython's resource tracker.
+                resource_tracker.unregister(segment._name, "shared_memory")  # type: ignore[attr-defined]
         for attr in ("_request_sem", "_reply_sem"):
             sem = getattr(self, attr)
             if sem is not None:

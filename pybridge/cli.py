@@ -31,6 +31,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--noise", type=float, default=0.01, help="measurement noise, relative to the peak reading")
     demo.add_argument("--seed", type=int, default=1, help="seed of the measurement noise")
 
+    clean = commands.add_parser("clean", help="remove channels left in /dev/shm by drivers that died")
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
     args = parser.parse_args(argv)
     for flag, (location, _) in _LOCATIONS.items():
         if getattr(args, flag):
@@ -40,6 +43,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import demo as demo_module  # imports SciPy: only when needed
 
         demo_module.calibrate(args.simulator, noise=args.noise, seed=args.seed)
+        return 0
+    if args.command == "clean":
+        from .cleanup import clean as clean_channels
+
+        removed = clean_channels(dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        for entry in removed:
+            print(f"{verb} {entry.path}  ({entry.reason})")
+        print(f"{len(removed)} stale entries {verb}; live channels are never touched")
         return 0
     parser.print_help(sys.stderr)
     return 2

@@ -58,11 +58,11 @@ class SimulatorProcessError(Error):
 
 
 class SimulatorStartError(SimulatorProcessError):
-    """The simulator could not be started, or never completed the handshake."""
+    """The simulator could not be started (no such executable), or never attached in time."""
 
 
 class SimulatorCrashed(SimulatorProcessError):
-    """The simulator died after the handshake (during or between evaluations)."""
+    """The simulator died: during the handshake, during an evaluation or between evaluations."""
 
 
 class EvaluationFailed(Error):
@@ -70,7 +70,7 @@ class EvaluationFailed(Error):
 
 
 class EvaluationTimeout(Error):
-    """An evaluation took longer than the timeout; the simulator was stopped."""
+    """An evaluation took longer than the timeout; the simulator was killed."""
 
 
 class ChannelClosed(Error):

@@ -1,26 +1,28 @@
 """`Simulator`: an external simulator as an ordinary Python callable.
 
-This layer owns the simulator *process* (launch, liveness, stderr, shutdown)
-and the SciPy-facing calls; the shared memory and semaphores belong to
-:class:`pybridge.channel.Channel`.
+This layer owns the simulator *process* (launch, liveness, stderr, restart,
+shutdown), the failure policy, and the SciPy-facing calls; the shared memory
+and semaphores belong to :class:`pybridge.channel.Channel`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import tempfile
 import weakref
-from typing import IO, Mapping, NoReturn, Optional, Sequence, Tuple, Union
+from typing import IO, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _native
+from . import _native, cleanup
 from .channel import Channel, Declaration
 from .errors import (
     ChannelClosed,
     Error,
+    EvaluationFailed,
     EvaluationTimeout,
     HandshakeError,
     SimulatorCrashed,
@@ -67,9 +69,22 @@ class Simulator:
         both sides give a number they must agree, or :class:`HandshakeError`.
     timeout:
         Seconds one evaluation may take (None: no limit). On expiry the
-        simulator is stopped and :class:`EvaluationTimeout` is raised.
+        simulator is killed and :class:`EvaluationTimeout` is raised.
     start_timeout:
         Seconds the simulator may take to attach to the channel.
+    restarts:
+        How many times one evaluation may restart a simulator that crashed or
+        timed out and try again (needs ``command``). 0: raise at once.
+    penalty:
+        If given, an evaluation that still fails (the simulator reported a
+        failure, crashed or timed out beyond ``restarts``) returns this cost
+        instead of raising: ``value_and_grad`` returns ``(penalty, zeros)`` and
+        ``residuals`` a vector filled with ``penalty``. A dead simulator is
+        restarted before the next evaluation.
+    allow_nonfinite:
+        By default a NaN or infinite cost, gradient or residual counts as a
+        failed evaluation (:class:`EvaluationFailed`, or the penalty). True
+        hands such values to the optimiser unchanged.
     cwd, env:
         Working directory and environment of the launched process (default:
         ours). ``PYBRIDGE_CHANNEL`` is added to ``env``.
@@ -88,24 +103,43 @@ class Simulator:
         n_residuals: Optional[int] = None,
         timeout: Optional[float] = None,
         start_timeout: float = 30.0,
+        restarts: int = 0,
+        penalty: Optional[float] = None,
+        allow_nonfinite: bool = False,
         cwd: Optional[PathLike] = None,
         env: Optional[Mapping[str, str]] = None,
         close_timeout: float = 5.0,
     ) -> None:
         self._requested_params = _optional_count("n_params", n_params)
         self._requested_residuals = _optional_count("n_residuals", n_residuals)
+        if restarts < 0:
+            raise ValueError(f"restarts must be >= 0, not {restarts}")
+        if restarts and command is None:
+            raise ValueError("restarts need a command to start the simulator again")
         self.timeout = timeout
         self.start_timeout = start_timeout
+        self.restarts = restarts
+        self.penalty = None if penalty is None else float(penalty)
+        self.allow_nonfinite = allow_nonfinite
+        #: Evaluations answered (with a value or with the penalty).
         self.evaluations = 0
-        self._failure: Optional[Error] = None
-        self._connected = False
-        self._resources = _Resources(Channel(), close_timeout)
+        #: Evaluation attempts that failed (crash, timeout, reported failure, non-finite value).
+        self.failures = 0
+        #: Times the simulator was started again after a crash or timeout.
+        self.restart_count = 0
+        self._argv = None if command is None else _argv(command)
+        self._cwd = cwd
+        self._env = env
+        self._broken: Optional[Error] = None  # why this Simulator can no longer evaluate
+        self._restart_pending = False
+        cleanup.clean()  # channels of drivers that died earlier; never a live one
+        self._slot = _SessionSlot(_Session(Channel()), close_timeout)
         # Runs at close(), at garbage collection or at interpreter exit,
         # whichever comes first: a forgotten Simulator leaks nothing.
-        self._finalizer = weakref.finalize(self, self._resources.release)
-        if command is not None:
+        self._finalizer = weakref.finalize(self, self._slot.release)
+        if self._argv is not None:
             try:
-                self._launch(command, cwd, env)
+                self._launch()
                 self.connect(start_timeout)
             except BaseException:
                 self.close()
@@ -116,41 +150,41 @@ class Simulator:
     @property
     def channel_name(self) -> str:
         """The name to hand a simulator you start yourself (as PYBRIDGE_CHANNEL)."""
-        return self._resources.channel.name
+        return self._session.channel.name
 
     @property
     def pid(self) -> Optional[int]:
-        """The simulator's process id, once it has attached."""
-        if self._resources.process is not None:
-            return self._resources.process.pid
-        return self._resources.channel.simulator_pid if self._connected else None
+        """The simulator's process id, once it has attached (or once launched)."""
+        session = self._session
+        if session.process is not None:
+            return session.process.pid
+        return session.channel.simulator_pid or None
 
     @property
     def returncode(self) -> Optional[int]:
         """The launched simulator's exit status (None while it runs, or if it is not ours)."""
-        process = self._resources.process
-        return None if process is None else process.poll()
+        return self._session.poll()
 
     def connect(self, timeout: Optional[float] = None) -> None:
         """Waits (up to ``timeout`` seconds, None = forever) for the simulator's handshake.
 
         Needed only for a simulator you started yourself; idempotent.
         """
-        if self._connected:
-            return
         self._check_usable()
-        channel = self._resources.channel
+        session = self._session
+        if session.connected:
+            return
         try:
-            declaration = channel.wait_for_declaration(timeout, self._check_started)
+            declaration = session.channel.wait_for_declaration(timeout, lambda: self._check_started(session))
         except TimeoutError:
             raise SimulatorStartError(
-                f"no simulator attached to channel {channel.name!r} within {timeout} s. Does it call "
+                f"no simulator attached to channel {session.channel.name!r} within {timeout} s. Does it call "
                 "pybridge_channel_open (or pybridge::Channel::open), and does it see PYBRIDGE_CHANNEL?",
-                stderr_tail=self.stderr_tail(),
+                stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
             ) from None
         n_params, n_residuals = self._reconcile(declaration)
-        channel.accept(n_params, n_residuals, declaration.capabilities)
-        self._connected = True
+        session.channel.accept(n_params, n_residuals, declaration.capabilities)
+        session.connected = True
 
     def close(self) -> None:
         """Stops the simulator and removes every segment and semaphore of the channel."""
@@ -171,26 +205,27 @@ class Simulator:
     @property
     def n_params(self) -> int:
         self._ensure_connected()
-        return self._resources.channel.n_params
+        return self._session.channel.n_params
 
     @property
     def n_residuals(self) -> int:
         self._ensure_connected()
-        return self._resources.channel.n_residuals
+        return self._session.channel.n_residuals
 
     @property
     def capabilities(self) -> Capability:
         self._ensure_connected()
-        return self._resources.channel.capabilities
+        return self._session.channel.capabilities
 
     # ---- evaluations --------------------------------------------------------------
 
     def __call__(self, x: "np.typing.ArrayLike") -> float:
         """The cost at ``x``. For a residual simulator, ``0.5 * sum(residuals**2)``."""
         if self.capabilities & Capability.RESIDUALS:
-            residuals = self._evaluate_residuals(x)
-            return 0.5 * float(residuals @ residuals)
-        return self._evaluate(x, RequestKind.COST)
+            residuals = self._evaluate(x, RequestKind.RESIDUALS)
+            return self._penalty() if residuals is None else 0.5 * float(residuals @ residuals)
+        cost = self._evaluate(x, RequestKind.COST)
+        return self._penalty() if cost is None else float(cost)
 
     def value_and_grad(self, x: "np.typing.ArrayLike") -> Tuple[float, np.ndarray]:
         """``(cost, gradient)`` at ``x``, for ``scipy.optimize.minimize(..., jac=True)``.
@@ -203,48 +238,104 @@ class Simulator:
                 "call minimize(sim, x0) without jac=True to let SciPy use finite differences"
             )
         cost = self._evaluate(x, RequestKind.GRADIENT)
-        gradient = self._resources.channel.gradient
+        if cost is None:
+            return self._penalty(), np.zeros(self.n_params)
+        gradient = self._session.channel.gradient
         assert gradient is not None
-        return cost, gradient.copy()
+        return float(cost), gradient.copy()
 
     def residuals(self, x: "np.typing.ArrayLike") -> np.ndarray:
         """The residual vector at ``x``, for ``scipy.optimize.least_squares``. A fresh array."""
-        return self._evaluate_residuals(x).copy()
-
-    def _evaluate_residuals(self, x: "np.typing.ArrayLike") -> np.ndarray:
         if not self.capabilities & Capability.RESIDUALS:
             raise CapabilityError(
                 "this simulator does not return residuals (it did not declare PYBRIDGE_CAP_RESIDUALS); "
                 "minimize its scalar cost instead"
             )
-        self._evaluate(x, RequestKind.RESIDUALS)
-        residuals = self._resources.channel.residuals
-        assert residuals is not None
-        return residuals
+        residuals = self._evaluate(x, RequestKind.RESIDUALS)
+        if residuals is None:
+            return np.full(self.n_residuals, self._penalty())
+        return residuals.copy()
 
-    def _evaluate(self, x: "np.typing.ArrayLike", kind: RequestKind) -> float:
+    def _evaluate(self, x: "np.typing.ArrayLike", kind: RequestKind):  # -> float | ndarray | None
+        """One evaluation under the failure policy; None means "failed, use the penalty"."""
         self._ensure_connected()
-        channel = self._resources.channel
-        np.copyto(channel.params, self._checked_params(x))
+        params = self._checked_params(x)
+        retries_left = self.restarts
+        while True:
+            try:
+                result = self._round_trip(params, kind)
+                self.evaluations += 1
+                return result
+            except (SimulatorCrashed, EvaluationTimeout) as error:
+                self.failures += 1
+                if retries_left > 0:
+                    retries_left -= 1
+                    self._restart()
+                    continue
+                if self.penalty is not None and self._argv is not None:
+                    self._restart_pending = True
+                    self.evaluations += 1
+                    return None
+                self._broken = error
+                raise
+            except EvaluationFailed:
+                self.failures += 1
+                if self.penalty is not None:
+                    self.evaluations += 1
+                    return None
+                raise
+
+    def _round_trip(self, params: np.ndarray, kind: RequestKind):  # -> float | ndarray
+        session = self._session
+        channel = session.channel
+        np.copyto(channel.params, params)
         seq = channel.request(kind)
         try:
-            cost = channel.wait_reply(seq, self.timeout, lambda: self._check_running(seq))
+            cost = channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
         except TimeoutError:
-            self._resources.stop_process()
-            self._fail(
-                EvaluationTimeout(
-                    f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was stopped. "
-                    "Raise the timeout, or create a new Simulator to continue."
-                )
-            )
-        self.evaluations += 1
+            session.kill()
+            raise EvaluationTimeout(
+                f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was killed"
+                + ("" if self.restarts or self.penalty is not None else ". Raise the timeout, or pass restarts= "
+                   "or penalty= to carry on past such evaluations")
+            ) from None
+        if kind == RequestKind.RESIDUALS:
+            assert channel.residuals is not None
+            self._check_finite("residual", channel.residuals, seq)
+            return channel.residuals
+        self._check_finite("cost", cost, seq)
+        if kind == RequestKind.GRADIENT:
+            assert channel.gradient is not None
+            self._check_finite("gradient", channel.gradient, seq)
         return cost
+
+    def _check_finite(self, what: str, values: "float | np.ndarray", seq: int) -> None:
+        if self.allow_nonfinite:
+            return
+        if isinstance(values, float):
+            if math.isfinite(values):
+                return
+            shown = repr(values)
+        else:
+            finite = np.isfinite(values)
+            if finite.all():
+                return
+            bad = int(np.flatnonzero(~finite)[0])
+            shown = f"[{bad}] = {values[bad]}"
+        raise EvaluationFailed(
+            f"the simulator returned a non-finite {what} {shown} in evaluation {seq}; pass penalty= to replace "
+            "such values, or allow_nonfinite=True to hand them to the optimiser"
+        )
+
+    def _penalty(self) -> float:
+        assert self.penalty is not None
+        return self.penalty
 
     def _checked_params(self, x: "np.typing.ArrayLike") -> np.ndarray:
         array = np.asarray(x)
         if array.dtype.kind not in "biuf":
             raise TypeError(f"parameters must be real numbers, not an array of dtype {array.dtype}")
-        n_params = self._resources.channel.n_params
+        n_params = self._session.channel.n_params
         if array.shape != (n_params,):
             raise ValueError(f"expected {n_params} parameters as a 1-D array, got shape {array.shape}")
         finite = np.isfinite(array)
@@ -255,24 +346,29 @@ class Simulator:
 
     # ---- process management -------------------------------------------------------
 
+    @property
+    def _session(self) -> "_Session":
+        return self._slot.session
+
     def stderr_tail(self, lines: int = _STDERR_TAIL_LINES) -> str:
         """The last ``lines`` lines the launched simulator wrote to stderr."""
-        return self._resources.stderr_tail(lines)
+        return self._session.stderr_tail(lines)
 
-    def _launch(self, command: Command, cwd: Optional[PathLike], env: Optional[Mapping[str, str]]) -> None:
-        if isinstance(command, (str, os.PathLike)):
-            argv = [os.fspath(command)]
-        else:
-            argv = [os.fspath(part) for part in command]
-            if not argv:
-                raise ValueError("command is an empty sequence")
-        environment = dict(os.environ if env is None else env)
+    def _launch(self) -> None:
+        assert self._argv is not None
+        environment = dict(os.environ if self._env is None else self._env)
         environment[CHANNEL_ENV] = self.channel_name
-        self._resources.launch(argv, cwd, environment)
+        self._session.launch(self._argv, self._cwd, environment)
+
+    def _restart(self) -> None:
+        """Replaces a dead or hung simulator by a fresh one on a fresh channel."""
+        self._slot.replace(_Session(Channel()))
+        self.restart_count += 1
+        self._launch()
+        self.connect(self.start_timeout)
 
     def _reconcile(self, declaration: Declaration) -> Tuple[int, int]:
         """The agreed vector lengths; rejects the simulator (and raises) on a mismatch."""
-        channel = self._resources.channel
         try:
             n_params = _agree("parameters", "n_params", declaration.n_params, self._requested_params)
             n_residuals = 0
@@ -284,64 +380,57 @@ class Simulator:
                     "return residuals (it did not declare PYBRIDGE_CAP_RESIDUALS)"
                 )
         except HandshakeError as error:
-            channel.reject(str(error))
-            self._fail(error)
+            self._session.channel.reject(str(error))
+            self._broken = error
+            raise
         return n_params, n_residuals
 
-    def _check_started(self) -> None:
-        returncode = self._resources.poll()
+    def _check_started(self, session: "_Session") -> None:
+        returncode = session.poll()
         if returncode is not None:
-            raise SimulatorStartError(
+            raise SimulatorCrashed(
                 f"the simulator {_describe_exit(returncode)} before completing the handshake",
                 returncode=returncode,
-                stderr_tail=self.stderr_tail(),
+                stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
             )
 
-    def _check_running(self, seq: int) -> None:
-        resources = self._resources
-        if resources.process is not None:
-            returncode = resources.poll()
+    def _check_running(self, session: "_Session", seq: int) -> None:
+        if session.process is not None:
+            returncode = session.poll()
             if returncode is None:
                 return
-            self._fail(
-                SimulatorCrashed(
-                    f"the simulator {_describe_exit(returncode)} during evaluation {seq}",
-                    returncode=returncode,
-                    stderr_tail=self.stderr_tail(),
-                )
+            raise SimulatorCrashed(
+                f"the simulator {_describe_exit(returncode)} during evaluation {seq}",
+                returncode=returncode,
+                stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
             )
-        pid = resources.channel.simulator_pid
+        pid = session.channel.simulator_pid
         if not _native.process_alive(pid):
-            self._fail(SimulatorCrashed(f"the simulator (pid {pid}) died during evaluation {seq}"))
-
-    def _fail(self, error: Error) -> NoReturn:
-        self._failure = error
-        raise error
+            raise SimulatorCrashed(f"the simulator (pid {pid}) died during evaluation {seq}")
 
     def _check_usable(self) -> None:
         if self.closed:
             raise ChannelClosed("this Simulator is closed; create a new one")
-        if self._failure is not None:
+        if self._broken is not None:
             raise ChannelClosed(
-                f"this Simulator failed earlier ({type(self._failure).__name__}); create a new one"
-            ) from self._failure
+                f"this Simulator failed earlier ({type(self._broken).__name__}: {self._broken}); create a new one"
+            ) from self._broken
 
     def _ensure_connected(self) -> None:
         self._check_usable()
-        if not self._connected:
+        if self._restart_pending:
+            self._restart_pending = False
+            self._restart()
+        elif not self._session.connected:
             self.connect(self.start_timeout)
 
 
-class _Resources:
-    """Everything that must be released: the channel, the process, its stderr file.
+class _Session:
+    """One simulator process (if we launched it) with its channel and stderr file."""
 
-    Kept apart from :class:`Simulator` so that ``weakref.finalize`` can
-    release it without keeping the Simulator alive.
-    """
-
-    def __init__(self, channel: Channel, close_timeout: float) -> None:
+    def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.close_timeout = close_timeout
+        self.connected = False
         self.process: Optional[subprocess.Popen[bytes]] = None
         self.stderr: Optional[IO[bytes]] = None
 
@@ -350,9 +439,7 @@ class _Resources:
         # and its tail is there to quote when the simulator fails.
         self.stderr = tempfile.TemporaryFile(prefix="pybridge-stderr-")
         try:
-            self.process = subprocess.Popen(
-                argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stderr=self.stderr
-            )
+            self.process = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stderr=self.stderr)
         except OSError as error:
             raise SimulatorStartError(
                 f"cannot start simulator {argv[0]!r}: {error.strerror or error}. "
@@ -371,31 +458,60 @@ class _Resources:
         text = self.stderr.read().decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop_process(self) -> None:
-        """Terminates, then kills, and always reaps the simulator."""
-        process = self.process
-        if process is None or process.poll() is not None:
+    def kill(self) -> None:
+        """Kills (SIGKILL: a hung simulator may ignore gentler signals) and reaps the simulator."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
             return
-        process.terminate()
-        try:
-            process.wait(1.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        pid = self.channel.simulator_pid  # started by the user: not ours to reap
+        if pid and _native.process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
-    def release(self) -> None:
+    def release(self, close_timeout: float) -> None:
         # Only a simulator that attached can see the shutdown and leave its
         # loop; one that never did gets no grace period.
         attached = self.channel.simulator_pid != 0
         self.channel.shutdown()
-        if self.process is not None:
+        if self.process is not None and self.process.poll() is None:
             try:
-                self.process.wait(self.close_timeout if attached else 0)
+                self.process.wait(close_timeout if attached else 0)
             except subprocess.TimeoutExpired:
-                self.stop_process()
+                self.process.terminate()
+                try:
+                    self.process.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    self.kill()
         self.channel.close()
         if self.stderr is not None:
             self.stderr.close()
+
+
+class _SessionSlot:
+    """The current session. Kept apart from :class:`Simulator` so that
+    ``weakref.finalize`` can release it without keeping the Simulator alive."""
+
+    def __init__(self, session: _Session, close_timeout: float) -> None:
+        self.session = session
+        self.close_timeout = close_timeout
+
+    def replace(self, session: _Session) -> None:
+        old, self.session = self.session, session
+        old.kill()  # it crashed or hung: no grace period
+        old.release(0)
+
+    def release(self) -> None:
+        self.session.release(self.close_timeout)
+
+
+def _argv(command: Command) -> List[str]:
+    if isinstance(command, (str, os.PathLike)):
+        return [os.fspath(command)]
+    argv = [os.fspath(part) for part in command]
+    if not argv:
+        raise ValueError("command is an empty sequence")
+    return argv
 
 
 def _optional_count(name: str, value: Optional[int]) -> int:
@@ -410,9 +526,7 @@ def _agree(what: str, keyword: str, declared: int, requested: int) -> int:
     if declared and requested and declared != requested:
         raise HandshakeError(f"the simulator declares {declared} {what} but {keyword}={requested} was requested")
     if not declared and not requested:
-        raise HandshakeError(
-            f"the simulator does not declare its number of {what}; pass {keyword}= to Simulator"
-        )
+        raise HandshakeError(f"the simulator does not declare its number of {what}; pass {keyword}= to Simulator")
     return declared or requested
 
 

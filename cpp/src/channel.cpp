@@ -114,9 +114,19 @@ bool wait_a_while(sem_t *sem) {
     return ::sem_timedwait(sem, &deadline) == 0;
 }
 
+// The driver owns the channel, but a dead driver cannot remove it: the
+// survivor does, so that a killed driver leaks nothing. Safe because the
+// owner is gone; a name already removed (ENOENT) is fine.
 int driver_gone(pybridge_channel *ch) {
+    char object[PYBRIDGE_CHANNEL_NAME_MAX + 16];  // no allocation on the wait path
+    std::snprintf(object, sizeof object, "/%s", ch->name.c_str());
+    ::shm_unlink(object);
+    std::snprintf(object, sizeof object, "/%s%s", ch->name.c_str(), PYBRIDGE_REQUEST_SEM_SUFFIX);
+    ::sem_unlink(object);
+    std::snprintf(object, sizeof object, "/%s%s", ch->name.c_str(), PYBRIDGE_REPLY_SEM_SUFFIX);
+    ::sem_unlink(object);
     return fail(ch, PYBRIDGE_E_DRIVER_GONE,
-                "the driver process (pid %d) of channel '%s' died without closing it; stopping",
+                "the driver process (pid %d) of channel '%s' died without closing it; removed the channel, stopping",
                 static_cast<int>(ch->driver_pid), ch->name.c_str());
 }
 

@@ -60,7 +60,7 @@ def test_missing_executable(tmp_path) -> None:
 
 def test_simulator_exiting_before_the_handshake_reports_code_and_stderr(python_simulator: Callable) -> None:
     command = python_simulator('sys.stderr.write("cannot read mesh file\\n"); sys.exit(7)\n')
-    with pytest.raises(SimulatorStartError, match="exited with code 7 before completing the handshake") as info:
+    with pytest.raises(SimulatorCrashed, match="exited with code 7 before completing the handshake") as info:
         pybridge.Simulator(command, n_params=2)
     assert info.value.returncode == 7
     assert "cannot read mesh file" in info.value.stderr_tail
@@ -223,7 +223,7 @@ def test_user_started_simulator_dying_is_detected(python_simulator: Callable) ->
         process.wait(10)
 
 
-def test_simulator_notices_the_driver_dying(bundled: Callable, tmp_path) -> None:
+def test_simulator_notices_the_driver_dying_and_removes_its_channel(bundled: Callable, tmp_path) -> None:
     # A driver in a child interpreter, killed with SIGKILL while its simulator waits.
     driver = subprocess.Popen(
         [sys.executable, "-c", "import pybridge, sys, time\n"
@@ -233,18 +233,18 @@ def test_simulator_notices_the_driver_dying(bundled: Callable, tmp_path) -> None
     )  # fmt: skip
     pid_text, channel = driver.stdout.readline().split()
     simulator_pid = int(pid_text)
+    entries = [f"/dev/shm/{channel}", f"/dev/shm/sem.{channel}-req", f"/dev/shm/sem.{channel}-rep"]
     try:
+        assert all(os.path.exists(entry) for entry in entries)
         driver.kill()
         driver.wait()
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and pybridge._native.process_alive(simulator_pid):
             time.sleep(0.02)
         assert not pybridge._native.process_alive(simulator_pid), "simulator still waiting 2 s after its driver died"
+        assert not any(os.path.exists(entry) for entry in entries)
     finally:
         driver.stdout.close()
-        # A killed driver cannot clean up: remove its channel here (automatic cleanup is issue 3).
-        for entry in (channel, f"sem.{channel}-req", f"sem.{channel}-rep"):
-            try:
-                os.unlink(f"/dev/shm/{entry}")
-            except FileNotFoundError:
-                pass
+        for entry in entries:  # only if the assertions above failed
+            if os.path.exists(entry):
+                os.unlink(entry)
