@@ -42,6 +42,11 @@ def no_leaked_channels() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def shm_entries() -> Callable[[], set[str]]:
+    return our_shm_entries
+
+
+@pytest.fixture(scope="session")
 def bundled() -> Callable[[str], Path]:
     return bundled_simulator
 
