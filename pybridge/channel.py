@@ -79,14 +79,16 @@ class Channel:
         header["header_size"] = HEADER_SIZE
         header["segment_size"] = HEADER_SIZE
         header["driver_pid"] = os.getpid()
+        header["reply_semaphore"] = reply_name[1:].encode()
         header["state"] = State.CREATED
-        self._seq = 0
         self.n_params = 0
         self.n_residuals = 0
         self.capabilities = Capability.NONE
         self.params: np.ndarray = np.empty(0)
         self.gradient: Optional[np.ndarray] = None
         self.residuals: Optional[np.ndarray] = None
+        #: The hot path, once the channel is READY (see _native.DriverPort).
+        self.port: Optional[_native.DriverPort] = None
 
     # ---- handshake -------------------------------------------------------
 
@@ -111,8 +113,11 @@ class Channel:
             simulator_pid=int(header["simulator_pid"]),
         )
 
-    def accept(self, n_params: int, n_residuals: int, capabilities: Capability) -> None:
-        """Fixes the layout for this shape, grows the segment and lets requests flow."""
+    def accept(self, n_params: int, n_residuals: int, capabilities: Capability, spin_us: int = 0) -> None:
+        """Fixes the layout for this shape, grows the segment and lets requests flow.
+
+        ``spin_us``: how long each side spins before blocking (0 = block at once).
+        """
         layout = _native.layout(n_params, n_residuals, int(capabilities))
         _native.resize_segment(self.name, layout["segment_size"])
         self._remap()
@@ -124,6 +129,7 @@ class Channel:
         header["gradient_offset"] = layout["gradient_offset"]
         header["residuals_offset"] = layout["residuals_offset"]
         header["segment_size"] = layout["segment_size"]
+        header["spin_us"] = spin_us
         reason = _native.validate_header(self._segment_buffer())
         if reason is not None:  # only a bug in pybridge itself gets here
             raise ProtocolError(f"pybridge wrote an invalid header: {reason}")
@@ -134,6 +140,8 @@ class Channel:
         if capabilities & Capability.RESIDUALS:
             self.residuals = self._region(layout["residuals_offset"], n_residuals)
         self._set_state(State.READY)
+        request_name, reply_name = semaphore_names(self.name)
+        self.port = _native.DriverPort(self._segment_buffer(), request_name[1:], reply_name[1:], spin_us, POLL_PERIOD)
 
     def reject(self, reason: str) -> None:
         """Tells the simulator why its declaration is refused; it gets PYBRIDGE_E_REJECTED."""
@@ -144,24 +152,27 @@ class Channel:
 
     def request(self, kind: RequestKind) -> int:
         """Sends a request for the parameters now in :attr:`params`; returns its sequence number."""
-        self._seq += 1
-        self._header["request_kind"] = kind
-        self._header["request_seq"] = self._seq
-        assert self._request_sem is not None
-        self._request_sem.release()
-        return self._seq
+        assert self.port is not None, "accept() first"
+        if not self.port.send(self.params, kind):
+            raise ValueError("the parameters in Channel.params must be finite")
+        return self.port.seq
 
     def wait_reply(self, seq: int, timeout: Optional[float], check_peer: PeerCheck) -> float:
-        """Waits for the reply to request ``seq`` and returns its cost.
+        """Waits for the reply to the latest request, ``seq``, and returns its cost.
 
         A reply to an older request is never taken for this one. Raises
         :class:`EvaluationFailed` if the simulator reported a failure and
-        :class:`TimeoutError` after ``timeout`` seconds.
+        :class:`TimeoutError` once ``timeout`` seconds have passed since the request.
         """
+        port = self.port
+        assert port is not None and seq == port.seq, "only the latest request can be waited for"
+        while not port.wait():
+            check_peer()
+            if timeout is not None and port.elapsed >= timeout:
+                raise TimeoutError
         header = self._header
-        self._wait(self._reply_sem, lambda: int(header["reply_seq"]) == seq, timeout, check_peer)
         if int(header["reply_status"]) != ReplyStatus.OK:
-            raise EvaluationFailed(f"the simulator reported a failed evaluation: {self._read_error()}")
+            raise EvaluationFailed(f"the simulator reported a failed evaluation: {self.error_text()}")
         return float(header["cost"])
 
     # ---- lifecycle -----------------------------------------------------------
@@ -174,6 +185,9 @@ class Channel:
     def close(self) -> None:
         """Shuts down and removes the segment and both semaphores. Idempotent."""
         self.shutdown()
+        if self.port is not None:
+            self.port.release()  # drops its view of the segment, so that it can be unmapped
+            self.port = None
         self.params = np.empty(0)
         self.gradient = self.residuals = None
         self._header = None  # type: ignore[assignment]
@@ -250,7 +264,8 @@ class Channel:
         raw = text.encode("utf-8", "replace")[: ERROR_TEXT_SIZE - 1]
         self._header["error"] = raw
 
-    def _read_error(self) -> str:
+    def error_text(self) -> str:
+        """The message in the header's error field (a failed evaluation's, or a rejection's)."""
         return bytes(self._header["error"]).split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def _segment_buffer(self) -> memoryview:

@@ -36,6 +36,25 @@ PathLike = Union[str, "os.PathLike[str]"]
 Command = Union[PathLike, Sequence[PathLike]]
 
 _STDERR_TAIL_LINES = 20
+#: Default spin budget: covers SciPy's own work between two evaluations
+#: (8-55 us here, see ../shared/MEASURED.md), so a simulator in a tight
+#: optimisation loop never sleeps, while one that waits longer soon blocks.
+DEFAULT_SPIN_US = 100
+_NOT_SENT, _PENDING = 0, 1  # DriverPort.outcome
+
+
+class _Unconnected:
+    """Stands in for the native port while no READY channel is at hand: every fast call falls through."""
+
+    outcome = _NOT_SENT
+
+    def cost(self, x: object) -> None:
+        return None
+
+    value_and_grad = residuals = cost
+
+
+_UNCONNECTED = _Unconnected()
 
 
 class CapabilityError(Error):
@@ -85,6 +104,13 @@ class Simulator:
         By default a NaN or infinite cost, gradient or residual counts as a
         failed evaluation (:class:`EvaluationFailed`, or the penalty). True
         hands such values to the optimiser unchanged.
+    spin_us:
+        How long each side spins on the shared sequence numbers before it
+        blocks on a semaphore, in microseconds. Spinning makes a round trip
+        take about a microsecond instead of 60-90 us (a sleeping vCPU wakes
+        slowly), at the price of up to this much CPU per wait; waits that
+        keep outlasting it fall back to short spins by themselves. 0 blocks
+        at once (lowest CPU use, slowest round trips).
     cwd, env:
         Working directory and environment of the launched process (default:
         ours). ``PYBRIDGE_CHANNEL`` is added to ``env``.
@@ -106,6 +132,7 @@ class Simulator:
         restarts: int = 0,
         penalty: Optional[float] = None,
         allow_nonfinite: bool = False,
+        spin_us: int = DEFAULT_SPIN_US,
         cwd: Optional[PathLike] = None,
         env: Optional[Mapping[str, str]] = None,
         close_timeout: float = 5.0,
@@ -121,6 +148,12 @@ class Simulator:
         self.restarts = restarts
         self.penalty = None if penalty is None else float(penalty)
         self.allow_nonfinite = allow_nonfinite
+        if not 0 <= spin_us < 2**32:
+            raise ValueError(f"spin_us must be >= 0, not {spin_us}")
+        self.spin_us = int(spin_us)
+        # The native hot path of the current session, or a stand-in that
+        # sends every call down the slow path.
+        self._port: "_native.DriverPort | _Unconnected" = _UNCONNECTED
         #: Evaluations answered (with a value or with the penalty).
         self.evaluations = 0
         #: Evaluation attempts that failed (crash, timeout, reported failure, non-finite value).
@@ -183,8 +216,12 @@ class Simulator:
                 stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
             ) from None
         n_params, n_residuals = self._reconcile(declaration)
-        session.channel.accept(n_params, n_residuals, declaration.capabilities)
+        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us)
+        port = session.channel.port
+        assert port is not None
+        port.allow_nonfinite = self.allow_nonfinite
         session.connected = True
+        self._port = port
 
     def close(self) -> None:
         """Stops the simulator and removes every segment and semaphore of the channel."""
@@ -219,8 +256,16 @@ class Simulator:
 
     # ---- evaluations --------------------------------------------------------------
 
+    # Each public call first tries the native fast path (one call into C++);
+    # anything unusual (a list instead of an array, a slow or failed or
+    # non-finite reply, no connection yet) continues on the Python slow path.
+
     def __call__(self, x: "np.typing.ArrayLike") -> float:
         """The cost at ``x``. For a residual simulator, ``0.5 * sum(residuals**2)``."""
+        value = self._port.cost(x)
+        if value is not None:
+            self.evaluations += 1
+            return value
         if self.capabilities & Capability.RESIDUALS:
             residuals = self._evaluate(x, RequestKind.RESIDUALS)
             return self._penalty() if residuals is None else 0.5 * float(residuals @ residuals)
@@ -232,6 +277,10 @@ class Simulator:
 
         The gradient is a fresh array: the next evaluation does not overwrite it.
         """
+        fast = self._port.value_and_grad(x)
+        if fast is not None:
+            self.evaluations += 1
+            return fast
         if not self.capabilities & Capability.GRADIENT:
             raise CapabilityError(
                 "this simulator does not compute gradients (it did not declare PYBRIDGE_CAP_GRADIENT); "
@@ -246,6 +295,10 @@ class Simulator:
 
     def residuals(self, x: "np.typing.ArrayLike") -> np.ndarray:
         """The residual vector at ``x``, for ``scipy.optimize.least_squares``. A fresh array."""
+        fast = self._port.residuals(x)
+        if fast is not None:
+            self.evaluations += 1
+            return fast
         if not self.capabilities & Capability.RESIDUALS:
             raise CapabilityError(
                 "this simulator does not return residuals (it did not declare PYBRIDGE_CAP_RESIDUALS); "
@@ -257,17 +310,22 @@ class Simulator:
         return residuals.copy()
 
     def _evaluate(self, x: "np.typing.ArrayLike", kind: RequestKind):  # -> float | ndarray | None
-        """One evaluation under the failure policy; None means "failed, use the penalty"."""
-        self._ensure_connected()
-        params = self._checked_params(x)
+        """One evaluation under the failure policy; None means "failed, use the penalty".
+
+        The first attempt takes over where the fast path stopped (it may have
+        sent the request already, or even have its reply); retries start anew.
+        """
         retries_left = self.restarts
+        resume = True
         while True:
             try:
-                result = self._round_trip(params, kind)
+                result = self._round_trip(x, kind, resume)
                 self.evaluations += 1
                 return result
             except (SimulatorCrashed, EvaluationTimeout) as error:
                 self.failures += 1
+                resume = False
+                self._port = _UNCONNECTED
                 if retries_left > 0:
                     retries_left -= 1
                     self._restart()
@@ -285,11 +343,20 @@ class Simulator:
                     return None
                 raise
 
-    def _round_trip(self, params: np.ndarray, kind: RequestKind):  # -> float | ndarray
+    def _round_trip(self, x: "np.typing.ArrayLike", kind: RequestKind, resume: bool):  # -> float | ndarray
+        self._ensure_connected()
         session = self._session
         channel = session.channel
-        np.copyto(channel.params, params)
-        seq = channel.request(kind)
+        port = channel.port
+        assert port is not None
+        if resume and port.outcome != _NOT_SENT:
+            seq = port.seq
+            if port.outcome == _PENDING:
+                # The fast path has waited one poll period already: look at the peer before waiting more.
+                self._check_running(session, seq)
+        else:
+            np.copyto(channel.params, self._checked_params(x))
+            seq = channel.request(kind)
         try:
             cost = channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
         except TimeoutError:
@@ -362,6 +429,7 @@ class Simulator:
 
     def _restart(self) -> None:
         """Replaces a dead or hung simulator by a fresh one on a fresh channel."""
+        self._port = _UNCONNECTED
         self._slot.replace(_Session(Channel()))
         self.restart_count += 1
         self._launch()

@@ -5,6 +5,8 @@
 //  * the layout computation and header validation of the shim;
 //  * the shim's simulator end (pybridge_channel_*), so a simulator can be
 //    written in Python over exactly the same code path as a C one;
+//  * DriverPort, the driver's hot path: one call validates and copies the
+//    parameters, sends the request, spin-waits for the reply and returns it;
 //  * small OS helpers the driver needs (growing a segment, peer liveness).
 
 #include <fcntl.h>
@@ -15,6 +17,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <optional>
@@ -22,7 +26,10 @@
 #include <tuple>
 #include <vector>
 
+#include <semaphore.h>
+
 #include "../src/process.hpp"
+#include "../src/wait.hpp"
 #include "pybridge/pybridge.h"
 
 namespace py = pybind11;
@@ -55,15 +62,20 @@ std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
     PYBRIDGE_FIELD(n_params);
     PYBRIDGE_FIELD(n_residuals);
     PYBRIDGE_FIELD(capabilities);
+    PYBRIDGE_FIELD(spin_us);
     PYBRIDGE_FIELD(params_offset);
     PYBRIDGE_FIELD(gradient_offset);
     PYBRIDGE_FIELD(residuals_offset);
     PYBRIDGE_FIELD(request_seq);
     PYBRIDGE_FIELD(request_kind);
+    PYBRIDGE_FIELD(driver_sleeping);
     PYBRIDGE_FIELD(reply_seq);
     PYBRIDGE_FIELD(reply_status);
+    PYBRIDGE_FIELD(simulator_sleeping);
     PYBRIDGE_FIELD(cost);
 #undef PYBRIDGE_FIELD
+    fields.emplace_back("reply_semaphore", offsetof(pybridge_header, reply_semaphore),
+                        "S" + std::to_string(PYBRIDGE_SEMAPHORE_NAME_SIZE));
     fields.emplace_back("error", offsetof(pybridge_header, error), "S" + std::to_string(PYBRIDGE_ERROR_TEXT_SIZE));
     return fields;
 }
@@ -129,6 +141,176 @@ private:
     pybridge_channel *handle_ = nullptr;
 };
 
+
+// The driver's end of one READY channel, for the hot path. pybridge/channel.py
+// owns the objects and their lifetime; this class moves requests and replies.
+// The fast calls (cost, value_and_grad, residuals) return the answer, or None
+// whenever Python must take over: a parameter vector that is not a finite,
+// contiguous float64 array of the right length (nothing sent), a reply still
+// pending after one wait slice, or a failed or non-finite reply. `outcome`
+// then tells the slow path where the request stands.
+class DriverPort {
+public:
+    enum Outcome { kNotSent = 0, kPending = 1, kAnswered = 2 };
+
+    DriverPort(py::buffer segment, const std::string &request_sem, const std::string &reply_sem, uint32_t spin_us,
+               double poll_seconds)
+        : buffer_(segment), poll_(std::chrono::nanoseconds(static_cast<int64_t>(poll_seconds * 1e9))) {
+        const py::buffer_info info = segment.request(true);
+        base_ = static_cast<char *>(info.ptr);
+        char message[512];
+        if (pybridge_header_validate(base_, static_cast<uint64_t>(info.size * info.itemsize), message,
+                                     sizeof message) != PYBRIDGE_OK) {
+            throw py::value_error(std::string("invalid channel header: ") + message);
+        }
+        h_ = reinterpret_cast<pybridge_header *>(base_);
+        if (h_->state != PYBRIDGE_STATE_READY) throw py::value_error("the channel is not READY");
+        n_params_ = h_->n_params;
+        n_residuals_ = h_->n_residuals;
+        capabilities_ = h_->capabilities;
+        spin_.set_budget(spin_us);
+        seq_ = h_->request_seq;
+        request_sem_ = open_semaphore(request_sem);
+        reply_sem_ = open_semaphore(reply_sem);
+    }
+    ~DriverPort() { release(); }
+    DriverPort(const DriverPort &) = delete;
+    DriverPort &operator=(const DriverPort &) = delete;
+
+    // Lets go of the segment (so that it can be unmapped) and the semaphores.
+    void release() {
+        if (request_sem_ != SEM_FAILED) ::sem_close(request_sem_);
+        if (reply_sem_ != SEM_FAILED) ::sem_close(reply_sem_);
+        request_sem_ = reply_sem_ = SEM_FAILED;
+        h_ = nullptr;
+        buffer_ = py::buffer();
+    }
+
+    // Copies x into the parameter region and sends a request. False (nothing
+    // sent) unless x is a finite, contiguous, native float64 vector of n_params.
+    bool send(py::handle x, uint32_t kind) {
+        outcome_ = kNotSent;
+        if (h_ == nullptr || !py::isinstance<py::array>(x)) return false;
+        auto *array = py::detail::array_proxy(x.ptr());
+        const auto *descr = py::detail::array_descriptor_proxy(array->descr);
+        constexpr int needed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+        if (descr->type_num != py::detail::npy_api::NPY_DOUBLE_ || descr->byteorder == '>' || array->nd != 1 ||
+            array->dimensions[0] != static_cast<py::ssize_t>(n_params_) || (array->flags & needed) != needed) {
+            return false;
+        }
+        const auto *source = reinterpret_cast<const double *>(array->data);
+        double *target = region(h_->params_offset);
+        // One pass copies and checks: x * 0 is NaN exactly when x is not finite.
+        double poison = 0.0;
+        if (source != target) {
+            for (uint32_t i = 0; i < n_params_; ++i) {
+                target[i] = source[i];
+                poison += source[i] * 0.0;
+            }
+        } else {
+            for (uint32_t i = 0; i < n_params_; ++i) poison += source[i] * 0.0;
+        }
+        if (poison != 0.0) return false;  // NaN: the slow path names the culprit
+        h_->request_kind = kind;
+        __atomic_store_n(&h_->request_seq, ++seq_, __ATOMIC_SEQ_CST);
+        pybridge::detail::wake(h_->simulator_sleeping, request_sem_);
+        sent_at_ = pybridge::detail::Clock::now();
+        outcome_ = kPending;
+        return true;
+    }
+
+    // Waits up to one poll slice for the reply: spinning with the GIL held
+    // (a fast reply costs less than releasing it), then blocking without it.
+    bool wait() {
+        if (outcome_ != kPending) return outcome_ == kAnswered;
+        const uint64_t seq = seq_;
+        pybridge_header *h = h_;
+        const auto ready = [h, seq] { return pybridge::detail::load_acquire(h->reply_seq) == seq; };
+        const auto started = pybridge::detail::Clock::now();
+        bool done = pybridge::detail::spin(ready, spin_, started);
+        if (!done) {
+            py::gil_scoped_release release;
+            done = pybridge::detail::block(ready, h->driver_sleeping, reply_sem_, poll_);
+        }
+        spin_.record(pybridge::detail::nanoseconds_since(started));
+        if (done) outcome_ = kAnswered;
+        return done;
+    }
+
+    py::object cost(py::handle x) {
+        const bool residual = capabilities_ & PYBRIDGE_CAP_RESIDUALS;
+        if (!send(x, residual ? PYBRIDGE_REQUEST_RESIDUALS : PYBRIDGE_REQUEST_COST) || !wait() || !reply_ok()) {
+            return py::none();
+        }
+        double value = h_->cost;
+        if (residual) {
+            const double *r = region(h_->residuals_offset);
+            value = 0.0;
+            for (uint32_t i = 0; i < n_residuals_; ++i) value += r[i] * r[i];
+            value *= 0.5;
+        }
+        if (!allow_nonfinite_ && !std::isfinite(value)) return py::none();
+        return py::float_(value);
+    }
+
+    py::object value_and_grad(py::handle x) {
+        if (!send(x, PYBRIDGE_REQUEST_GRADIENT) || !wait() || !reply_ok()) return py::none();
+        const double value = h_->cost;
+        if (!allow_nonfinite_ && (!std::isfinite(value) || !all_finite(h_->gradient_offset, n_params_))) {
+            return py::none();
+        }
+        return py::make_tuple(value, copy_of(h_->gradient_offset, n_params_));
+    }
+
+    py::object residuals(py::handle x) {
+        if (!send(x, PYBRIDGE_REQUEST_RESIDUALS) || !wait() || !reply_ok()) return py::none();
+        if (!allow_nonfinite_ && !all_finite(h_->residuals_offset, n_residuals_)) return py::none();
+        return copy_of(h_->residuals_offset, n_residuals_);
+    }
+
+    int outcome() const { return outcome_; }
+    uint64_t seq() const { return seq_; }
+    double elapsed() const {
+        return std::chrono::duration<double>(pybridge::detail::Clock::now() - sent_at_).count();
+    }
+    bool allow_nonfinite_ = false;
+
+private:
+    static sem_t *open_semaphore(const std::string &name) {
+        sem_t *sem = ::sem_open(("/" + name).c_str(), 0);
+        if (sem == SEM_FAILED) {
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, name.c_str());
+            throw py::error_already_set();
+        }
+        return sem;
+    }
+    double *region(uint64_t offset) const { return reinterpret_cast<double *>(base_ + offset); }
+    bool reply_ok() const { return h_->reply_status == PYBRIDGE_REPLY_OK; }
+    bool all_finite(uint64_t offset, uint32_t count) const {
+        const double *values = region(offset);
+        double poison = 0.0;
+        for (uint32_t i = 0; i < count; ++i) poison += values[i] * 0.0;
+        return poison == 0.0;
+    }
+    py::array_t<double> copy_of(uint64_t offset, uint32_t count) const {
+        py::array_t<double> out(count);
+        std::memcpy(out.mutable_data(), region(offset), count * sizeof(double));
+        return out;
+    }
+
+    py::buffer buffer_;  // keeps the mapping exported while we point into it
+    std::chrono::nanoseconds poll_;
+    char *base_ = nullptr;
+    pybridge_header *h_ = nullptr;
+    uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
+    sem_t *request_sem_ = SEM_FAILED;
+    sem_t *reply_sem_ = SEM_FAILED;
+    pybridge::detail::SpinPolicy spin_;
+    uint64_t seq_ = 0;
+    int outcome_ = kNotSent;
+    pybridge::detail::Clock::time_point sent_at_{};
+};
+
 py::dict layout(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities) {
     pybridge_layout out{};
     if (pybridge_layout_compute(n_params, n_residuals, capabilities, &out) != PYBRIDGE_OK) {
@@ -185,6 +367,7 @@ PYBIND11_MODULE(_native, m) {
     m.attr("REQUEST_SEM_SUFFIX") = PYBRIDGE_REQUEST_SEM_SUFFIX;
     m.attr("REPLY_SEM_SUFFIX") = PYBRIDGE_REPLY_SEM_SUFFIX;
     m.attr("CHANNEL_NAME_MAX") = PYBRIDGE_CHANNEL_NAME_MAX;
+    m.attr("SEMAPHORE_NAME_SIZE") = PYBRIDGE_SEMAPHORE_NAME_SIZE;
     m.attr("LIVENESS_PERIOD_MS") = PYBRIDGE_LIVENESS_PERIOD_MS;
 
     py::dict states, capabilities, kinds, replies, statuses;
@@ -223,6 +406,20 @@ PYBIND11_MODULE(_native, m) {
           "Set the size of the shared-memory object /name.");
     m.def("process_alive", &pybridge::detail::process_alive, py::arg("pid"),
           "True while the process runs (zombies count as dead).");
+
+    py::class_<DriverPort>(m, "DriverPort")
+        .def(py::init<py::buffer, const std::string &, const std::string &, uint32_t, double>(), py::arg("segment"),
+             py::arg("request_semaphore"), py::arg("reply_semaphore"), py::arg("spin_us"), py::arg("poll_seconds"))
+        .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
+        .def("wait", &DriverPort::wait)
+        .def("cost", &DriverPort::cost, py::arg("x"))
+        .def("value_and_grad", &DriverPort::value_and_grad, py::arg("x"))
+        .def("residuals", &DriverPort::residuals, py::arg("x"))
+        .def("release", &DriverPort::release)
+        .def_property_readonly("outcome", &DriverPort::outcome)
+        .def_property_readonly("seq", &DriverPort::seq)
+        .def_property_readonly("elapsed", &DriverPort::elapsed)
+        .def_readwrite("allow_nonfinite", &DriverPort::allow_nonfinite_);
 
     py::class_<PyChannel>(m, "Channel")
         .def(py::init<std::optional<std::string>, uint32_t, uint32_t, uint32_t>(), py::arg("name") = py::none(),

@@ -19,6 +19,7 @@
 
 #include "process.hpp"
 #include "pybridge/pybridge.h"
+#include "wait.hpp"
 
 struct pybridge_channel {
     std::string name;
@@ -31,6 +32,7 @@ struct pybridge_channel {
     uint64_t last_seq = 0;   // the last request handed to the caller
     bool pending = false;    // a request waits for its reply
     uint32_t pending_kind = 0;
+    pybridge::detail::SpinPolicy spin;
     char error[1024] = "";  // fixed size: reporting an error must not allocate
 
     pybridge_header *header() const { return static_cast<pybridge_header *>(base); }
@@ -40,16 +42,17 @@ namespace {
 
 using pybridge::detail::process_alive;
 
-// Fields the peer changes while we look are read and written atomically; the
-// semaphores are full barriers, but a reader may look before it waits.
+// Fields the peer changes while we look are read and written atomically.
 template <typename T>
 T load(const T &field) {
-    return __atomic_load_n(&field, __ATOMIC_ACQUIRE);
+    return pybridge::detail::load_acquire(field);
 }
 template <typename T>
 void store(T &field, T value) {
-    __atomic_store_n(&field, value, __ATOMIC_RELEASE);
+    pybridge::detail::store_release(field, value);
 }
+
+constexpr std::chrono::milliseconds kLivenessPeriod{PYBRIDGE_LIVENESS_PERIOD_MS};
 
 int fail(pybridge_channel *ch, int status, const char *format, ...) __attribute__((format(printf, 3, 4)));
 
@@ -67,9 +70,9 @@ int fail_errno(pybridge_channel *ch, const char *what) {
                 std::strerror(code), code);
 }
 
-bool valid_name(const char *name) {
+bool valid_characters(const char *name, size_t max_length) {
     const size_t length = std::strlen(name);
-    if (length == 0 || length > PYBRIDGE_CHANNEL_NAME_MAX) return false;
+    if (length == 0 || length > max_length) return false;
     for (size_t i = 0; i < length; ++i) {
         const char c = name[i];
         const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -78,6 +81,9 @@ bool valid_name(const char *name) {
     }
     return true;
 }
+
+bool valid_name(const char *name) { return valid_characters(name, PYBRIDGE_CHANNEL_NAME_MAX); }
+bool valid_semaphore_name(const char *name) { return valid_characters(name, PYBRIDGE_SEMAPHORE_NAME_SIZE - 1); }
 
 // Maps the whole object as it is now and validates the header.
 int map_segment(pybridge_channel *ch) {
@@ -123,8 +129,10 @@ int driver_gone(pybridge_channel *ch) {
     ::shm_unlink(object);
     std::snprintf(object, sizeof object, "/%s%s", ch->name.c_str(), PYBRIDGE_REQUEST_SEM_SUFFIX);
     ::sem_unlink(object);
-    std::snprintf(object, sizeof object, "/%s%s", ch->name.c_str(), PYBRIDGE_REPLY_SEM_SUFFIX);
-    ::sem_unlink(object);
+    if (ch->base != MAP_FAILED) {  // the reply semaphore is the one the header names
+        std::snprintf(object, sizeof object, "/%.*s", PYBRIDGE_SEMAPHORE_NAME_SIZE - 1, ch->header()->reply_semaphore);
+        ::sem_unlink(object);
+    }
     return fail(ch, PYBRIDGE_E_DRIVER_GONE,
                 "the driver process (pid %d) of channel '%s' died without closing it; removed the channel, stopping",
                 static_cast<int>(ch->driver_pid), ch->name.c_str());
@@ -179,7 +187,12 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     }
     ch->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), 0);
     if (ch->request_sem == SEM_FAILED) return fail_errno(ch, "sem_open (request)");
-    ch->reply_sem = ::sem_open((object + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), 0);
+    // The header names the semaphore to post (validated NUL-terminated above).
+    const char *reply_name = h->reply_semaphore;
+    if (!valid_semaphore_name(reply_name)) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' names an invalid reply semaphore", ch->name.c_str());
+    }
+    ch->reply_sem = ::sem_open(("/" + std::string(reply_name)).c_str(), 0);
     if (ch->reply_sem == SEM_FAILED) return fail_errno(ch, "sem_open (reply)");
 
     h->declared_n_params = declaration->n_params;
@@ -218,6 +231,7 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     }
     // Requests are numbered from 1 after READY; one may be waiting already.
     ch->last_seq = 0;
+    ch->spin.set_budget(h->spin_us);
     return PYBRIDGE_OK;
 }
 
@@ -230,7 +244,7 @@ int finish_reply(pybridge_channel *ch, int32_t status) {
     h->reply_status = status;
     store(h->reply_seq, ch->last_seq);
     ch->pending = false;
-    if (::sem_post(ch->reply_sem) != 0) return fail_errno(ch, "sem_post (reply)");
+    if (pybridge::detail::wake(h->driver_sleeping, ch->reply_sem) != 0) return fail_errno(ch, "sem_post (reply)");
     return PYBRIDGE_OK;
 }
 
@@ -275,15 +289,17 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
                     static_cast<unsigned long long>(ch->last_seq));
     }
     pybridge_header *h = ch->header();
-    uint64_t seq;
-    for (;;) {
-        if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
-        seq = load(h->request_seq);
-        // Only newer requests count: a post left over from a request the
-        // driver gave up on must not make us serve it twice.
-        if (seq > ch->last_seq) break;
-        if (!wait_a_while(ch->request_sem) && !process_alive(ch->driver_pid)) return driver_gone(ch);
+    // Only newer requests count: a post left over from a request the driver
+    // gave up on must not make us serve it twice.
+    const auto ready = [h, ch] {
+        return load(h->request_seq) > ch->last_seq || load(h->state) == PYBRIDGE_STATE_CLOSED;
+    };
+    while (!pybridge::detail::spin_then_block(ready, ch->spin, h->simulator_sleeping, ch->request_sem,
+                                              kLivenessPeriod)) {
+        if (!process_alive(ch->driver_pid)) return driver_gone(ch);
     }
+    if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
+    const uint64_t seq = load(h->request_seq);
     const uint32_t kind = h->request_kind;
     const bool kind_ok = kind == PYBRIDGE_REQUEST_COST ||
                          (kind == PYBRIDGE_REQUEST_GRADIENT && (h->capabilities & PYBRIDGE_CAP_GRADIENT)) ||

@@ -64,6 +64,8 @@ public:
         header_->header_size = sizeof(pybridge_header);
         header_->segment_size = sizeof(pybridge_header);
         header_->driver_pid = driver_pid;
+        std::snprintf(header_->reply_semaphore, sizeof header_->reply_semaphore, "%s%s", name_.c_str(),
+                      PYBRIDGE_REPLY_SEM_SUFFIX);
         header_->state = PYBRIDGE_STATE_CREATED;
         request_ = ::sem_open((object() + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
         reply_ = ::sem_open((object() + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
@@ -88,7 +90,7 @@ public:
     }
 
     bool wait_declared() { return wait_until([&] { return load(header_->state) == PYBRIDGE_STATE_DECLARED; }); }
-    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities) {
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us = 0) {
         pybridge_layout layout;
         pybridge_layout_compute(n_params, n_residuals, capabilities, &layout);
         if (::ftruncate(fd_, static_cast<off_t>(layout.segment_size)) != 0) std::perror("ftruncate");
@@ -97,6 +99,7 @@ public:
         header_->n_params = n_params;
         header_->n_residuals = n_residuals;
         header_->capabilities = capabilities;
+        header_->spin_us = spin_us;
         header_->params_offset = layout.params_offset;
         header_->gradient_offset = layout.gradient_offset;
         header_->residuals_offset = layout.residuals_offset;
@@ -114,8 +117,9 @@ public:
         std::memcpy(region(header_->params_offset), params.data(), params.size() * sizeof(double));
         header_->request_kind = kind;
         const uint64_t seq = ++seq_;
-        store(header_->request_seq, seq);
-        ::sem_post(request_);
+        __atomic_store_n(&header_->request_seq, seq, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&header_->simulator_sleeping, __ATOMIC_SEQ_CST)) ::sem_post(request_);
         return wait_until([&] { return load(header_->reply_seq) == seq; });
     }
     pybridge_header &header() { return *header_; }
@@ -134,14 +138,23 @@ private:
         store(header_->state, state);
         ::sem_post(request_);
     }
+    // Blocks as docs/protocol.md says a driver does: raise driver_sleeping,
+    // look once more, then sleep on the reply semaphore.
     bool wait_until(const std::function<bool()> &ready) {
         for (int i = 0; i < 50; ++i) {  // 50 x 100 ms
+            __atomic_store_n(&header_->driver_sleeping, 1u, __ATOMIC_SEQ_CST);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (ready()) {
+                __atomic_store_n(&header_->driver_sleeping, 0u, __ATOMIC_SEQ_CST);
+                return true;
+            }
             timespec deadline;
             ::clock_gettime(CLOCK_REALTIME, &deadline);
             deadline.tv_nsec += 100000000L;
             deadline.tv_sec += deadline.tv_nsec / 1000000000L;
             deadline.tv_nsec %= 1000000000L;
             ::sem_timedwait(reply_, &deadline);
+            __atomic_store_n(&header_->driver_sleeping, 0u, __ATOMIC_SEQ_CST);
             if (ready()) return true;
         }
         return false;
@@ -170,7 +183,7 @@ double rosenbrock(const double *x, uint32_t n, double *gradient) {
     return cost;
 }
 
-void test_c_api_round_trips() {
+void test_c_api_round_trips(uint32_t spin_us) {
     TestDriver driver;
     int loop_status = 999;
     std::thread simulator([&] {
@@ -187,7 +200,7 @@ void test_c_api_round_trips() {
     CHECK(driver.wait_declared());
     CHECK(driver.header().declared_capabilities == PYBRIDGE_CAP_GRADIENT);
     CHECK(driver.header().simulator_pid == ::getpid());
-    driver.accept(5, 0, PYBRIDGE_CAP_GRADIENT);
+    driver.accept(5, 0, PYBRIDGE_CAP_GRADIENT, spin_us);
     std::mt19937_64 random(42);
     std::uniform_real_distribution<double> uniform(-2.0, 2.0);
     for (int i = 0; i < 20000; ++i) {
@@ -265,7 +278,7 @@ void test_version_mismatch_names_both_versions() {
     CHECK(pybridge_channel_open(driver.name().c_str(), &declaration, &channel) == PYBRIDGE_E_PROTOCOL);
     const std::string message = pybridge_channel_last_error(channel);
     CHECK(message.find("version 42") != std::string::npos);
-    CHECK(message.find("version 1") != std::string::npos);
+    CHECK(message.find("version " + std::to_string(PYBRIDGE_PROTOCOL_VERSION)) != std::string::npos);
     pybridge_channel_close(channel);
 }
 
@@ -301,7 +314,8 @@ void test_misuse_is_reported_not_fatal() {
 }  // namespace
 
 int main() {
-    test_c_api_round_trips();
+    test_c_api_round_trips(0);    // the simulator blocks on every wait
+    test_c_api_round_trips(1000);  // the simulator spins first
     test_cpp_api_residuals_and_reported_failures();
     test_rejection_reaches_the_simulator();
     test_version_mismatch_names_both_versions();

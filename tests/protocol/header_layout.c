@@ -25,14 +25,18 @@ int main(void) {
     FIELD(n_params);
     FIELD(n_residuals);
     FIELD(capabilities);
+    FIELD(spin_us);
     FIELD(params_offset);
     FIELD(gradient_offset);
     FIELD(residuals_offset);
     FIELD(request_seq);
     FIELD(request_kind);
+    FIELD(driver_sleeping);
     FIELD(reply_seq);
     FIELD(reply_status);
+    FIELD(simulator_sleeping);
     FIELD(cost);
+    FIELD(reply_semaphore);
     FIELD(error);
     printf("size %zu\n", sizeof(pybridge_header));
     CONSTANT(PYBRIDGE_PROTOCOL_VERSION);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from typing import Callable, List
 
 import numpy as np
@@ -131,3 +132,55 @@ def test_large_vectors_round_trip_exactly(python_simulator: Callable) -> None:
         cost, grad = sim.value_and_grad(x)
     assert cost == pytest.approx(x.sum(), rel=1e-12)
     np.testing.assert_array_equal(grad, x * 2.0)
+
+
+@pytest.mark.parametrize("spin_us", [0, 5, 100])
+def test_every_wait_mode_gives_the_same_numbers(bundled: Callable, spin_us: int) -> None:
+    rng = np.random.default_rng(spin_us)
+    with pybridge.Simulator([bundled("pybridge-rosenbrock")], n_params=4, spin_us=spin_us) as sim:
+        for _ in range(300):
+            x = rng.uniform(-2, 2, 4)
+            assert sim(x) == rosen(x)
+            cost, grad = sim.value_and_grad(x)
+            assert cost == rosen(x)
+            np.testing.assert_allclose(grad, rosen_der(x), rtol=1e-13)  # C++ sums in another order than SciPy
+
+
+@pytest.mark.parametrize(
+    "make_x",
+    [list, lambda x: x.astype(np.float32), lambda x: np.repeat(x, 2)[::2], lambda x: x.astype(">f8"),
+     lambda x: np.round(x).astype(np.int64)],
+    ids=["list", "float32", "strided", "big-endian", "int64"],
+)  # fmt: skip
+def test_inputs_the_fast_path_declines_take_the_slow_path(bundled: Callable, make_x: Callable) -> None:
+    x = np.array([0.5, -1.25, 2.0])
+    given = make_x(x)
+    expected = rosen(np.asarray(given, dtype=np.float64))
+    with pybridge.Simulator([bundled("pybridge-rosenbrock")], n_params=3) as sim:
+        assert sim(given) == expected
+        assert sim.value_and_grad(given)[0] == expected
+        assert sim.evaluations == 2
+
+
+def test_a_blocked_wait_lets_other_python_threads_run(python_simulator: Callable) -> None:
+    command = python_simulator("pybridge.serve(lambda x: time.sleep(0.5) or 1.0, n_params=1)\n")
+    ticks = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    with pybridge.Simulator(command) as sim:
+        thread = threading.Thread(target=count)
+        thread.start()
+        try:
+            started = ticks
+            assert sim([0.0]) == 1.0
+            progressed = ticks - started
+        finally:
+            stop.set()
+            thread.join()
+    # Half a second of counting; a waiter holding the GIL would allow only a few switch intervals of it.
+    assert progressed > 100_000

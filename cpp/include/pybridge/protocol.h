@@ -7,12 +7,17 @@
  * all derive from it. Change a field here and bump PYBRIDGE_PROTOCOL_VERSION.
  *
  * A channel is one POSIX shared-memory object plus two POSIX named
- * semaphores, all created by the driver (the Python side) and named after
- * the channel:
+ * semaphores, all created by the driver (the Python side):
  *
  *     shared memory   "/" NAME               the segment below
  *     semaphore       "/" NAME "-req"        driver -> simulator: a request (or a state change) is ready
- *     semaphore       "/" NAME "-rep"        simulator -> driver: a reply (or the declaration) is ready
+ *     semaphore       "/" reply_semaphore    simulator -> driver: a reply (or the declaration) is ready;
+ *                                            by default NAME "-rep", but the header names it so that
+ *                                            one driver thread can wait on several channels at once
+ *
+ * Waiting: each side spins on the sequence numbers for up to spin_us, then
+ * raises its *_sleeping flag and blocks on its semaphore. A side posts the
+ * other's semaphore only if that flag is raised (state changes always post).
  *
  * The segment starts with a pybridge_header; the parameter, gradient and
  * residual regions follow at the offsets the header gives. Every offset and
@@ -30,15 +35,16 @@
 
 /* "PYBRIDGE" read as a little-endian uint64. */
 #define PYBRIDGE_MAGIC UINT64_C(0x4547444952425950)
-#define PYBRIDGE_PROTOCOL_VERSION 1u
+#define PYBRIDGE_PROTOCOL_VERSION 2u
 
 /* The environment variable through which a launched simulator learns its channel. */
 #define PYBRIDGE_CHANNEL_ENV "PYBRIDGE_CHANNEL"
 #define PYBRIDGE_REQUEST_SEM_SUFFIX "-req"
 #define PYBRIDGE_REPLY_SEM_SUFFIX "-rep"
-/* Longest channel name accepted (without the leading '/'); leaves room for
- * the suffixes and for glibc's "sem." prefix within NAME_MAX. */
-#define PYBRIDGE_CHANNEL_NAME_MAX 200
+/* Longest channel name accepted (without the leading '/'): the name plus
+ * a semaphore suffix must fit in reply_semaphore. */
+#define PYBRIDGE_CHANNEL_NAME_MAX 59
+#define PYBRIDGE_SEMAPHORE_NAME_SIZE 64
 
 /* Regions start on cache-line boundaries: no false sharing with the header,
  * and aligned loads for the simulator's maths. */
@@ -73,7 +79,7 @@ enum pybridge_reply_status {
     PYBRIDGE_REPLY_FAILED = 1 /* this evaluation failed; error[] holds the simulator's message */
 };
 
-#define PYBRIDGE_ERROR_TEXT_SIZE 768
+#define PYBRIDGE_ERROR_TEXT_SIZE 704
 
 typedef struct pybridge_header {
     /* Identity, written by the driver before the simulator starts. (offset 0) */
@@ -94,7 +100,7 @@ typedef struct pybridge_header {
     uint32_t n_params;
     uint32_t n_residuals;
     uint32_t capabilities;
-    uint32_t reserved0;
+    uint32_t spin_us;          /* how long either side spins before blocking; 0 = block at once */
     uint64_t params_offset;    /* n_params doubles */
     uint64_t gradient_offset;  /* n_params doubles, or 0 without PYBRIDGE_CAP_GRADIENT */
     uint64_t residuals_offset; /* n_residuals doubles, or 0 without PYBRIDGE_CAP_RESIDUALS */
@@ -103,18 +109,22 @@ typedef struct pybridge_header {
     /* Request line: written by the driver only. Own cache line. (offset 128) */
     uint64_t request_seq; /* incremented once per request; 0 = none yet */
     uint32_t request_kind; /* enum pybridge_request_kind */
-    uint32_t reserved1;
+    uint32_t driver_sleeping; /* 1 while the driver blocks on reply_semaphore: the simulator must post it */
     uint8_t pad1[48];
 
     /* Reply line: written by the simulator only. Own cache line. (offset 192) */
     uint64_t reply_seq; /* = the request_seq this reply answers */
     int32_t reply_status; /* enum pybridge_reply_status */
-    uint32_t reserved2;
+    uint32_t simulator_sleeping; /* 1 while the simulator blocks on "-req": the driver must post it */
     double cost;
     uint8_t pad2[40];
 
+    /* Name (without '/') of the semaphore the simulator posts. Written by
+     * the driver before the simulator starts. (offset 256) */
+    char reply_semaphore[PYBRIDGE_SEMAPHORE_NAME_SIZE];
+
     /* NUL-terminated message: why an evaluation failed (simulator) or why
-     * the declaration was rejected (driver). (offset 256) */
+     * the declaration was rejected (driver). (offset 320) */
     char error[PYBRIDGE_ERROR_TEXT_SIZE];
 } pybridge_header; /* 1024 bytes */
 

@@ -1,0 +1,118 @@
+// Spin-then-block waiting, shared by the simulator end (channel.cpp) and the
+// driver end (the Python module's DriverPort).
+//
+// Why both: a blocking semaphore wait costs 60-90 us here whenever the
+// waiter's vCPU went to sleep (../shared/MEASURED.md), while spinning on a
+// sequence number costs well under a microsecond, but burns a core. So a
+// waiter spins for a bounded time and then blocks; and it spins only while
+// recent waits were short enough for spinning to pay (see SpinPolicy).
+//
+// No lost wake-ups: the waiter raises its `sleeping` flag and re-checks the
+// condition (both seq_cst) before blocking; the poster publishes the
+// condition and then reads the flag (both seq_cst). One of them must see the
+// other's write, so either the waiter does not block or the poster posts.
+#pragma once
+
+#include <semaphore.h>
+#include <time.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+
+namespace pybridge::detail {
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+template <typename T>
+T load_acquire(const T &field) noexcept {
+    return __atomic_load_n(&field, __ATOMIC_ACQUIRE);
+}
+template <typename T>
+void store_release(T &field, T value) noexcept {
+    __atomic_store_n(&field, value, __ATOMIC_RELEASE);
+}
+
+using Clock = std::chrono::steady_clock;
+
+// How long to spin next time. Spinning pays when waits end within about the
+// budget. When recent waits were much longer (a slow simulator, a driver busy
+// elsewhere) only a short spin is kept, to catch the odd quick answer without
+// burning a core. "Much longer" is 4x: a wait that ends by blocking includes
+// the 60-90 us it takes a sleeping vCPU to wake, and must not by itself switch
+// a fast peer to short spins.
+class SpinPolicy {
+public:
+    explicit SpinPolicy(uint32_t budget_us = 0) noexcept { set_budget(budget_us); }
+    void set_budget(uint32_t budget_us) noexcept { budget_ns_ = int64_t{budget_us} * 1000; }
+    int64_t spin_ns() const noexcept { return typical_wait_ns_ <= 4 * budget_ns_ ? budget_ns_ : budget_ns_ / 16; }
+    void record(int64_t waited_ns) noexcept { typical_wait_ns_ += (waited_ns - typical_wait_ns_) / 8; }
+
+private:
+    int64_t budget_ns_ = 0;
+    int64_t typical_wait_ns_ = 0;  // exponential moving average
+};
+
+// Post `sem` if the waiter announced it sleeps. Call after publishing.
+inline int wake(uint32_t &sleeping, sem_t *sem) noexcept {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sleeping, __ATOMIC_SEQ_CST) != 0) return ::sem_post(sem);
+    return 0;
+}
+
+// Spins until ready() holds, for at most policy.spin_ns(). True when ready.
+template <typename Ready>
+bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noexcept {
+    if (ready()) return true;
+    const int64_t spin_ns = policy.spin_ns();
+    if (spin_ns <= 0) return false;
+    const auto spin_end = started + std::chrono::nanoseconds(spin_ns);
+    for (unsigned i = 1;; ++i) {
+        cpu_relax();
+        if (ready()) return true;
+        if ((i & 63) == 0 && Clock::now() >= spin_end) return false;  // the clock costs more than a pause
+    }
+}
+
+// Announces sleep in `sleeping`, then blocks on `sem` for at most `slice`
+// unless ready() already holds. True when ready; false when the slice ran out
+// (the caller checks its peer and deadlines, then waits again).
+template <typename Ready>
+bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds slice) noexcept {
+    __atomic_store_n(&sleeping, 1u, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    bool done = ready();
+    if (!done) {
+        timespec deadline;
+        ::clock_gettime(CLOCK_REALTIME, &deadline);
+        const int64_t ns = deadline.tv_nsec + slice.count();
+        deadline.tv_sec += static_cast<time_t>(ns / 1000000000);
+        deadline.tv_nsec = static_cast<long>(ns % 1000000000);
+        ::sem_timedwait(sem, &deadline);  // posted, timed out or interrupted: look again either way
+        done = ready();
+    }
+    __atomic_store_n(&sleeping, 0u, __ATOMIC_RELAXED);
+    return done;
+}
+
+inline int64_t nanoseconds_since(Clock::time_point started) noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
+}
+
+// spin() then block(), recording the wait in the policy.
+template <typename Ready>
+bool spin_then_block(Ready ready, SpinPolicy &policy, uint32_t &sleeping, sem_t *sem,
+                     std::chrono::nanoseconds slice) noexcept {
+    const auto started = Clock::now();
+    const bool done = spin(ready, policy, started) || block(ready, sleeping, sem, slice);
+    policy.record(nanoseconds_since(started));
+    return done;
+}
+
+}  // namespace pybridge::detail
