@@ -19,6 +19,11 @@ _LOCATIONS = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser, its own options
+        from .bench import main as bench
+
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(
         prog="pybridge", description="Shared-memory co-simulation bridge between SciPy and external simulators."
     )
@@ -31,6 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo.add_argument("--noise", type=float, default=0.01, help="measurement noise, relative to the peak reading")
     demo.add_argument("--seed", type=int, default=1, help="seed of the measurement noise")
 
+    commands.add_parser("bench", help="measure pybridge against every alternative (see `pybridge bench --help`)")
     clean = commands.add_parser("clean", help="remove channels left in /dev/shm by drivers that died")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 

@@ -47,11 +47,14 @@ class _Unconnected:
     """Stands in for the native port while no READY channel is at hand: every fast call falls through."""
 
     outcome = _NOT_SENT
+    answers = 0
 
-    def cost(self, x: object) -> None:
+    @staticmethod
+    def _none(x: object) -> None:
         return None
 
-    value_and_grad = residuals = cost
+    def fast_calls(self) -> tuple:
+        return self._none, self._none, self._none
 
 
 _UNCONNECTED = _Unconnected()
@@ -152,10 +155,10 @@ class Simulator:
             raise ValueError(f"spin_us must be >= 0, not {spin_us}")
         self.spin_us = int(spin_us)
         # The native hot path of the current session, or a stand-in that
-        # sends every call down the slow path.
+        # sends every call down the slow path; see _use_port.
         self._port: "_native.DriverPort | _Unconnected" = _UNCONNECTED
-        #: Evaluations answered (with a value or with the penalty).
-        self.evaluations = 0
+        self._fast_cost, self._fast_value_and_grad, self._fast_residuals = _UNCONNECTED.fast_calls()
+        self._evaluations = 0  # answered by the slow path, or by ports of earlier sessions
         #: Evaluation attempts that failed (crash, timeout, reported failure, non-finite value).
         self.failures = 0
         #: Times the simulator was started again after a crash or timeout.
@@ -221,7 +224,7 @@ class Simulator:
         assert port is not None
         port.allow_nonfinite = self.allow_nonfinite
         session.connected = True
-        self._port = port
+        self._use_port(port)
 
     def close(self) -> None:
         """Stops the simulator and removes every segment and semaphore of the channel."""
@@ -260,11 +263,20 @@ class Simulator:
     # anything unusual (a list instead of an array, a slow or failed or
     # non-finite reply, no connection yet) continues on the Python slow path.
 
+    @property
+    def evaluations(self) -> int:
+        """Evaluations answered (with a value, or with the penalty)."""
+        return self._evaluations + self._port.answers
+
+    def _use_port(self, port: "_native.DriverPort | _Unconnected") -> None:
+        self._evaluations += self._port.answers
+        self._port = port
+        self._fast_cost, self._fast_value_and_grad, self._fast_residuals = port.fast_calls()
+
     def __call__(self, x: "np.typing.ArrayLike") -> float:
         """The cost at ``x``. For a residual simulator, ``0.5 * sum(residuals**2)``."""
-        value = self._port.cost(x)
+        value = self._fast_cost(x)
         if value is not None:
-            self.evaluations += 1
             return value
         if self.capabilities & Capability.RESIDUALS:
             residuals = self._evaluate(x, RequestKind.RESIDUALS)
@@ -277,9 +289,8 @@ class Simulator:
 
         The gradient is a fresh array: the next evaluation does not overwrite it.
         """
-        fast = self._port.value_and_grad(x)
+        fast = self._fast_value_and_grad(x)
         if fast is not None:
-            self.evaluations += 1
             return fast
         if not self.capabilities & Capability.GRADIENT:
             raise CapabilityError(
@@ -295,9 +306,8 @@ class Simulator:
 
     def residuals(self, x: "np.typing.ArrayLike") -> np.ndarray:
         """The residual vector at ``x``, for ``scipy.optimize.least_squares``. A fresh array."""
-        fast = self._port.residuals(x)
+        fast = self._fast_residuals(x)
         if fast is not None:
-            self.evaluations += 1
             return fast
         if not self.capabilities & Capability.RESIDUALS:
             raise CapabilityError(
@@ -320,26 +330,26 @@ class Simulator:
         while True:
             try:
                 result = self._round_trip(x, kind, resume)
-                self.evaluations += 1
+                self._evaluations += 1
                 return result
             except (SimulatorCrashed, EvaluationTimeout) as error:
                 self.failures += 1
                 resume = False
-                self._port = _UNCONNECTED
+                self._use_port(_UNCONNECTED)
                 if retries_left > 0:
                     retries_left -= 1
                     self._restart()
                     continue
                 if self.penalty is not None and self._argv is not None:
                     self._restart_pending = True
-                    self.evaluations += 1
+                    self._evaluations += 1
                     return None
                 self._broken = error
                 raise
             except EvaluationFailed:
                 self.failures += 1
                 if self.penalty is not None:
-                    self.evaluations += 1
+                    self._evaluations += 1
                     return None
                 raise
 
@@ -429,7 +439,7 @@ class Simulator:
 
     def _restart(self) -> None:
         """Replaces a dead or hung simulator by a fresh one on a fresh channel."""
-        self._port = _UNCONNECTED
+        self._use_port(_UNCONNECTED)
         self._slot.replace(_Session(Channel()))
         self.restart_count += 1
         self._launch()
