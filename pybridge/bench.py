@@ -208,7 +208,8 @@ def measure_latency(n: int, quick: bool, rounds: int = 10) -> Dict[str, Dict[str
                     call(x)
                     bucket.append(clock() - started)
     result = {name: _stats(times) for name, times in samples.items()}
-    spin = json.loads(subprocess.run([_program("pybridge-bench-spin"), str(n), "2000" if quick else "100000"],
+    iterations = 2_000 if quick else {8: 100_000, 1_000: 100_000, 100_000: 2_000, 1_000_000: 300}[n]
+    spin = json.loads(subprocess.run([_program("pybridge-bench-spin"), str(n), str(iterations)],
                                      capture_output=True, text=True, check=True).stdout)  # fmt: skip
     result["C <-> C spin on shared memory"] = {"median_us": spin["median_ns"] / 1e3, "p99_us": spin["p99_ns"] / 1e3}
     return result

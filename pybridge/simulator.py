@@ -36,10 +36,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 Command = Union[PathLike, Sequence[PathLike]]
 
 _STDERR_TAIL_LINES = 20
-#: Default spin budget: covers SciPy's own work between two evaluations
-#: (8-55 us here, see ../shared/MEASURED.md), so a simulator in a tight
-#: optimisation loop never sleeps, while one that waits longer soon blocks.
-DEFAULT_SPIN_US = 100
+#: Default spin budget. It must cover SciPy's own work between two
+#: evaluations with room to spare — 8-55 us on a quiet machine (see
+#: ../shared/MEASURED.md), measured at 100 us and more for L-BFGS-B at n = 1000
+#: when the host is busy — or the simulator sleeps and every evaluation pays a
+#: 60-90 us wake-up. Waits that keep outlasting it drop to budget/16 spins by
+#: themselves (SpinPolicy in cpp/src/wait.hpp). On one CPU a spinning waiter
+#: only delays its peer, so there the default is to block.
+DEFAULT_SPIN_US = 1000 if (os.cpu_count() or 1) > 1 else 0
 _NOT_SENT, _PENDING = 0, 1  # DriverPort.outcome
 
 

@@ -233,25 +233,29 @@ public:
         __atomic_store_n(&h_->request_seq, ++seq_, __ATOMIC_SEQ_CST);
         pybridge::detail::wake(h_->simulator_sleeping, request_sem_);
         sent_at_ = pybridge::detail::Clock::now();
+        spun_ = false;
         outcome_ = kPending;
         return true;
     }
 
     // Waits up to one poll slice for the reply: spinning with the GIL held
     // (a fast reply costs less than releasing it), then blocking without it.
+    // Only the first slice of a request spins; its end is recorded once.
     bool wait() {
         if (outcome_ != kPending) return outcome_ == kAnswered;
         const uint64_t seq = seq_;
         pybridge_header *h = h_;
         const auto ready = [h, seq] { return pybridge::detail::load_acquire(h->reply_seq) == seq; };
-        const auto started = pybridge::detail::Clock::now();
-        bool done = pybridge::detail::spin(ready, spin_, started);
+        bool done = !spun_ && pybridge::detail::spin(ready, spin_, sent_at_);
+        spun_ = true;
         if (!done) {
             py::gil_scoped_release release;
             done = pybridge::detail::block(ready, h->driver_sleeping, reply_sem_, poll_);
         }
-        spin_.record(pybridge::detail::nanoseconds_since(started));
-        if (done) outcome_ = kAnswered;
+        if (done) {
+            spin_.record(pybridge::detail::nanoseconds_since(sent_at_));
+            outcome_ = kAnswered;
+        }
         return done;
     }
 
@@ -326,6 +330,7 @@ private:
     uint64_t seq_ = 0;
     int outcome_ = kNotSent;
     uint64_t answers_ = 0;  // evaluations answered by the fast calls
+    bool spun_ = false;     // the current request had its spin already
     pybridge::detail::Clock::time_point sent_at_{};
 };
 

@@ -294,10 +294,14 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     const auto ready = [h, ch] {
         return load(h->request_seq) > ch->last_seq || load(h->state) == PYBRIDGE_STATE_CLOSED;
     };
-    while (!pybridge::detail::spin_then_block(ready, ch->spin, h->simulator_sleeping, ch->request_sem,
-                                              kLivenessPeriod)) {
-        if (!process_alive(ch->driver_pid)) return driver_gone(ch);
+    // Spin once, at the start; later liveness periods of a long wait only block.
+    const auto started = pybridge::detail::Clock::now();
+    bool done = pybridge::detail::spin(ready, ch->spin, started);
+    while (!done) {
+        done = pybridge::detail::block(ready, h->simulator_sleeping, ch->request_sem, kLivenessPeriod);
+        if (!done && !process_alive(ch->driver_pid)) return driver_gone(ch);
     }
+    ch->spin.record(pybridge::detail::nanoseconds_since(started));
     if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
     const uint64_t seq = load(h->request_seq);
     const uint32_t kind = h->request_kind;

@@ -41,22 +41,30 @@ void store_release(T &field, T value) noexcept {
 
 using Clock = std::chrono::steady_clock;
 
-// How long to spin next time. Spinning pays when waits end within about the
-// budget. When recent waits were much longer (a slow simulator, a driver busy
-// elsewhere) only a short spin is kept, to catch the odd quick answer without
-// burning a core. "Much longer" is 4x: a wait that ends by blocking includes
-// the 60-90 us it takes a sleeping vCPU to wake, and must not by itself switch
-// a fast peer to short spins.
+// How long to spin next time. Spinning pays when a wait ends within the
+// budget; the policy keeps a moving share of recent waits that did ("hits")
+// and spins the full budget while at least a quarter of them paid. A single
+// long pause (the driver busy elsewhere between two optimisations) thus costs
+// nothing later, while a peer that keeps outlasting the budget (a slow
+// simulator) soon gets only short spins, to catch the odd quick answer without
+// burning a core. A wait that ended by blocking still counts as a hit when it
+// was short overall, so that a fast peer is recognised again even from short
+// spins (with a budget above the 60-90 us a sleeping vCPU takes to wake).
 class SpinPolicy {
 public:
     explicit SpinPolicy(uint32_t budget_us = 0) noexcept { set_budget(budget_us); }
     void set_budget(uint32_t budget_us) noexcept { budget_ns_ = int64_t{budget_us} * 1000; }
-    int64_t spin_ns() const noexcept { return typical_wait_ns_ <= 4 * budget_ns_ ? budget_ns_ : budget_ns_ / 16; }
-    void record(int64_t waited_ns) noexcept { typical_wait_ns_ += (waited_ns - typical_wait_ns_) / 8; }
+    int64_t spin_ns() const noexcept { return hit_share_ >= kHitShareMin ? budget_ns_ : budget_ns_ / 16; }
+    void record(int64_t waited_ns) noexcept {
+        const int32_t hit = waited_ns <= budget_ns_ ? kOne : 0;
+        hit_share_ += (hit - hit_share_) / 8;
+    }
 
 private:
+    static constexpr int32_t kOne = 1 << 16;  // fixed point: no floating point on the hot path
+    static constexpr int32_t kHitShareMin = kOne / 4;
     int64_t budget_ns_ = 0;
-    int64_t typical_wait_ns_ = 0;  // exponential moving average
+    int32_t hit_share_ = kOne;
 };
 
 // Post `sem` if the waiter announced it sleeps. Call after publishing.
@@ -103,16 +111,6 @@ bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds
 
 inline int64_t nanoseconds_since(Clock::time_point started) noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
-}
-
-// spin() then block(), recording the wait in the policy.
-template <typename Ready>
-bool spin_then_block(Ready ready, SpinPolicy &policy, uint32_t &sleeping, sem_t *sem,
-                     std::chrono::nanoseconds slice) noexcept {
-    const auto started = Clock::now();
-    const bool done = spin(ready, policy, started) || block(ready, sleeping, sem, slice);
-    policy.record(nanoseconds_since(started));
-    return done;
 }
 
 }  // namespace pybridge::detail
