@@ -54,11 +54,22 @@ class _Transport:
 
 
 class _Pybridge(_Transport):
-    def __init__(self, spin_us: int, name: str) -> None:
-        self.spin_us, self.name = spin_us, name
+    def __init__(self, spin_us: int, name: str, in_place: bool = False) -> None:
+        self.spin_us, self.name, self.in_place = spin_us, name, in_place
 
     def open(self, n: int, stack: ExitStack) -> Call:
-        return stack.enter_context(Simulator([_program("pybridge-bench-sim")], n_params=n, spin_us=self.spin_us))
+        sim = stack.enter_context(Simulator([_program("pybridge-bench-sim")], n_params=n, spin_us=self.spin_us))
+        if not self.in_place:
+            return sim
+        params = sim.params_view
+
+        def call(x: np.ndarray) -> float:
+            # A user who builds x in the shared region: here it is written once in advance, since the
+            # benchmark's x never changes; each call then sends it without a copy.
+            return sim(params)
+
+        params[:] = np.full(n, 0.5)
+        return call
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -166,6 +177,7 @@ def _transports() -> List[_Transport]:
     return [
         _Pybridge(DEFAULT_SPIN_US, f"pybridge (spin {DEFAULT_SPIN_US} us, then block)"),
         _Pybridge(0, "pybridge (pure blocking)"),
+        _Pybridge(DEFAULT_SPIN_US, "pybridge, x written in place (no copy)", in_place=True),
         _Pipe(),
         _Socket("unix"),
         _Socket("tcp"),
@@ -258,7 +270,7 @@ def measure_end_to_end(quick: bool) -> Dict[str, Dict[str, float]]:
             contenders = (("pybridge", bridged), ("in-process", in_process))
             for _, function in contenders:  # warm-up, not counted: first-call costs, spin policies settling
                 optimise(function)
-            for _ in range(1 if quick else 7):  # interleaved, so that machine drift hits both alike
+            for _ in range(1 if quick else 15):  # interleaved, so that machine drift hits both alike
                 for label, function in contenders:
                     started = time.perf_counter()
                     result = optimise(function)
@@ -313,6 +325,16 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
          (big[_transports()[0].name]["median_us"] - big["in-process C++ via pybind11"]["median_us"])
          / results["memcpy_8mb_us"], "<=", 1.5),
     ]  # fmt: skip
+    # Not targets, but the evidence for one: the same ratio for two C processes (the physical floor of
+    # one copy in and a read from another core), and for pybridge when x is written in place.
+    floors = [
+        ("n=10^6: (C<->C spin - in-process pybind11) / 8 MB memcpy",
+         (big["C <-> C spin on shared memory"]["median_us"] - big["in-process C++ via pybind11"]["median_us"])
+         / results["memcpy_8mb_us"]),
+        ("n=10^6: (pybridge in place - in-process pybind11) / 8 MB memcpy",
+         (big["pybridge, x written in place (no copy)"]["median_us"] - big["in-process C++ via pybind11"]["median_us"])
+         / results["memcpy_8mb_us"]),
+    ]  # fmt: skip
     for name, run in results["end_to_end"].items():
         rows.append((f"{name}: pybridge / in-process", run["ratio"], "<=", 1.25 if "Nelder" in name else 1.1))
     default = results["idle_cpu"][f"spin {DEFAULT_SPIN_US} us, then block"]
@@ -322,7 +344,7 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
         {"target": name, "measured": value, "bound": f"{op} {bound}",
          "met": value <= bound if op == "<=" else value >= bound}
         for name, value, op, bound in rows
-    ]  # fmt: skip
+    ] + [{"target": name, "measured": value, "bound": "(reference)", "met": True} for name, value in floors]  # fmt: skip
 
 
 def _report(results: dict) -> Iterator[str]:
@@ -350,7 +372,8 @@ def _report(results: dict) -> Iterator[str]:
     yield "\n| target | measured | bound | met |"
     yield "|---|---:|---|---|"
     for row in results["targets"]:
-        yield f"| {row['target']} | {row['measured']:.3g} | {row['bound']} | {'yes' if row['met'] else 'NO'} |"
+        met = "" if row["bound"] == "(reference)" else ("yes" if row["met"] else "NO")
+        yield f"| {row['target']} | {row['measured']:.3g} | {row['bound']} | {met} |"
 
 
 def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:

@@ -38,12 +38,13 @@ Command = Union[PathLike, Sequence[PathLike]]
 _STDERR_TAIL_LINES = 20
 #: Default spin budget. It must cover SciPy's own work between two
 #: evaluations with room to spare — 8-55 us on a quiet machine (see
-#: ../shared/MEASURED.md), measured at 100 us and more for L-BFGS-B at n = 1000
-#: when the host is busy — or the simulator sleeps and every evaluation pays a
-#: 60-90 us wake-up. Waits that keep outlasting it drop to budget/16 spins by
+#: ../shared/MEASURED.md), measured at 100 us (p99 140 us) for L-BFGS-B at
+#: n = 1000 when the host is busy — or the simulator sleeps and every
+#: evaluation pays a 60-90 us wake-up. Not much more either: after each long
+#: evaluation the simulator spins while the driver's vCPU wakes up. Waits that keep outlasting it drop to budget/16 spins by
 #: themselves (SpinPolicy in cpp/src/wait.hpp). On one CPU a spinning waiter
 #: only delays its peer, so there the default is to block.
-DEFAULT_SPIN_US = 1000 if (os.cpu_count() or 1) > 1 else 0
+DEFAULT_SPIN_US = 500 if (os.cpu_count() or 1) > 1 else 0
 _NOT_SENT, _PENDING = 0, 1  # DriverPort.outcome
 
 
@@ -68,7 +69,7 @@ class CapabilityError(Error):
     """The simulator does not compute what was asked (no gradient, no residuals)."""
 
 
-class Simulator:
+class Simulator(_native.FastCall):
     """An external simulator, evaluated through a shared-memory channel.
 
     ``Simulator(command)`` creates a channel, starts ``command`` with
@@ -261,6 +262,43 @@ class Simulator:
         self._ensure_connected()
         return self._session.channel.capabilities
 
+    # ---- zero-copy views -------------------------------------------------------------
+
+    @property
+    def params_view(self) -> np.ndarray:
+        """The shared parameter region itself, writable: fill it and call ``sim(sim.params_view)``
+        to skip the one copy an evaluation otherwise makes (8 MB at 10^6 parameters).
+
+        Belongs to the current simulator process: after a restart, fetch it again.
+        """
+        self._ensure_connected()
+        return self._session.channel.params
+
+    @property
+    def gradient_view(self) -> np.ndarray:
+        """The shared gradient region, read-only: the last evaluation's gradient, **overwritten by the
+        next evaluation** (``value_and_grad`` returns a copy instead)."""
+        return self._read_only(self._session_region("gradient", Capability.GRADIENT))
+
+    @property
+    def residuals_view(self) -> np.ndarray:
+        """The shared residual region, read-only: the last evaluation's residuals, **overwritten by the
+        next evaluation** (``residuals`` returns a copy instead)."""
+        return self._read_only(self._session_region("residuals", Capability.RESIDUALS))
+
+    def _session_region(self, name: str, capability: Capability) -> np.ndarray:
+        if not self.capabilities & capability:
+            raise CapabilityError(f"this simulator has no {name} region (it did not declare {capability!r})")
+        region = getattr(self._session.channel, name)
+        assert region is not None
+        return region
+
+    @staticmethod
+    def _read_only(array: np.ndarray) -> np.ndarray:
+        view = array.view()
+        view.flags.writeable = False
+        return view
+
     # ---- evaluations --------------------------------------------------------------
 
     # Each public call first tries the native fast path (one call into C++);
@@ -276,12 +314,13 @@ class Simulator:
         self._evaluations += self._port.answers
         self._port = port
         self._fast_cost, self._fast_value_and_grad, self._fast_residuals = port.fast_calls()
+        self._use_fast_port(port if isinstance(port, _native.DriverPort) else None)
 
-    def __call__(self, x: "np.typing.ArrayLike") -> float:
+    # sim(x), "the cost at x", is served by the native base class: it calls
+    # the port directly and comes here only when the port returns None.
+
+    def _call_slow(self, x: "np.typing.ArrayLike") -> float:
         """The cost at ``x``. For a residual simulator, ``0.5 * sum(residuals**2)``."""
-        value = self._fast_cost(x)
-        if value is not None:
-            return value
         if self.capabilities & Capability.RESIDUALS:
             residuals = self._evaluate(x, RequestKind.RESIDUALS)
             return self._penalty() if residuals is None else 0.5 * float(residuals @ residuals)

@@ -186,3 +186,25 @@ def test_a_blocked_wait_lets_other_python_threads_run(python_simulator: Callable
             thread.join()
     # Half a second of counting; a waiter holding the GIL would allow only a few switch intervals of it.
     assert progressed > 100_000
+
+
+def test_parameters_written_in_place_are_sent_without_a_copy(bundled: Callable) -> None:
+    with pybridge.Simulator([bundled("pybridge-rosenbrock")], n_params=3) as sim:
+        x = sim.params_view
+        x[:] = [0.5, -1.0, 2.0]
+        assert sim(x) == rosen(np.array([0.5, -1.0, 2.0]))
+        x[1] = np.nan
+        with pytest.raises(ValueError, match=r"x\[1\] = nan"):
+            sim(x)
+
+
+def test_result_views_alias_the_shared_region_and_say_so(bundled: Callable) -> None:
+    with pybridge.Simulator([bundled("pybridge-rosenbrock")], n_params=2) as sim:
+        copy = sim.value_and_grad(np.zeros(2))[1]
+        view = sim.gradient_view
+        assert np.array_equal(view, copy) and not view.flags.writeable
+        sim.value_and_grad(np.ones(2))
+        assert np.array_equal(view, [0.0, 0.0])  # the view shows the newest evaluation...
+        assert np.array_equal(copy, rosen_der(np.zeros(2)))  # ...the returned copy does not change
+        with pytest.raises(pybridge.CapabilityError):
+            sim.residuals_view
