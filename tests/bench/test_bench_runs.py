@@ -1,0 +1,27 @@
+"""`pybridge bench --quick` runs every transport and reports every figure.
+
+No speed is asserted here (targets are ratios measured by the benchmark itself,
+see benchmarks/README.md); this checks that the command works and that every
+transport computed the right cost (the benchmark raises otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "pybridge", "bench", "--quick", "--json", str(output)],
+                         capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert run.returncode in (0, 1), run.stderr  # 1 = a target missed, which a quick run may well do
+    results = json.loads(output.read_text())
+    assert set(results["latency"]) == {"8", "1000", "100000", "1000000"}
+    for figures in results["latency"].values():
+        assert len(figures) == 10 and all(f["median_us"] > 0 for f in figures.values())
+    assert {run["evaluations"] for run in results["end_to_end"].values()} <= {1000, 35}
+    assert len(results["targets"]) == 11
+    assert "| target | measured | bound | met |" in run.stdout
