@@ -35,7 +35,6 @@ PROTOCOL_VERSION: int = _native.PROTOCOL_VERSION
 HEADER_SIZE: int = _native.HEADER_SIZE
 ERROR_TEXT_SIZE: int = _native.ERROR_TEXT_SIZE
 CHANNEL_ENV: str = _native.CHANNEL_ENV
-LIVENESS_PERIOD: float = _native.LIVENESS_PERIOD_MS / 1000.0
 #: Every name we create starts with this, so `pybridge clean` can find ours.
 CHANNEL_PREFIX = "pybridge-"
 

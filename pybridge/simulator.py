@@ -59,7 +59,7 @@ class _Unconnected:
         return None
 
     def fast_calls(self) -> tuple:
-        return self._none, self._none, self._none
+        return self._none, self._none
 
 
 _UNCONNECTED = _Unconnected()
@@ -162,7 +162,7 @@ class Simulator(_native.FastCall):
         # The native hot path of the current session, or a stand-in that
         # sends every call down the slow path; see _use_port.
         self._port: "_native.DriverPort | _Unconnected" = _UNCONNECTED
-        self._fast_cost, self._fast_value_and_grad, self._fast_residuals = _UNCONNECTED.fast_calls()
+        self._fast_value_and_grad, self._fast_residuals = _UNCONNECTED.fast_calls()
         self._evaluations = 0  # answered by the slow path, or by ports of earlier sessions
         #: Evaluation attempts that failed (crash, timeout, reported failure, non-finite value).
         self.failures = 0
@@ -313,7 +313,7 @@ class Simulator(_native.FastCall):
     def _use_port(self, port: "_native.DriverPort | _Unconnected") -> None:
         self._evaluations += self._port.answers
         self._port = port
-        self._fast_cost, self._fast_value_and_grad, self._fast_residuals = port.fast_calls()
+        self._fast_value_and_grad, self._fast_residuals = port.fast_calls()
         self._use_fast_port(port if isinstance(port, _native.DriverPort) else None)
 
     # sim(x), "the cost at x", is served by the native base class: it calls

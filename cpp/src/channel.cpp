@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <new>
 #include <string>
 
@@ -107,17 +106,6 @@ int map_segment(pybridge_channel *ch) {
         return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s': %s", ch->name.c_str(), message);
     }
     return PYBRIDGE_OK;
-}
-
-// Blocks on `sem` for at most the liveness period. Returns true when it was
-// posted; false on timeout or signal, so the caller re-checks state and peer.
-bool wait_a_while(sem_t *sem) {
-    timespec deadline;
-    ::clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_nsec += long{PYBRIDGE_LIVENESS_PERIOD_MS} * 1000000L;
-    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-    deadline.tv_nsec %= 1000000000L;
-    return ::sem_timedwait(sem, &deadline) == 0;
 }
 
 // The driver owns the channel, but a dead driver cannot remove it: the
@@ -215,7 +203,12 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
             return fail(ch, PYBRIDGE_E_REJECTED, "the driver closed channel '%s' during the handshake",
                         ch->name.c_str());
         }
-        if (!wait_a_while(ch->request_sem) && !process_alive(ch->driver_pid)) return driver_gone(ch);
+        // State changes are always posted; the flag only makes block() complete.
+        const auto changed = [ch] { return load(ch->header()->state) != PYBRIDGE_STATE_DECLARED; };
+        if (!pybridge::detail::block(changed, ch->header()->simulator_sleeping, ch->request_sem, kLivenessPeriod) &&
+            !process_alive(ch->driver_pid)) {
+            return driver_gone(ch);
+        }
     }
     // The driver grew the segment to its final size before announcing READY.
     if (int rc = map_segment(ch); rc != PYBRIDGE_OK) return rc;
