@@ -94,7 +94,7 @@ class _Pipe(_Transport):
         write_fd, read_fd = process.stdin.fileno(), process.stdout.fileno()
 
         def call(x: np.ndarray) -> float:
-            view = memoryview(x).cast("B")
+            view = x.data.cast("B")
             while view:
                 view = view[os.write(write_fd, view) :]
             return float(np.frombuffer(_read_exactly(read_fd, 8))[0])
@@ -127,7 +127,7 @@ class _Socket(_Transport):
         reply = bytearray(8)
 
         def call(x: np.ndarray) -> float:
-            sock.sendall(memoryview(x).cast("B"))
+            sock.sendall(x.data.cast("B"))
             got = 0
             while got < 8:
                 got += sock.recv_into(memoryview(reply)[got:])

@@ -56,6 +56,9 @@ class Declaration:
 class Channel:
     """One shared segment plus its request and reply semaphores, owned by the driver."""
 
+    # The header as a 0-d structured array over the segment; None only once closed.
+    _header: np.ndarray
+
     def __init__(self, name: Optional[str] = None) -> None:
         self.name = name or new_channel_name()
         request_name, reply_name = semaphore_names(self.name)
@@ -269,7 +272,7 @@ class Channel:
         return bytes(self._header["error"]).split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def _segment_buffer(self) -> memoryview:
-        assert self._segment is not None
+        assert self._segment is not None and self._segment.buf is not None
         return self._segment.buf
 
     def _map_header(self) -> None:

@@ -64,7 +64,12 @@ def find_stale() -> List[StaleEntry]:
 
 
 def clean(*, dry_run: bool = False) -> List[StaleEntry]:
-    """Removes (or with ``dry_run``, only lists) what :func:`find_stale` finds."""
+    """Removes (or with ``dry_run``, only lists) what :func:`find_stale` finds.
+
+    >>> from pybridge.cleanup import clean
+    >>> [entry.reason for entry in clean(dry_run=True)]  # nothing stale on a clean machine
+    []
+    """
     stale = find_stale()
     if not dry_run:
         for entry in stale:

@@ -12,7 +12,11 @@ def package_dir() -> Path:
 
 
 def cmake_dir() -> Path:
-    """Pass as ``-Dpybridge_DIR=`` so that ``find_package(pybridge CONFIG)`` finds the shim."""
+    """Pass as ``-Dpybridge_DIR=`` so that ``find_package(pybridge CONFIG)`` finds the shim.
+
+    >>> (cmake_dir() / "pybridgeConfig.cmake").is_file()
+    True
+    """
     return lib_dir() / "cmake" / "pybridge"
 
 

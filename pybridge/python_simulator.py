@@ -35,13 +35,14 @@ def serve(
     driver's :class:`pybridge.EvaluationFailed`), and serving goes on.
 
     ``n_params=0`` lets the driver choose the dimension. ``channel`` defaults
-    to the ``PYBRIDGE_CHANNEL`` environment variable. Run as the simulator
-    program, for example ``python -c "import pybridge; pybridge.serve(f, n_params=2)"``::
+    to the ``PYBRIDGE_CHANNEL`` environment variable. It runs in the simulator
+    process; here a driver starts one:
 
-        def cost(x):
-            return float(((x - 1.0) ** 2).sum())
-
-        pybridge.serve(cost, n_params=2)
+    >>> import sys, pybridge
+    >>> program = "import pybridge; pybridge.serve(lambda x: float(((x - 1.0) ** 2).sum()), n_params=2)"
+    >>> with pybridge.Simulator([sys.executable, "-c", program]) as sim:
+    ...     sim([3.0, 1.0])
+    4.0
     """
     capabilities = Capability.NONE
     if gradient:

@@ -74,14 +74,19 @@ class Simulator(_native.FastCall):
 
     ``Simulator(command)`` creates a channel, starts ``command`` with
     ``PYBRIDGE_CHANNEL`` set in its environment and waits for the handshake.
-    The result is usable wherever SciPy wants a function::
+    The result is usable wherever SciPy wants a function. With the bundled
+    Rosenbrock simulator (examples/rosenbrock), which computes gradients:
 
-        from scipy.optimize import minimize
-        import pybridge
-
-        with pybridge.Simulator(["./rosenbrock"], n_params=4) as sim:
-            result = minimize(sim, [0.5] * 4, method="Nelder-Mead")
-            result = minimize(sim.value_and_grad, [0.5] * 4, jac=True)   # if it computes gradients
+    >>> import numpy as np
+    >>> from scipy.optimize import minimize
+    >>> import pybridge
+    >>> from pybridge.paths import bundled_simulator
+    >>> with pybridge.Simulator([bundled_simulator("pybridge-rosenbrock")], n_params=4) as sim:
+    ...     print(sim(np.ones(4)), sim([0.0, 0.0, 0.0, 0.0]))
+    ...     result = minimize(sim.value_and_grad, np.zeros(4), jac=True, method="L-BFGS-B")
+    0.0 3.0
+    >>> np.round(result.x, 4)
+    array([1., 1., 1., 1.])
 
     Parameters
     ----------
