@@ -51,7 +51,8 @@ void store(T &field, T value) {
 // The driver's side of the protocol, as docs/protocol.md describes it.
 class TestDriver {
 public:
-    explicit TestDriver(pid_t driver_pid = ::getpid()) {
+    // reply_semaphore: the semaphore the simulator posts; empty = this channel's own "-rep".
+    explicit TestDriver(pid_t driver_pid = ::getpid(), const std::string &reply_semaphore = "") {
         std::random_device random;
         char name[64];
         std::snprintf(name, sizeof name, "pybridge-cpptest-%08x%08x", random(), random());
@@ -64,11 +65,12 @@ public:
         header_->header_size = sizeof(pybridge_header);
         header_->segment_size = sizeof(pybridge_header);
         header_->driver_pid = driver_pid;
-        std::snprintf(header_->reply_semaphore, sizeof header_->reply_semaphore, "%s%s", name_.c_str(),
-                      PYBRIDGE_REPLY_SEM_SUFFIX);
+        const std::string reply_name =
+            reply_semaphore.empty() ? name_ + PYBRIDGE_REPLY_SEM_SUFFIX : reply_semaphore;
+        std::snprintf(header_->reply_semaphore, sizeof header_->reply_semaphore, "%s", reply_name.c_str());
         header_->state = PYBRIDGE_STATE_CREATED;
         request_ = ::sem_open((object() + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
-        reply_ = ::sem_open((object() + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
+        reply_ = ::sem_open(("/" + reply_name).c_str(), O_CREAT, 0600, 0);  // shared: may exist already
     }
     ~TestDriver() {
         ::munmap(header_, size_);
@@ -111,6 +113,19 @@ public:
         set_state(PYBRIDGE_STATE_REJECTED);
     }
     void shut_down() { set_state(PYBRIDGE_STATE_CLOSED); }
+
+    // Sends a request without waiting for its reply.
+    uint64_t send(uint32_t kind, const std::vector<double> &params) {
+        std::memcpy(region(header_->params_offset), params.data(), params.size() * sizeof(double));
+        header_->request_kind = kind;
+        const uint64_t seq = ++seq_;
+        __atomic_store_n(&header_->request_seq, seq, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&header_->simulator_sleeping, __ATOMIC_SEQ_CST)) ::sem_post(request_);
+        return seq;
+    }
+    bool answered() { return load(header_->reply_seq) == seq_; }
+    sem_t *reply_semaphore() const { return reply_; }
 
     // One request; returns false if no reply came within a few seconds.
     bool request(uint32_t kind, const std::vector<double> &params) {
@@ -222,6 +237,52 @@ void test_c_api_round_trips(uint32_t spin_us) {
     CHECK(loop_status == PYBRIDGE_CLOSED);
 }
 
+// One driver thread waits on two channels at once: both name the same reply
+// semaphore (a "doorbell"), so the driver raises driver_sleeping on both and
+// blocks on that one semaphore until every reply is in. Pools build on this.
+void test_one_thread_waits_on_two_channels_through_a_shared_doorbell() {
+    std::random_device random;
+    char doorbell[64];
+    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
+    {
+        TestDriver first(::getpid(), doorbell), second(::getpid(), doorbell);
+        TestDriver *drivers[2] = {&first, &second};
+        std::vector<std::thread> simulators;
+        for (TestDriver *driver : drivers) {
+            simulators.emplace_back([driver] {
+                pybridge::Channel channel = pybridge::Channel::open({1}, driver->name().c_str());
+                while (auto request = channel.wait()) channel.reply(request->params()[0] * 10.0);
+            });
+        }
+        for (TestDriver *driver : drivers) {
+            CHECK(driver->wait_declared());
+            driver->accept(1, 0, 0);
+        }
+        for (int round = 1; round <= 200; ++round) {
+            first.send(PYBRIDGE_REQUEST_COST, {double(round)});
+            second.send(PYBRIDGE_REQUEST_COST, {double(-round)});
+            int waits = 0;
+            while (!(first.answered() && second.answered()) && waits < 50) {
+                for (TestDriver *driver : drivers) __atomic_store_n(&driver->header().driver_sleeping, 1u, __ATOMIC_SEQ_CST);
+                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                if (!(first.answered() && second.answered())) {
+                    timespec deadline;
+                    ::clock_gettime(CLOCK_REALTIME, &deadline);
+                    deadline.tv_sec += 1;
+                    if (::sem_timedwait(first.reply_semaphore(), &deadline) != 0) ++waits;
+                }
+                for (TestDriver *driver : drivers) __atomic_store_n(&driver->header().driver_sleeping, 0u, __ATOMIC_SEQ_CST);
+            }
+            CHECK(first.answered() && second.answered());
+            CHECK(first.header().cost == 10.0 * round && second.header().cost == -10.0 * round);
+            if (failures) break;
+        }
+        for (TestDriver *driver : drivers) driver->shut_down();
+        for (std::thread &simulator : simulators) simulator.join();
+    }
+    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+}
+
 void test_cpp_api_residuals_and_reported_failures() {
     TestDriver driver;
     std::thread simulator([&] {
@@ -316,6 +377,7 @@ void test_misuse_is_reported_not_fatal() {
 int main() {
     test_c_api_round_trips(0);    // the simulator blocks on every wait
     test_c_api_round_trips(1000);  // the simulator spins first
+    test_one_thread_waits_on_two_channels_through_a_shared_doorbell();
     test_cpp_api_residuals_and_reported_failures();
     test_rejection_reaches_the_simulator();
     test_version_mismatch_names_both_versions();
