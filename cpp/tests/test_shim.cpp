@@ -129,13 +129,8 @@ public:
 
     // One request; returns false if no reply came within a few seconds.
     bool request(uint32_t kind, const std::vector<double> &params) {
-        std::memcpy(region(header_->params_offset), params.data(), params.size() * sizeof(double));
-        header_->request_kind = kind;
-        const uint64_t seq = ++seq_;
-        __atomic_store_n(&header_->request_seq, seq, __ATOMIC_SEQ_CST);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&header_->simulator_sleeping, __ATOMIC_SEQ_CST)) ::sem_post(request_);
-        return wait_until([&] { return load(header_->reply_seq) == seq; });
+        send(kind, params);
+        return wait_until([&] { return answered(); });
     }
     pybridge_header &header() { return *header_; }
     double *region(uint64_t offset) { return reinterpret_cast<double *>(reinterpret_cast<char *>(header_) + offset); }
