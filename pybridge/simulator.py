@@ -51,7 +51,6 @@ _NOT_SENT, _PENDING = 0, 1  # DriverPort.outcome
 class _Unconnected:
     """Stands in for the native port while no READY channel is at hand: every fast call falls through."""
 
-    outcome = _NOT_SENT
     answers = 0
 
     @staticmethod
