@@ -12,13 +12,30 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <csignal>
 #include <cstring>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "process.hpp"
 #include "pybridge/pybridge.h"
 #include "wait.hpp"
+
+// The layout the driver fixed at READY, copied out of shared memory once and
+// never read from it again: a peer that later scribbles over the header's
+// sizes or offsets cannot make us read or write outside the mapping.
+struct agreed_layout {
+    uint32_t n_params = 0;
+    uint32_t n_residuals = 0;
+    uint32_t capabilities = 0;
+    double *params = nullptr;
+    double *gradient = nullptr;
+    double *residuals = nullptr;
+};
 
 struct pybridge_channel {
     std::string name;
@@ -28,11 +45,20 @@ struct pybridge_channel {
     sem_t *request_sem = SEM_FAILED;
     sem_t *reply_sem = SEM_FAILED;
     pid_t driver_pid = 0;
+    agreed_layout layout;
     uint64_t last_seq = 0;   // the last request handed to the caller
     bool pending = false;    // a request waits for its reply
     uint32_t pending_kind = 0;
     pybridge::detail::SpinPolicy spin;
     char error[1024] = "";  // fixed size: reporting an error must not allocate
+
+    // The watchdog (see pybridge_channel_set_watchdog) and what it shares with the serving thread.
+    std::thread watchdog;
+    std::mutex watchdog_mutex;
+    std::condition_variable watchdog_wake;
+    bool watchdog_stop = false;           // guarded by watchdog_mutex
+    std::atomic<bool> in_wait{false};     // the serving thread is inside pybridge_channel_wait
+    std::atomic<bool> driver_dead{false}; // seen dead by the watchdog
 
     pybridge_header *header() const { return static_cast<pybridge_header *>(base); }
 };
@@ -111,7 +137,7 @@ int map_segment(pybridge_channel *ch) {
 // The driver owns the channel, but a dead driver cannot remove it: the
 // survivor does, so that a killed driver leaks nothing. Safe because the
 // owner is gone; a name already removed (ENOENT) is fine.
-int driver_gone(pybridge_channel *ch) {
+void remove_channel(pybridge_channel *ch) {
     char object[PYBRIDGE_CHANNEL_NAME_MAX + 16];  // no allocation on the wait path
     std::snprintf(object, sizeof object, "/%s", ch->name.c_str());
     ::shm_unlink(object);
@@ -121,9 +147,56 @@ int driver_gone(pybridge_channel *ch) {
         std::snprintf(object, sizeof object, "/%.*s", PYBRIDGE_SEMAPHORE_NAME_SIZE - 1, ch->header()->reply_semaphore);
         ::sem_unlink(object);
     }
+}
+
+int driver_gone(pybridge_channel *ch) {
+    remove_channel(ch);
     return fail(ch, PYBRIDGE_E_DRIVER_GONE,
                 "the driver process (pid %d) of channel '%s' died without closing it; removed the channel, stopping",
                 static_cast<int>(ch->driver_pid), ch->name.c_str());
+}
+
+double *region(const pybridge_channel *ch, uint64_t offset) {
+    return reinterpret_cast<double *>(static_cast<char *>(ch->base) + offset);
+}
+
+// Watches the driver while the simulator computes. A blocked
+// pybridge_channel_wait notices a dead driver by itself; an evaluation can
+// last hours, so without this thread a killed driver would leave its
+// simulator computing (and its CPUs or MPI ranks busy) until the end.
+void watchdog_loop(pybridge_channel *ch) {
+    std::unique_lock<std::mutex> lock(ch->watchdog_mutex);
+    while (!ch->watchdog_stop) {
+        ch->watchdog_wake.wait_for(lock, kLivenessPeriod);
+        if (ch->watchdog_stop || process_alive(ch->driver_pid)) continue;
+        ch->driver_dead.store(true);
+        if (ch->in_wait.load()) continue;  // the wait returns PYBRIDGE_E_DRIVER_GONE itself
+        remove_channel(ch);
+        ::kill(::getpid(), SIGTERM);
+        return;
+    }
+}
+
+void start_watchdog(pybridge_channel *ch) {
+    if (ch->watchdog.joinable()) return;
+    {
+        std::lock_guard<std::mutex> lock(ch->watchdog_mutex);
+        ch->watchdog_stop = false;
+    }
+    try {
+        ch->watchdog = std::thread(watchdog_loop, ch);
+    } catch (...) {  // no thread to be had: serve without a watchdog rather than fail
+    }
+}
+
+void stop_watchdog(pybridge_channel *ch) {
+    if (!ch->watchdog.joinable()) return;
+    {
+        std::lock_guard<std::mutex> lock(ch->watchdog_mutex);
+        ch->watchdog_stop = true;
+    }
+    ch->watchdog_wake.notify_all();
+    ch->watchdog.join();
 }
 
 int check_declaration(pybridge_channel *ch, const pybridge_declaration *d) {
@@ -169,9 +242,20 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     if (int rc = map_segment(ch); rc != PYBRIDGE_OK) return rc;
     pybridge_header *h = ch->header();
     ch->driver_pid = h->driver_pid;
+    // Claim the channel: of several simulators racing to attach, exactly one
+    // turns simulator_pid from 0 into its pid; checking the state alone would
+    // let two of them see CREATED and both declare.
+    int32_t unclaimed = 0;
+    if (!__atomic_compare_exchange_n(&h->simulator_pid, &unclaimed, static_cast<int32_t>(::getpid()), false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        return fail(ch, PYBRIDGE_E_TAKEN,
+                    "channel '%s' is already taken by simulator pid %d: exactly one simulator may attach to a "
+                    "channel (start one per channel, e.g. one per pybridge.Simulator or pool worker)",
+                    ch->name.c_str(), static_cast<int>(unclaimed));
+    }
     if (const uint32_t state = load(h->state); state != PYBRIDGE_STATE_CREATED) {
-        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' is already taken (state %u, simulator pid %d)",
-                    ch->name.c_str(), state, static_cast<int>(h->simulator_pid));
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' is not waiting for a simulator (state %u)",
+                    ch->name.c_str(), state);
     }
     ch->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), 0);
     if (ch->request_sem == SEM_FAILED) return fail_errno(ch, "sem_open (request)");
@@ -186,7 +270,6 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     h->declared_n_params = declaration->n_params;
     h->declared_n_residuals = declaration->n_residuals;
     h->declared_capabilities = declaration->capabilities;
-    h->simulator_pid = static_cast<int32_t>(::getpid());
     store(h->state, static_cast<uint32_t>(PYBRIDGE_STATE_DECLARED));
     if (::sem_post(ch->reply_sem) != 0) return fail_errno(ch, "sem_post (declaration)");
 
@@ -222,14 +305,19 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
                     h->n_params, h->n_residuals, h->capabilities, declaration->n_params, declaration->n_residuals,
                     declaration->capabilities);
     }
+    // map_segment validated every region against the mapping: keep our own copy from now on.
+    ch->layout.n_params = h->n_params;
+    ch->layout.n_residuals = h->n_residuals;
+    ch->layout.capabilities = h->capabilities;
+    ch->layout.params = region(ch, h->params_offset);
+    ch->layout.gradient = (h->capabilities & PYBRIDGE_CAP_GRADIENT) ? region(ch, h->gradient_offset) : nullptr;
+    ch->layout.residuals = (h->capabilities & PYBRIDGE_CAP_RESIDUALS) ? region(ch, h->residuals_offset) : nullptr;
     // Requests are numbered from 1 after READY; one may be waiting already.
     ch->last_seq = 0;
     ch->spin.set_budget(h->spin_us);
+    const char *watchdog = std::getenv("PYBRIDGE_WATCHDOG");
+    if (watchdog == nullptr || std::strcmp(watchdog, "0") != 0) start_watchdog(ch);
     return PYBRIDGE_OK;
-}
-
-double *region(const pybridge_channel *ch, uint64_t offset) {
-    return reinterpret_cast<double *>(static_cast<char *>(ch->base) + offset);
 }
 
 int finish_reply(pybridge_channel *ch, int32_t status) {
@@ -265,6 +353,7 @@ int pybridge_channel_open(const char *name, const pybridge_declaration *declarat
 
 void pybridge_channel_close(pybridge_channel *ch) {
     if (ch == nullptr) return;
+    stop_watchdog(ch);
     if (ch->base != MAP_FAILED) ::munmap(ch->base, ch->mapped_size);
     if (ch->fd >= 0) ::close(ch->fd);
     if (ch->request_sem != SEM_FAILED) ::sem_close(ch->request_sem);
@@ -287,20 +376,27 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     const auto ready = [h, ch] {
         return load(h->request_seq) > ch->last_seq || load(h->state) == PYBRIDGE_STATE_CLOSED;
     };
+    ch->in_wait.store(true);
     // Spin once, at the start; later liveness periods of a long wait only block.
     const auto started = pybridge::detail::Clock::now();
     bool done = pybridge::detail::spin(ready, ch->spin, started);
     while (!done) {
         done = pybridge::detail::block(ready, h->simulator_sleeping, ch->request_sem, kLivenessPeriod);
-        if (!done && !process_alive(ch->driver_pid)) return driver_gone(ch);
+        if (done) break;
+        if (!process_alive(ch->driver_pid)) {
+            ch->in_wait.store(false);
+            return driver_gone(ch);
+        }
     }
+    ch->in_wait.store(false);
     ch->spin.record(pybridge::detail::nanoseconds_since(started));
     if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
     const uint64_t seq = load(h->request_seq);
     const uint32_t kind = h->request_kind;
+    const agreed_layout &layout = ch->layout;
     const bool kind_ok = kind == PYBRIDGE_REQUEST_COST ||
-                         (kind == PYBRIDGE_REQUEST_GRADIENT && (h->capabilities & PYBRIDGE_CAP_GRADIENT)) ||
-                         (kind == PYBRIDGE_REQUEST_RESIDUALS && (h->capabilities & PYBRIDGE_CAP_RESIDUALS));
+                         (kind == PYBRIDGE_REQUEST_GRADIENT && (layout.capabilities & PYBRIDGE_CAP_GRADIENT)) ||
+                         (kind == PYBRIDGE_REQUEST_RESIDUALS && (layout.capabilities & PYBRIDGE_CAP_RESIDUALS));
     if (!kind_ok) {
         return fail(ch, PYBRIDGE_E_PROTOCOL, "request %llu has kind %u, which this channel does not support",
                     static_cast<unsigned long long>(seq), kind);
@@ -310,11 +406,11 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     ch->pending_kind = kind;
     request->seq = seq;
     request->kind = kind;
-    request->n_params = h->n_params;
-    request->params = region(ch, h->params_offset);
-    request->gradient = kind == PYBRIDGE_REQUEST_GRADIENT ? region(ch, h->gradient_offset) : nullptr;
-    request->n_residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? h->n_residuals : 0;
-    request->residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? region(ch, h->residuals_offset) : nullptr;
+    request->n_params = layout.n_params;
+    request->params = layout.params;
+    request->gradient = kind == PYBRIDGE_REQUEST_GRADIENT ? layout.gradient : nullptr;
+    request->n_residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? layout.n_residuals : 0;
+    request->residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? layout.residuals : nullptr;
     return PYBRIDGE_OK;
 }
 
@@ -352,6 +448,30 @@ const char *pybridge_channel_last_error(const pybridge_channel *ch) {
 }
 
 const char *pybridge_channel_name(const pybridge_channel *ch) { return ch == nullptr ? "" : ch->name.c_str(); }
+
+int pybridge_channel_driver_alive(pybridge_channel *ch) {
+    if (ch == nullptr || ch->base == MAP_FAILED) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (load(ch->header()->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
+    // The watchdog's verdict costs an atomic load; without it, ask the OS.
+    const bool dead = ch->watchdog.joinable() ? ch->driver_dead.load() : !process_alive(ch->driver_pid);
+    if (!dead) return PYBRIDGE_OK;
+    remove_channel(ch);
+    return PYBRIDGE_E_DRIVER_GONE;
+}
+
+int pybridge_channel_set_watchdog(pybridge_channel *ch, int enabled) {
+    if (ch == nullptr || ch->base == MAP_FAILED) return PYBRIDGE_E_INVALID_ARGUMENT;
+    try {
+        if (enabled) {
+            start_watchdog(ch);
+        } else {
+            stop_watchdog(ch);
+        }
+    } catch (...) {  // std::system_error from a mutex: never across the C API
+        return fail(ch, PYBRIDGE_E_SYSTEM, "could not change the watchdog of channel '%s'", ch->name.c_str());
+    }
+    return PYBRIDGE_OK;
+}
 
 const char *pybridge_version(void) { return PYBRIDGE_VERSION_STRING; }
 

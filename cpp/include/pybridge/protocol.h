@@ -88,7 +88,8 @@ typedef struct pybridge_header {
     uint32_t header_size;  /* sizeof(pybridge_header) */
     uint64_t segment_size; /* bytes in the whole segment; grows once, at READY */
     int32_t driver_pid;
-    int32_t simulator_pid; /* written by the simulator with its declaration */
+    int32_t simulator_pid; /* the attached simulator: claimed 0 -> pid with an atomic compare-and-swap,
+                              so that of several racing simulators exactly one attaches */
     uint32_t state;        /* enum pybridge_state */
 
     /* Declaration, written by the simulator. 0 = "whatever the driver asks for". (offset 36) */

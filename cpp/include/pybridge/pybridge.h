@@ -27,6 +27,15 @@
  * the host process, throws, or keeps process-global state: a process may
  * serve several channels, each from its own thread. One channel must not be
  * used from two threads at once.
+ *
+ * When the driver dies: a simulator blocked in pybridge_channel_wait gets
+ * PYBRIDGE_E_DRIVER_GONE within PYBRIDGE_LIVENESS_PERIOD_MS. One busy inside
+ * an evaluation (hours, in CFD) is stopped by the channel's watchdog thread:
+ * within PYBRIDGE_LIVENESS_PERIOD_MS of the driver's death it removes the
+ * channel and sends SIGTERM to this process. A long computation that wants
+ * to stop cleanly instead turns the watchdog off (pybridge_channel_set_watchdog,
+ * or PYBRIDGE_WATCHDOG=0 in the environment) and asks
+ * pybridge_channel_driver_alive() between its steps.
  */
 #ifndef PYBRIDGE_PYBRIDGE_H
 #define PYBRIDGE_PYBRIDGE_H
@@ -55,7 +64,8 @@ enum pybridge_status {
     PYBRIDGE_E_SYSTEM = -3,             /* an OS call failed; the message names it and errno */
     PYBRIDGE_E_PROTOCOL = -4,           /* the segment is not a valid pybridge channel of our version */
     PYBRIDGE_E_REJECTED = -5,           /* the driver refused our declaration; the message says why */
-    PYBRIDGE_E_DRIVER_GONE = -6         /* the driver process died without closing the channel */
+    PYBRIDGE_E_DRIVER_GONE = -6,        /* the driver process died without closing the channel */
+    PYBRIDGE_E_TAKEN = -7               /* another simulator attached to this channel first */
 };
 
 /* What the simulator computes. A count of 0 means "the driver decides"
@@ -91,10 +101,13 @@ typedef struct pybridge_channel pybridge_channel;
  *       returned even when the call fails (unless memory ran out, then NULL),
  *       so pybridge_channel_last_error() can tell why; always close it.
  *
+ * Exactly one simulator can attach to a channel: the first claims it
+ * atomically, any later one gets PYBRIDGE_E_TAKEN.
+ *
  * Blocks until the driver accepts or rejects the declaration, or until the
- * driver dies. Returns PYBRIDGE_OK, PYBRIDGE_E_NO_CHANNEL, PYBRIDGE_E_SYSTEM,
- * PYBRIDGE_E_PROTOCOL, PYBRIDGE_E_REJECTED, PYBRIDGE_E_DRIVER_GONE or
- * PYBRIDGE_E_INVALID_ARGUMENT. */
+ * driver dies. Returns PYBRIDGE_OK, PYBRIDGE_E_NO_CHANNEL, PYBRIDGE_E_TAKEN,
+ * PYBRIDGE_E_SYSTEM, PYBRIDGE_E_PROTOCOL, PYBRIDGE_E_REJECTED,
+ * PYBRIDGE_E_DRIVER_GONE or PYBRIDGE_E_INVALID_ARGUMENT. */
 PYBRIDGE_API int pybridge_channel_open(const char *name, const pybridge_declaration *declaration,
                                        pybridge_channel **out);
 
@@ -131,6 +144,20 @@ PYBRIDGE_API const char *pybridge_channel_last_error(const pybridge_channel *cha
 
 /* The channel's name, without the leading '/'. */
 PYBRIDGE_API const char *pybridge_channel_name(const pybridge_channel *channel);
+
+/* Is the driver still there? PYBRIDGE_OK while it runs, PYBRIDGE_CLOSED once it
+ * has shut the channel down, PYBRIDGE_E_DRIVER_GONE once it has died. Cheap
+ * (a few microseconds; an atomic load while the watchdog runs): a long
+ * evaluation may call it between its steps and stop early. May be called from
+ * any thread, also while another thread computes. */
+PYBRIDGE_API int pybridge_channel_driver_alive(pybridge_channel *channel);
+
+/* Turns the watchdog thread on (enabled != 0) or off. It starts with the
+ * channel unless PYBRIDGE_WATCHDOG=0 is set in the environment. While on, and
+ * only while this process is not inside pybridge_channel_wait, the death of
+ * the driver makes the watchdog remove the channel and raise SIGTERM in this
+ * process (the default action ends it; a handler of yours may clean up first). */
+PYBRIDGE_API int pybridge_channel_set_watchdog(pybridge_channel *channel, int enabled);
 
 /* ---- Protocol helpers, shared by the shim, the Python module and the tests ---- */
 

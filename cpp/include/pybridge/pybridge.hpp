@@ -132,6 +132,12 @@ public:
     /// Reports that this evaluation failed; the channel stays usable.
     void reply_error(const std::string &message) { check(pybridge_channel_reply_error(handle_, message.c_str())); }
 
+    /// False once the driver has died or closed the channel: a long evaluation may ask between its
+    /// steps and stop early (turn the watchdog off first, or it ends the process before you can).
+    bool driver_alive() const noexcept { return pybridge_channel_driver_alive(handle_) == PYBRIDGE_OK; }
+    /// Turns the watchdog thread on or off (see pybridge_channel_set_watchdog).
+    void set_watchdog(bool enabled) { check(pybridge_channel_set_watchdog(handle_, enabled ? 1 : 0)); }
+
     std::string name() const { return pybridge_channel_name(handle_); }
     pybridge_channel *handle() const noexcept { return handle_; }
 
