@@ -17,12 +17,15 @@ except ImportError as error:  # pragma: no cover - depends on how pybridge was (
     ) from error
 
 from .errors import (
+    CapabilityError,
     ChannelClosed,
     Error,
     EvaluationFailed,
     EvaluationTimeout,
     HandshakeError,
+    InheritedSimulatorError,
     ProtocolError,
+    SharedMemoryFull,
     ShimError,
     SimulatorCrashed,
     SimulatorProcessError,
@@ -31,7 +34,7 @@ from .errors import (
 from .paths import cmake_dir
 from .protocol import Capability
 from .python_simulator import serve
-from .simulator import CapabilityError, Simulator
+from .simulator import Simulator
 
 __version__: str = _native.__version__
 
@@ -46,7 +49,9 @@ __all__ = [
     "EvaluationFailed",
     "EvaluationTimeout",
     "HandshakeError",
+    "InheritedSimulatorError",
     "ProtocolError",
+    "SharedMemoryFull",
     "ShimError",
     "SimulatorCrashed",
     "SimulatorProcessError",

@@ -51,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         demo_module.calibrate(args.simulator, noise=args.noise, seed=args.seed)
         return 0
     if args.command == "clean":
-        from .cleanup import clean as clean_channels
+        from .core.cleanup import clean as clean_channels
 
         removed = clean_channels(dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"

@@ -18,6 +18,9 @@ __all__ = [
     "EvaluationFailed",
     "EvaluationTimeout",
     "ChannelClosed",
+    "CapabilityError",
+    "InheritedSimulatorError",
+    "SharedMemoryFull",
 ]
 
 
@@ -75,3 +78,19 @@ class EvaluationTimeout(Error):
 
 class ChannelClosed(Error):
     """The simulator was closed (or has failed) and can no longer evaluate."""
+
+
+class CapabilityError(Error):
+    """The simulator does not compute what was asked (no gradient, no residuals). Nothing was sent."""
+
+
+class InheritedSimulatorError(Error):
+    """A Simulator was used in a process it was inherited by through ``fork()``.
+
+    Its channel and simulator belong to the process that created it; a child
+    evaluating through them would steal its parent's replies.
+    """
+
+
+class SharedMemoryFull(Error):
+    """``/dev/shm`` has no room for a channel; the message names the size needed and the space free."""

@@ -1,8 +1,10 @@
 """`Simulator`: an external simulator as an ordinary Python callable.
 
-This layer owns the simulator *process* (launch, liveness, stderr, restart,
-shutdown), the failure policy, and the SciPy-facing calls; the shared memory
-and semaphores belong to :class:`pybridge.channel.Channel`.
+This layer is the SciPy-facing face: argument checks, the evaluation loop
+under the failure policy, and the states a Simulator goes through. The
+process group is :mod:`pybridge.core.process`, the OS objects
+:mod:`pybridge.core.channel`, the policy :mod:`pybridge.core.policy`; the hot
+path is the native base class, which comes here only when it declines.
 """
 
 from __future__ import annotations
@@ -10,27 +12,31 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
-import tempfile
+import time
 import weakref
-from typing import IO, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _native, cleanup
-from .channel import Channel, Declaration
+from . import _native
+from .core import cleanup
+from .core.channel import Channel, Declaration
+from .core.policy import Decision, FailurePolicy
+from .core.process import TERM_GRACE, SimulatorProcess, describe_exit
 from .errors import (
+    CapabilityError,
     ChannelClosed,
     Error,
     EvaluationFailed,
     EvaluationTimeout,
     HandshakeError,
+    InheritedSimulatorError,
     SimulatorCrashed,
     SimulatorStartError,
 )
 from .protocol import CHANNEL_ENV, Capability, RequestKind
 
-__all__ = ["Simulator", "CapabilityError"]
+__all__ = ["Simulator", "CapabilityError", "DEFAULT_SPIN_US"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Command = Union[PathLike, Sequence[PathLike]]
@@ -45,27 +51,10 @@ _STDERR_TAIL_LINES = 20
 #: themselves (SpinPolicy in cpp/src/wait.hpp). On one CPU a spinning waiter
 #: only delays its peer, so there the default is to block.
 DEFAULT_SPIN_US = 500 if (os.cpu_count() or 1) > 1 else 0
-_NOT_SENT, _PENDING = 0, 1  # DriverPort.outcome
+_NOT_SENT, _PENDING = _native.DriverPort.Outcome.NOT_SENT, _native.DriverPort.Outcome.PENDING
 
-
-class _Unconnected:
-    """Stands in for the native port while no READY channel is at hand: every fast call falls through."""
-
-    answers = 0
-
-    @staticmethod
-    def _none(x: object) -> None:
-        return None
-
-    def fast_calls(self) -> tuple:
-        return self._none, self._none
-
-
-_UNCONNECTED = _Unconnected()
-
-
-class CapabilityError(Error):
-    """The simulator does not compute what was asked (no gradient, no residuals)."""
+# Every Simulator of this process, so that a fork() child can disown them (see _after_fork).
+_LIVE: "weakref.WeakSet[Simulator]" = weakref.WeakSet()
 
 
 class Simulator(_native.FastCall):
@@ -91,21 +80,26 @@ class Simulator(_native.FastCall):
     ----------
     command:
         The executable (a path), or its argument vector (a sequence: no shell
-        is involved). ``None`` creates the channel without starting anything:
-        start the simulator yourself (under ``mpirun``, a debugger, a batch
-        system) with ``PYBRIDGE_CHANNEL`` set to :attr:`channel_name`, then
-        call :meth:`connect` (the first evaluation also does).
+        is involved). It runs in a process group of its own, so that a
+        wrapper (``mpirun``, ``sh run.sh``) is stopped together with
+        everything it started. ``None`` creates the channel without starting
+        anything: start the simulator yourself (under ``mpirun``, a debugger,
+        a batch system) with ``PYBRIDGE_CHANNEL`` set to :attr:`channel_name`,
+        then call :meth:`connect` (the first evaluation also does).
     n_params, n_residuals:
         The vector lengths, if the simulator does not declare them itself. When
         both sides give a number they must agree, or :class:`HandshakeError`.
     timeout:
         Seconds one evaluation may take (None: no limit). On expiry the
-        simulator is killed and :class:`EvaluationTimeout` is raised.
+        simulator's process group is terminated and :class:`EvaluationTimeout`
+        is raised. The wait ends within about a millisecond of the deadline.
     start_timeout:
         Seconds the simulator may take to attach to the channel.
     restarts:
-        How many times one evaluation may restart a simulator that crashed or
-        timed out and try again (needs ``command``). 0: raise at once.
+        How many times one evaluation may start a fresh simulator after a
+        crash, a timeout or a launch that failed, and try again (needs
+        ``command``). Launches that fail are retried after a back-off (0.1 s,
+        doubling). 0: raise at once.
     penalty:
         If given, an evaluation that still fails (the simulator reported a
         failure, crashed or timed out beyond ``restarts``) returns this cost
@@ -128,9 +122,11 @@ class Simulator(_native.FastCall):
         ours). ``PYBRIDGE_CHANNEL`` is added to ``env``.
     close_timeout:
         Seconds :meth:`close` waits for the simulator to leave its loop before
-        it is terminated.
+        its process group is terminated.
 
-    Only one thread may evaluate a given Simulator at a time.
+    Threads may share a Simulator: evaluations take turns (each holds it from
+    request to reply). It cannot be used in a child process it was inherited
+    by through ``fork()`` (:class:`InheritedSimulatorError`), nor pickled.
     """
 
     def __init__(
@@ -149,43 +145,44 @@ class Simulator(_native.FastCall):
         env: Optional[Mapping[str, str]] = None,
         close_timeout: float = 5.0,
     ) -> None:
+        # Everything is checked before anything is created or started.
         self._requested_params = _optional_count("n_params", n_params)
         self._requested_residuals = _optional_count("n_residuals", n_residuals)
-        if restarts < 0:
-            raise ValueError(f"restarts must be >= 0, not {restarts}")
+        self.timeout = _seconds("timeout", timeout, none_ok=True)
+        self.start_timeout = _seconds("start_timeout", start_timeout)
+        close_timeout = _seconds("close_timeout", close_timeout, zero_ok=True)
+        self._policy = FailurePolicy(restarts, penalty, bool(allow_nonfinite))
         if restarts and command is None:
             raise ValueError("restarts need a command to start the simulator again")
-        self.timeout = timeout
-        self.start_timeout = start_timeout
-        self.restarts = restarts
-        self.penalty = None if penalty is None else float(penalty)
-        self.allow_nonfinite = allow_nonfinite
-        if not 0 <= spin_us < 2**32:
-            raise ValueError(f"spin_us must be >= 0, not {spin_us}")
+        if isinstance(spin_us, bool) or not isinstance(spin_us, (int, np.integer)) or not 0 <= spin_us < 2**32:
+            raise ValueError(f"spin_us must be a whole number of microseconds >= 0, not {spin_us!r}")
         self.spin_us = int(spin_us)
-        # The native hot path of the current session, or a stand-in that
-        # sends every call down the slow path; see _use_port.
-        self._port: "_native.DriverPort | _Unconnected" = _UNCONNECTED
-        self._fast_value_and_grad, self._fast_residuals = _UNCONNECTED.fast_calls()
-        self._evaluations = 0  # answered by the slow path, or by ports of earlier sessions
-        #: Evaluation attempts that failed (crash, timeout, reported failure, non-finite value).
-        self.failures = 0
-        #: Times the simulator was started again after a crash or timeout.
-        self.restart_count = 0
         self._argv = None if command is None else _argv(command)
         self._cwd = cwd
         self._env = env
-        self._broken: Optional[Error] = None  # why this Simulator can no longer evaluate
+        self._owner_pid = os.getpid()
+        self._answered_by_old_ports = 0  # fast-path answers of sessions that have ended
+        self._port: Optional[_native.DriverPort] = None
+        self._evaluations = 0  # answered by the slow path
+        #: Evaluation attempts that failed (crash, timeout, failed launch, reported failure, non-finite value).
+        self.failures = 0
+        #: Times a fresh simulator was started after a crash, a timeout or a failed launch.
+        self.restart_count = 0
+        self._failed: Optional[Error] = None
         self._restart_pending = False
-        cleanup.clean()  # channels of drivers that died earlier; never a live one
-        self._slot = _SessionSlot(_Session(Channel()), close_timeout)
+        # (n_params, n_residuals, capabilities) agreed at the first handshake; every later simulator
+        # process of this Simulator must agree to the same.
+        self._agreed: Optional[Tuple[int, int, Capability]] = None
+        self._set_fallbacks(Simulator._cost_slow, Simulator._value_and_grad_slow, Simulator._residuals_slow)
+        cleanup.clean_once()  # channels of drivers that died earlier; never a live one, never an error
+        self._slot = _SessionSlot(_Session(Channel()), close_timeout, self._owner_pid)
         # Runs at close(), at garbage collection or at interpreter exit,
         # whichever comes first: a forgotten Simulator leaks nothing.
         self._finalizer = weakref.finalize(self, self._slot.release)
+        _LIVE.add(self)
         if self._argv is not None:
             try:
-                self._launch()
-                self.connect(start_timeout)
+                self._start_with_retries()
             except BaseException:
                 self.close()
                 raise
@@ -199,7 +196,8 @@ class Simulator(_native.FastCall):
 
     @property
     def pid(self) -> Optional[int]:
-        """The simulator's process id, once it has attached (or once launched)."""
+        """The simulator's process id: the launched process (the leader of its group), or the pid a
+        simulator you started declared when it attached; None before that."""
         session = self._session
         if session.process is not None:
             return session.process.pid
@@ -208,36 +206,41 @@ class Simulator(_native.FastCall):
     @property
     def returncode(self) -> Optional[int]:
         """The launched simulator's exit status (None while it runs, or if it is not ours)."""
-        return self._session.poll()
+        process = self._session.process
+        return None if process is None else process.exit_status()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (or the Simulator was garbage-collected)."""
+        return not self._finalizer.alive
+
+    @property
+    def failed(self) -> Optional[Error]:
+        """The error that left this Simulator unusable, or None.
+
+        Set only when an evaluation failed under the default policy (no
+        ``restarts``, no ``penalty``), or when the handshake was refused: every
+        later call then raises :class:`ChannelClosed`. Under a policy that
+        recovers, an error is raised for the evaluation that failed and the
+        next call starts a fresh simulator.
+        """
+        return self._failed
 
     def connect(self, timeout: Optional[float] = None) -> None:
         """Waits (up to ``timeout`` seconds, None = forever) for the simulator's handshake.
 
         Needed only for a simulator you started yourself; idempotent.
         """
-        self._check_usable()
-        session = self._session
-        if session.connected:
-            return
-        try:
-            declaration = session.channel.wait_for_declaration(timeout, lambda: self._check_started(session))
-        except TimeoutError:
-            raise SimulatorStartError(
-                f"no simulator attached to channel {session.channel.name!r} within {timeout} s. Does it call "
-                "pybridge_channel_open (or pybridge::Channel::open), and does it see PYBRIDGE_CHANNEL?",
-                stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
-            ) from None
-        n_params, n_residuals = self._reconcile(declaration)
-        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us)
-        port = session.channel.port
-        assert port is not None
-        port.allow_nonfinite = self.allow_nonfinite
-        session.connected = True
-        self._use_port(port)
+        self._locked(lambda: self._connect(timeout))
 
     def close(self) -> None:
-        """Stops the simulator and removes every segment and semaphore of the channel."""
-        self._finalizer()
+        """Stops the simulator and removes every segment and semaphore of the channel.
+
+        The channel's objects are removed first, so an interrupt (Ctrl-C) while
+        waiting for the simulator to leave its loop cannot leave them behind;
+        the simulator's process group is then terminated whatever happens.
+        """
+        self._locked(self._finalizer)
 
     def __enter__(self) -> "Simulator":
         return self
@@ -245,26 +248,31 @@ class Simulator(_native.FastCall):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a pybridge.Simulator cannot be pickled: it owns a simulator process and shared memory of this "
+            "process. Send parameter vectors to your workers and create a Simulator in each of them"
+        )
 
     # ---- what it computes ------------------------------------------------------
 
     @property
     def n_params(self) -> int:
-        self._ensure_connected()
-        return self._session.channel.n_params
+        return self._shape()[0]
 
     @property
     def n_residuals(self) -> int:
-        self._ensure_connected()
-        return self._session.channel.n_residuals
+        return self._shape()[1]
 
     @property
     def capabilities(self) -> Capability:
-        self._ensure_connected()
-        return self._session.channel.capabilities
+        return self._shape()[2]
+
+    def _shape(self) -> Tuple[int, int, Capability]:
+        if self._agreed is None:
+            self._locked(self._ensure_connected)
+        assert self._agreed is not None
+        return self._agreed
 
     # ---- zero-copy views -------------------------------------------------------------
 
@@ -282,13 +290,13 @@ class Simulator(_native.FastCall):
     def gradient_view(self) -> np.ndarray:
         """The shared gradient region, read-only: the last evaluation's gradient, **overwritten by the
         next evaluation** (``value_and_grad`` returns a copy instead)."""
-        return self._read_only(self._session_region("gradient", Capability.GRADIENT))
+        return _read_only(self._session_region("gradient", Capability.GRADIENT))
 
     @property
     def residuals_view(self) -> np.ndarray:
         """The shared residual region, read-only: the last evaluation's residuals, **overwritten by the
         next evaluation** (``residuals`` returns a copy instead)."""
-        return self._read_only(self._session_region("residuals", Capability.RESIDUALS))
+        return _read_only(self._session_region("residuals", Capability.RESIDUALS))
 
     def _session_region(self, name: str, capability: Capability) -> np.ndarray:
         if not self.capabilities & capability:
@@ -297,70 +305,37 @@ class Simulator(_native.FastCall):
         assert region is not None
         return region
 
-    @staticmethod
-    def _read_only(array: np.ndarray) -> np.ndarray:
-        view = array.view()
-        view.flags.writeable = False
-        return view
-
     # ---- evaluations --------------------------------------------------------------
 
-    # Each public call first tries the native fast path (one call into C++);
-    # anything unusual (a list instead of an array, a slow or failed or
-    # non-finite reply, no connection yet) continues on the Python slow path.
+    # sim(x), value_and_grad(x) and residuals(x) are served by the native base
+    # class: it holds the evaluation lock, tries the port, and calls the
+    # *_slow function registered for the call when the port declines (a list
+    # instead of an array, a slow or failed or non-finite reply, no connection
+    # yet). The slow path runs under the same lock.
 
     @property
     def evaluations(self) -> int:
         """Evaluations answered (with a value, or with the penalty)."""
-        return self._evaluations + self._port.answers
+        port = self._port
+        return self._evaluations + self._answered_by_old_ports + (port.answers if port is not None else 0)
 
-    def _use_port(self, port: "_native.DriverPort | _Unconnected") -> None:
-        self._evaluations += self._port.answers
-        self._port = port
-        self._fast_value_and_grad, self._fast_residuals = port.fast_calls()
-        self._use_fast_port(port if isinstance(port, _native.DriverPort) else None)
-
-    # sim(x), "the cost at x", is served by the native base class: it calls
-    # the port directly and comes here only when the port returns None.
-
-    def _call_slow(self, x: "np.typing.ArrayLike") -> float:
+    def _cost_slow(self, x: "np.typing.ArrayLike") -> float:
         """The cost at ``x``. For a residual simulator, ``0.5 * sum(residuals**2)``."""
-        if self.capabilities & Capability.RESIDUALS:
-            residuals = self._evaluate(x, RequestKind.RESIDUALS)
-            return self._penalty() if residuals is None else 0.5 * float(residuals @ residuals)
+        self._check_usable()
         cost = self._evaluate(x, RequestKind.COST)
         return self._penalty() if cost is None else float(cost)
 
-    def value_and_grad(self, x: "np.typing.ArrayLike") -> Tuple[float, np.ndarray]:
-        """``(cost, gradient)`` at ``x``, for ``scipy.optimize.minimize(..., jac=True)``.
-
-        The gradient is a fresh array: the next evaluation does not overwrite it.
-        """
-        fast = self._fast_value_and_grad(x)
-        if fast is not None:
-            return fast
-        if not self.capabilities & Capability.GRADIENT:
-            raise CapabilityError(
-                "this simulator does not compute gradients (it did not declare PYBRIDGE_CAP_GRADIENT); "
-                "call minimize(sim, x0) without jac=True to let SciPy use finite differences"
-            )
+    def _value_and_grad_slow(self, x: "np.typing.ArrayLike") -> Tuple[float, np.ndarray]:
+        self._check_usable()
         cost = self._evaluate(x, RequestKind.GRADIENT)
         if cost is None:
-            return self._penalty(), np.zeros(self.n_params)
+            return self._penalty(), np.zeros(self.n_params)  # known: a penalty follows a handshake
         gradient = self._session.channel.gradient
         assert gradient is not None
         return float(cost), gradient.copy()
 
-    def residuals(self, x: "np.typing.ArrayLike") -> np.ndarray:
-        """The residual vector at ``x``, for ``scipy.optimize.least_squares``. A fresh array."""
-        fast = self._fast_residuals(x)
-        if fast is not None:
-            return fast
-        if not self.capabilities & Capability.RESIDUALS:
-            raise CapabilityError(
-                "this simulator does not return residuals (it did not declare PYBRIDGE_CAP_RESIDUALS); "
-                "minimize its scalar cost instead"
-            )
+    def _residuals_slow(self, x: "np.typing.ArrayLike") -> np.ndarray:
+        self._check_usable()
         residuals = self._evaluate(x, RequestKind.RESIDUALS)
         if residuals is None:
             return np.full(self.n_residuals, self._penalty())
@@ -372,40 +347,49 @@ class Simulator(_native.FastCall):
         The first attempt takes over where the fast path stopped (it may have
         sent the request already, or even have its reply); retries start anew.
         """
-        retries_left = self.restarts
+        retries_left = self._policy.restarts
+        failed_launches = 0
         resume = True
         while True:
+            starting = True
             try:
+                self._ensure_connected()
+                starting = False
+                self._check_capability(kind)
                 result = self._round_trip(x, kind, resume)
                 self._evaluations += 1
                 return result
-            except (SimulatorCrashed, EvaluationTimeout) as error:
+            except (SimulatorCrashed, EvaluationTimeout, SimulatorStartError) as error:
                 self.failures += 1
                 resume = False
-                self._use_port(_UNCONNECTED)
-                if retries_left > 0:
+                self._drop_session()
+                decision = self._policy.decide(error, retries_left, can_restart=self._argv is not None)
+                if decision is Decision.RESTART:
                     retries_left -= 1
-                    self._restart()
+                    failed_launches = failed_launches + 1 if starting else 0
+                    time.sleep(self._policy.backoff(failed_launches))
                     continue
-                if self.penalty is not None and self._argv is not None:
-                    self._restart_pending = True
+                if decision is Decision.PENALTY:
                     self._evaluations += 1
                     return None
-                self._broken = error
+                if not (self._policy.recovers and self._argv is not None):
+                    self._failed = error
                 raise
-            except EvaluationFailed:
+            except EvaluationFailed as error:
                 self.failures += 1
-                if self.penalty is not None:
+                if self._policy.decide(error, retries_left, self._argv is not None) is Decision.PENALTY:
                     self._evaluations += 1
                     return None
                 raise
 
     def _round_trip(self, x: "np.typing.ArrayLike", kind: RequestKind, resume: bool):  # -> float | ndarray
-        self._ensure_connected()
         session = self._session
         channel = session.channel
         port = channel.port
         assert port is not None
+        # The cost of a residual simulator is 0.5 * sum(r**2) of its residuals.
+        cost_of_residuals = kind == RequestKind.COST and bool(channel.capabilities & Capability.RESIDUALS)
+        wire_kind = RequestKind.RESIDUALS if cost_of_residuals else kind
         if resume and port.outcome != _NOT_SENT:
             seq = port.seq
             if port.outcome == _PENDING:
@@ -413,28 +397,43 @@ class Simulator(_native.FastCall):
                 self._check_running(session, seq)
         else:
             np.copyto(channel.params, self._checked_params(x))
-            seq = channel.request(kind)
+            seq = channel.request(wire_kind)
         try:
             cost = channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
         except TimeoutError:
-            session.kill()
+            session.stop()
             raise EvaluationTimeout(
-                f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was killed"
-                + ("" if self.restarts or self.penalty is not None else ". Raise the timeout, or pass restarts= "
+                f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was stopped"
+                + ("" if self._policy.recovers else ". Raise the timeout, or pass restarts= "
                    "or penalty= to carry on past such evaluations")
             ) from None
-        if kind == RequestKind.RESIDUALS:
+        if wire_kind == RequestKind.RESIDUALS:
             assert channel.residuals is not None
             self._check_finite("residual", channel.residuals, seq)
-            return channel.residuals
+            if not cost_of_residuals:
+                return channel.residuals
+            cost = _native.residual_cost(channel.residuals)  # the fast path's own arithmetic
         self._check_finite("cost", cost, seq)
         if kind == RequestKind.GRADIENT:
             assert channel.gradient is not None
             self._check_finite("gradient", channel.gradient, seq)
         return cost
 
+    def _check_capability(self, kind: RequestKind) -> None:
+        capabilities = self._session.channel.capabilities
+        if kind == RequestKind.GRADIENT and not capabilities & Capability.GRADIENT:
+            raise CapabilityError(
+                "this simulator does not compute gradients (it did not declare PYBRIDGE_CAP_GRADIENT); "
+                "call minimize(sim, x0) without jac=True to let SciPy use finite differences"
+            )
+        if kind == RequestKind.RESIDUALS and not capabilities & Capability.RESIDUALS:
+            raise CapabilityError(
+                "this simulator does not return residuals (it did not declare PYBRIDGE_CAP_RESIDUALS); "
+                "minimize its scalar cost instead"
+            )
+
     def _check_finite(self, what: str, values: "float | np.ndarray", seq: int) -> None:
-        if self.allow_nonfinite:
+        if self._policy.allow_nonfinite:
             return
         if isinstance(values, float):
             if math.isfinite(values):
@@ -452,8 +451,8 @@ class Simulator(_native.FastCall):
         )
 
     def _penalty(self) -> float:
-        assert self.penalty is not None
-        return self.penalty
+        assert self._policy.penalty is not None
+        return self._policy.penalty
 
     def _checked_params(self, x: "np.typing.ArrayLike") -> np.ndarray:
         array = np.asarray(x)
@@ -468,33 +467,105 @@ class Simulator(_native.FastCall):
             raise ValueError(f"parameters must be finite; x[{bad[0]}] = {array[bad[0]]} ({bad.size} non-finite)")
         return array
 
-    # ---- process management -------------------------------------------------------
+    # ---- sessions: one simulator process and its channel ---------------------------
 
     @property
     def _session(self) -> "_Session":
         return self._slot.session
 
+    @property
+    def penalty(self) -> Optional[float]:
+        return self._policy.penalty
+
+    @property
+    def restarts(self) -> int:
+        return self._policy.restarts
+
+    @property
+    def allow_nonfinite(self) -> bool:
+        return self._policy.allow_nonfinite
+
     def stderr_tail(self, lines: int = _STDERR_TAIL_LINES) -> str:
         """The last ``lines`` lines the launched simulator wrote to stderr."""
-        return self._session.stderr_tail(lines)
+        process = self._session.process
+        return "" if process is None else process.stderr_tail(lines)
+
+    def _start_with_retries(self) -> None:
+        """The first launch, retried within ``restarts`` (with back-off) if it fails."""
+        for attempt in range(self._policy.restarts + 1):
+            try:
+                if attempt:
+                    self._slot.replace(_Session(Channel()))
+                self._launch()
+                self._connect(self.start_timeout)
+                return
+            except (SimulatorCrashed, SimulatorStartError):
+                self.failures += 1
+                if attempt == self._policy.restarts:
+                    raise
+                time.sleep(self._policy.backoff(attempt + 1))
 
     def _launch(self) -> None:
         assert self._argv is not None
         environment = dict(os.environ if self._env is None else self._env)
         environment[CHANNEL_ENV] = self.channel_name
-        self._session.launch(self._argv, self._cwd, environment)
+        self._session.process = SimulatorProcess(self._argv, self._cwd, environment)
+
+    def _connect(self, timeout: Optional[float]) -> None:
+        self._check_usable()
+        session = self._session
+        if session.connected:
+            return
+        try:
+            declaration = session.channel.wait_for_declaration(timeout, lambda: self._check_started(session))
+        except TimeoutError:
+            raise SimulatorStartError(
+                f"no simulator attached to channel {session.channel.name!r} within {timeout} s. Does it call "
+                "pybridge_channel_open (or pybridge::Channel::open), and does it see PYBRIDGE_CHANNEL?",
+                stderr_tail=self.stderr_tail(),
+            ) from None
+        n_params, n_residuals = self._reconcile(declaration)
+        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us)
+        if self._agreed is None:
+            self._agreed = (n_params, n_residuals, declaration.capabilities)
+            # A restarted simulator must take the same shape, whoever named it first.
+            self._requested_params, self._requested_residuals = n_params, n_residuals
+        port = session.channel.port
+        assert port is not None
+        port.allow_nonfinite = self._policy.allow_nonfinite
+        port.timeout = self.timeout or 0.0
+        session.connected = True
+        self._use_port(port)
+
+    def _use_port(self, port: Optional[_native.DriverPort]) -> None:
+        if self._port is not None:
+            self._answered_by_old_ports += self._port.answers
+        self._port = port
+        self._use_fast_port(port)
+
+    def _drop_session(self) -> None:
+        """The current simulator crashed, hung or never started: stop using it; the next
+        evaluation (or retry) starts a fresh one."""
+        self._use_port(None)
+        self._restart_pending = True
 
     def _restart(self) -> None:
         """Replaces a dead or hung simulator by a fresh one on a fresh channel."""
-        self._use_port(_UNCONNECTED)
+        self._use_port(None)
+        self._restart_pending = False
         self._slot.replace(_Session(Channel()))
         self.restart_count += 1
         self._launch()
-        self.connect(self.start_timeout)
+        self._connect(self.start_timeout)
 
     def _reconcile(self, declaration: Declaration) -> Tuple[int, int]:
         """The agreed vector lengths; rejects the simulator (and raises) on a mismatch."""
         try:
+            if self._agreed is not None and declaration.capabilities != self._agreed[2]:
+                raise HandshakeError(
+                    f"the restarted simulator declares capabilities {declaration.capabilities!r}, its "
+                    f"predecessor declared {self._agreed[2]!r}"
+                )
             n_params = _agree("parameters", "n_params", declaration.n_params, self._requested_params)
             n_residuals = 0
             if declaration.capabilities & Capability.RESIDUALS:
@@ -506,128 +577,122 @@ class Simulator(_native.FastCall):
                 )
         except HandshakeError as error:
             self._session.channel.reject(str(error))
-            self._broken = error
+            self._failed = error
             raise
         return n_params, n_residuals
 
     def _check_started(self, session: "_Session") -> None:
-        returncode = session.poll()
+        returncode = None if session.process is None else session.process.exit_status()
         if returncode is not None:
             raise SimulatorCrashed(
-                f"the simulator {_describe_exit(returncode)} before completing the handshake",
+                f"the simulator {describe_exit(returncode)} before completing the handshake",
                 returncode=returncode,
-                stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
+                stderr_tail=session.stderr_tail(),
             )
 
     def _check_running(self, session: "_Session", seq: int) -> None:
         if session.process is not None:
-            returncode = session.poll()
+            returncode = session.process.exit_status()
             if returncode is None:
                 return
             raise SimulatorCrashed(
-                f"the simulator {_describe_exit(returncode)} during evaluation {seq}",
+                f"the simulator {describe_exit(returncode)} during evaluation {seq}",
                 returncode=returncode,
-                stderr_tail=session.stderr_tail(_STDERR_TAIL_LINES),
+                stderr_tail=session.stderr_tail(),
             )
         pid = session.channel.simulator_pid
         if not _native.process_alive(pid):
             raise SimulatorCrashed(f"the simulator (pid {pid}) died during evaluation {seq}")
 
     def _check_usable(self) -> None:
+        if os.getpid() != self._owner_pid:
+            raise InheritedSimulatorError(
+                f"this Simulator belongs to process {self._owner_pid} and was inherited by process {os.getpid()} "
+                "through fork(); it cannot evaluate here (the parent's replies would be taken). Create a "
+                "Simulator in each worker process instead"
+            )
         if self.closed:
             raise ChannelClosed("this Simulator is closed; create a new one")
-        if self._broken is not None:
+        if self._failed is not None:
             raise ChannelClosed(
-                f"this Simulator failed earlier ({type(self._broken).__name__}: {self._broken}); create a new one"
-            ) from self._broken
+                f"this Simulator failed earlier ({type(self._failed).__name__}: {self._failed}) and has no "
+                "failure policy to recover with; create a new one (or pass restarts= or penalty=)"
+            ) from self._failed
 
     def _ensure_connected(self) -> None:
         self._check_usable()
         if self._restart_pending:
-            self._restart_pending = False
             self._restart()
         elif not self._session.connected:
-            self.connect(self.start_timeout)
+            self._connect(self.start_timeout)
 
 
 class _Session:
-    """One simulator process (if we launched it) with its channel and stderr file."""
+    """One simulator (its process group, if we launched it) with its channel."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.connected = False
-        self.process: Optional[subprocess.Popen[bytes]] = None
-        self.stderr: Optional[IO[bytes]] = None
+        self.process: Optional[SimulatorProcess] = None
 
-    def launch(self, argv: Sequence[str], cwd: Optional[PathLike], env: Mapping[str, str]) -> None:
-        # stderr goes to a file rather than a pipe: nobody has to drain it,
-        # and its tail is there to quote when the simulator fails.
-        self.stderr = tempfile.TemporaryFile(prefix="pybridge-stderr-")
-        try:
-            self.process = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stderr=self.stderr)
-        except OSError as error:
-            raise SimulatorStartError(
-                f"cannot start simulator {argv[0]!r}: {error.strerror or error}. "
-                "Check the path and that the file is executable."
-            ) from error
+    def stderr_tail(self) -> str:
+        return "" if self.process is None else self.process.stderr_tail(_STDERR_TAIL_LINES)
 
-    def poll(self) -> Optional[int]:
-        return None if self.process is None else self.process.poll()
-
-    def stderr_tail(self, lines: int) -> str:
-        if self.stderr is None or self.stderr.closed:
-            return ""
-        self.stderr.flush()
-        size = self.stderr.seek(0, os.SEEK_END)
-        self.stderr.seek(max(0, size - 8192))
-        text = self.stderr.read().decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """Kills (SIGKILL: a hung simulator may ignore gentler signals) and reaps the simulator."""
+    def stop(self) -> None:
+        """Terminates the simulator (a hung one: SIGTERM, then SIGKILL after TERM_GRACE)."""
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
+            self.process.stop()
             return
-        pid = self.channel.simulator_pid  # started by the user: not ours to reap
+        pid = self.channel.simulator_pid  # started by the user: not ours to reap, but ours to stop
         if pid and _native.process_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + TERM_GRACE
+            while _native.process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if _native.process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def release(self, close_timeout: float) -> None:
-        # Only a simulator that attached can see the shutdown and leave its
-        # loop; one that never did gets no grace period.
-        attached = self.channel.simulator_pid != 0
-        self.channel.shutdown()
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.process.wait(close_timeout if attached else 0)
-            except subprocess.TimeoutExpired:
-                self.process.terminate()
+        # The objects go first: removing them must not depend on the wait
+        # below (which a Ctrl-C may cut short). A simulator that attached
+        # keeps its mapping and sees CLOSED; one still starting cannot attach.
+        attached = self.channel.claimed
+        try:
+            self.channel.close()
+        finally:
+            if self.process is not None:
                 try:
-                    self.process.wait(1.0)
-                except subprocess.TimeoutExpired:
-                    self.kill()
-        self.channel.close()
-        if self.stderr is not None:
-            self.stderr.close()
+                    # Only a simulator that attached can see the shutdown and leave its loop.
+                    self.process.wait_exit(close_timeout if attached else 0.0)
+                finally:
+                    self.process.close()
 
 
 class _SessionSlot:
     """The current session. Kept apart from :class:`Simulator` so that
     ``weakref.finalize`` can release it without keeping the Simulator alive."""
 
-    def __init__(self, session: _Session, close_timeout: float) -> None:
+    def __init__(self, session: _Session, close_timeout: float, owner_pid: int) -> None:
         self.session = session
         self.close_timeout = close_timeout
+        self.owner_pid = owner_pid
 
     def replace(self, session: _Session) -> None:
         old, self.session = self.session, session
-        old.kill()  # it crashed or hung: no grace period
-        old.release(0)
+        old.release(0.0)  # it crashed, hung or never started: no grace period
 
     def release(self) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # a fork() child exiting: the channel and the simulator are its parent's
         self.session.release(self.close_timeout)
+
+
+def _after_fork() -> None:
+    for simulator in list(_LIVE):
+        simulator._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _argv(command: Command) -> List[str]:
@@ -647,6 +712,20 @@ def _optional_count(name: str, value: Optional[int]) -> int:
     return int(value)
 
 
+def _seconds(name: str, value: Optional[float], *, none_ok: bool = False, zero_ok: bool = False) -> Any:
+    """A duration argument, checked: finite, > 0 (or >= 0), or None where that means "no limit"."""
+    if value is None and none_ok:
+        return None
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating, np.integer))
+    if ok:
+        value = float(value)  # type: ignore[arg-type]
+        ok = math.isfinite(value) and (value > 0 or (zero_ok and value == 0))
+    if not ok:
+        allowed = "a number of seconds >= 0" if zero_ok else "a positive number of seconds"
+        raise ValueError(f"{name} must be {allowed}{' or None' if none_ok else ''}, not {value!r}")
+    return value
+
+
 def _agree(what: str, keyword: str, declared: int, requested: int) -> int:
     if declared and requested and declared != requested:
         raise HandshakeError(f"the simulator declares {declared} {what} but {keyword}={requested} was requested")
@@ -655,11 +734,7 @@ def _agree(what: str, keyword: str, declared: int, requested: int) -> int:
     return declared or requested
 
 
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name}"
-    return f"exited with code {returncode}"
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -21,6 +21,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -132,6 +134,8 @@ public:
     void reply(double cost) { check(pybridge_channel_reply(handle_, cost)); }
     void reply_residuals() { check(pybridge_channel_reply_residuals(handle_)); }
     void reply_error(const std::string &message) { check(pybridge_channel_reply_error(handle_, message.c_str())); }
+    bool driver_alive() const { return pybridge_channel_driver_alive(handle_) == PYBRIDGE_OK; }
+    void set_watchdog(bool enabled) { check(pybridge_channel_set_watchdog(handle_, enabled ? 1 : 0)); }
     std::string name() const { return pybridge_channel_name(handle_); }
 
 private:
@@ -159,6 +163,15 @@ bool copy_if_finite(double *target, const double *source, size_t count) {
     return bad == 0;
 }
 
+// The cost of a residual vector, 0.5 * sum(r^2), as SciPy's least_squares
+// defines it. The one implementation: the fast path and Python's slow path
+// (through residual_cost) both call it, so they agree to the last bit.
+double half_sum_of_squares(const double *r, size_t count) {
+    double sum = 0.0;
+    for (size_t i = 0; i < count; ++i) sum += r[i] * r[i];
+    return 0.5 * sum;
+}
+
 bool finite_values(const double *values, size_t count) {
     uint64_t bad = 0;
     for (size_t i = 0; i < count; ++i) {
@@ -169,13 +182,18 @@ bool finite_values(const double *values, size_t count) {
     return bad == 0;
 }
 
-// The driver's end of one READY channel, for the hot path. pybridge/channel.py
+// The driver's end of one READY channel, for the hot path. pybridge/core/channel.py
 // owns the objects and their lifetime; this class moves requests and replies.
 // The fast calls (cost, value_and_grad, residuals) return the answer, or None
 // whenever Python must take over: a parameter vector that is not a finite,
-// contiguous float64 array of the right length (nothing sent), a reply still
-// pending after one wait slice, or a failed or non-finite reply. `outcome`
-// then tells the slow path where the request stands.
+// contiguous float64 array of the right length, or a request the channel
+// cannot serve (nothing sent), a reply still pending after one wait slice, or
+// a failed or non-finite reply. `outcome` then tells the slow path where the
+// request stands.
+//
+// The layout is read from the header once, here, after validation; a
+// simulator that later scribbles over the header's offsets or sizes cannot
+// make the driver read or write outside the mapping.
 class DriverPort {
 public:
     enum Outcome { kNotSent = 0, kPending = 1, kAnswered = 2 };
@@ -195,6 +213,9 @@ public:
         n_params_ = h_->n_params;
         n_residuals_ = h_->n_residuals;
         capabilities_ = h_->capabilities;
+        params_ = region(h_->params_offset);
+        gradient_ = (capabilities_ & PYBRIDGE_CAP_GRADIENT) ? region(h_->gradient_offset) : nullptr;
+        residuals_ = (capabilities_ & PYBRIDGE_CAP_RESIDUALS) ? region(h_->residuals_offset) : nullptr;
         spin_.set_budget(spin_us);
         seq_ = h_->request_seq;
         request_sem_ = open_semaphore(request_sem);
@@ -213,11 +234,19 @@ public:
         buffer_ = py::buffer();
     }
 
+    // True if this channel can serve a request of this kind.
+    bool serves(uint32_t kind) const {
+        return kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && gradient_ != nullptr) ||
+               (kind == PYBRIDGE_REQUEST_RESIDUALS && residuals_ != nullptr);
+    }
+
     // Copies x into the parameter region and sends a request. False (nothing
-    // sent) unless x is a finite, contiguous, native float64 vector of n_params.
+    // sent) unless x is a finite, contiguous, native float64 vector of n_params
+    // and the channel serves `kind`: a request the simulator cannot answer
+    // would make it fail and exit, so the caller's error comes first.
     bool send(py::handle x, uint32_t kind) {
         outcome_ = kNotSent;
-        if (h_ == nullptr || !py::isinstance<py::array>(x)) return false;
+        if (h_ == nullptr || !serves(kind) || !py::isinstance<py::array>(x)) return false;
         auto *array = py::detail::array_proxy(x.ptr());
         const auto *descr = py::detail::array_descriptor_proxy(array->descr);
         constexpr int needed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
@@ -226,7 +255,7 @@ public:
             return false;
         }
         const auto *source = reinterpret_cast<const double *>(array->data);
-        double *target = region(h_->params_offset);
+        double *target = params_;
         const bool finite = source == target ? finite_values(source, n_params_) : copy_if_finite(target, source, n_params_);
         if (!finite) return false;  // the slow path names the culprit
         h_->request_kind = kind;
@@ -240,7 +269,9 @@ public:
 
     // Waits up to one poll slice for the reply: spinning with the GIL held
     // (a fast reply costs less than releasing it), then blocking without it.
-    // Only the first slice of a request spins; its end is recorded once.
+    // Only the first slice of a request spins; its end is recorded once. With
+    // a timeout, no slice reaches past it: the caller sees the deadline within
+    // a timer's wake-up of it, not a poll period later.
     bool wait() {
         if (outcome_ != kPending) return outcome_ == kAnswered;
         const uint64_t seq = seq_;
@@ -249,8 +280,13 @@ public:
         bool done = !spun_ && pybridge::detail::spin(ready, spin_, sent_at_);
         spun_ = true;
         if (!done) {
+            std::chrono::nanoseconds slice = poll_;
+            if (timeout_.count() > 0) {
+                const auto left = timeout_ - (pybridge::detail::Clock::now() - sent_at_);
+                slice = std::max(std::chrono::nanoseconds(0), std::min(slice, left));
+            }
             py::gil_scoped_release release;
-            done = pybridge::detail::block(ready, h->driver_sleeping, reply_sem_, poll_);
+            done = slice.count() > 0 ? pybridge::detail::block(ready, h->driver_sleeping, reply_sem_, slice) : ready();
         }
         if (done) {
             spin_.record(pybridge::detail::nanoseconds_since(sent_at_));
@@ -265,12 +301,7 @@ public:
             return py::none();
         }
         double value = h_->cost;
-        if (residual) {
-            const double *r = region(h_->residuals_offset);
-            value = 0.0;
-            for (uint32_t i = 0; i < n_residuals_; ++i) value += r[i] * r[i];
-            value *= 0.5;
-        }
+        if (residual) value = half_sum_of_squares(residuals_, n_residuals_);
         if (!allow_nonfinite_ && !std::isfinite(value)) return py::none();
         ++answers_;
         return py::float_(value);
@@ -279,18 +310,18 @@ public:
     py::object value_and_grad(py::handle x) {
         if (!send(x, PYBRIDGE_REQUEST_GRADIENT) || !wait() || !reply_ok()) return py::none();
         const double value = h_->cost;
-        if (!allow_nonfinite_ && (!std::isfinite(value) || !all_finite(h_->gradient_offset, n_params_))) {
+        if (!allow_nonfinite_ && (!std::isfinite(value) || !finite_values(gradient_, n_params_))) {
             return py::none();
         }
         ++answers_;
-        return py::make_tuple(value, copy_of(h_->gradient_offset, n_params_));
+        return py::make_tuple(value, copy_of(gradient_, n_params_));
     }
 
     py::object residuals(py::handle x) {
         if (!send(x, PYBRIDGE_REQUEST_RESIDUALS) || !wait() || !reply_ok()) return py::none();
-        if (!allow_nonfinite_ && !all_finite(h_->residuals_offset, n_residuals_)) return py::none();
+        if (!allow_nonfinite_ && !finite_values(residuals_, n_residuals_)) return py::none();
         ++answers_;
-        return copy_of(h_->residuals_offset, n_residuals_);
+        return copy_of(residuals_, n_residuals_);
     }
 
     int outcome() const { return outcome_; }
@@ -298,6 +329,10 @@ public:
     uint64_t seq() const { return seq_; }
     double elapsed() const {
         return std::chrono::duration<double>(pybridge::detail::Clock::now() - sent_at_).count();
+    }
+    double timeout() const { return std::chrono::duration<double>(timeout_).count(); }
+    void set_timeout(double seconds) {
+        timeout_ = std::chrono::nanoseconds(seconds > 0 ? static_cast<int64_t>(seconds * 1e9) : 0);
     }
     bool allow_nonfinite_ = false;
 
@@ -312,10 +347,9 @@ private:
     }
     double *region(uint64_t offset) const { return reinterpret_cast<double *>(base_ + offset); }
     bool reply_ok() const { return h_->reply_status == PYBRIDGE_REPLY_OK; }
-    bool all_finite(uint64_t offset, uint32_t count) const { return finite_values(region(offset), count); }
-    py::array_t<double> copy_of(uint64_t offset, uint32_t count) const {
+    static py::array_t<double> copy_of(const double *values, uint32_t count) {
         py::array_t<double> out(count);
-        std::memcpy(out.mutable_data(), region(offset), count * sizeof(double));
+        std::memcpy(out.mutable_data(), values, count * sizeof(double));
         return out;
     }
 
@@ -324,6 +358,8 @@ private:
     char *base_ = nullptr;
     pybridge_header *h_ = nullptr;
     uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
+    double *params_ = nullptr, *gradient_ = nullptr, *residuals_ = nullptr;  // fixed at construction
+    std::chrono::nanoseconds timeout_{0};  // 0: none
     sem_t *request_sem_ = SEM_FAILED;
     sem_t *reply_sem_ = SEM_FAILED;
     pybridge::detail::SpinPolicy spin_;
@@ -334,80 +370,127 @@ private:
     pybridge::detail::Clock::time_point sent_at_{};
 };
 
-// The fast calls as plain CPython functions (METH_O) bound to a capsule that
-// owns a reference to the port: pybind11's general dispatcher costs about as
-// much as a whole round trip (~150 ns here), and these run once per evaluation.
-constexpr const char *kPortCapsule = "pybridge.DriverPort";
+// FastCall: the base class of pybridge.Simulator, whose evaluations are
+// served straight from C. sim(x), value_and_grad(x) and residuals(x) — SciPy's
+// calls, once per evaluation — run the DriverPort without a Python frame in
+// between (a Python frame and pybind11's dispatcher each cost about a third of
+// a round trip); anything unusual goes to the Python fallback registered with
+// _set_fallbacks (no up-call by name).
+//
+// One evaluation at a time: every call holds the Simulator's lock from the
+// request to the reply, fast path and fallback alike, so two threads sharing
+// a Simulator take turns instead of reading each other's replies. The lock is
+// re-entrant (the fallback may restart or reconnect). Its state is only ever
+// touched with the GIL held, so taking a free lock costs two stores; a thread
+// that finds it taken waits on a condition variable with the GIL released,
+// checking signals every 20 ms, so it neither freezes the other threads nor
+// ignores Ctrl-C.
+enum Fallback { kCost = 0, kValueAndGrad = 1, kResiduals = 2, kFallbacks = 3 };
 
-template <py::object (DriverPort::*Method)(py::handle)>
-PyObject *fast_call(PyObject *capsule, PyObject *x) {
-    auto *port = static_cast<DriverPort *>(PyCapsule_GetPointer(capsule, kPortCapsule));
-    if (port == nullptr) return nullptr;
-    try {
-        return (port->*Method)(py::handle(x)).release().ptr();
-    } catch (py::error_already_set &error) {
-        error.restore();
-    } catch (const std::exception &error) {
-        PyErr_SetString(PyExc_RuntimeError, error.what());
-    }
-    return nullptr;
-}
-
-// (The cost has a faster route still: the FastCall base class below.)
-PyMethodDef fast_call_defs[] = {
-    {"value_and_grad", fast_call<&DriverPort::value_and_grad>, METH_O, "(cost, gradient) at x, or None."},
-    {"residuals", fast_call<&DriverPort::residuals>, METH_O, "The residuals at x, or None."},
+struct Waiters {  // only for threads that find the lock taken
+    std::mutex mutex;
+    std::condition_variable released;
+    int count = 0;  // guarded by the GIL
 };
-constexpr size_t kFastCalls = sizeof fast_call_defs / sizeof fast_call_defs[0];
 
-py::tuple fast_calls(py::object self) {
-    DriverPort &port = self.cast<DriverPort &>();
-    PyObject *capsule = PyCapsule_New(&port, kPortCapsule, [](PyObject *c) {
-        Py_XDECREF(static_cast<PyObject *>(PyCapsule_GetContext(c)));
-    });
-    if (capsule == nullptr || PyCapsule_SetContext(capsule, self.inc_ref().ptr()) != 0) throw py::error_already_set();
-    py::object owner = py::reinterpret_steal<py::object>(capsule);
-    py::tuple calls(kFastCalls);
-    for (size_t i = 0; i < kFastCalls; ++i) {
-        PyObject *function = PyCFunction_New(&fast_call_defs[i], capsule);
-        if (function == nullptr) throw py::error_already_set();
-        calls[i] = py::reinterpret_steal<py::object>(function);
-    }
-    return calls;
-}
-
-// FastCall: a base class whose instances are callable straight from C.
-// pybridge.Simulator derives from it, so that sim(x) — SciPy's call, once per
-// evaluation — runs DriverPort::cost without a Python frame in between
-// (~90 ns, a third of a round trip); anything unusual goes to the Python
-// method _call_slow(x).
 struct FastCall {
     PyObject_HEAD
     PyObject *port_object;  // the DriverPort, or NULL while unconnected
     DriverPort *port;
+    PyObject *fallbacks[kFallbacks];  // plain functions f(self, x), called when the port declines
+    unsigned long owner;              // thread holding the lock (valid while depth > 0); GIL-guarded
+    int depth;                        // 0: free
+    Waiters *waiters;                 // created on first contention
 };
 
-PyObject *fast_call_slot(PyObject *self, PyObject *args, PyObject *kwargs) {
+// Takes the lock (GIL held on entry and exit). False, with an exception set,
+// if a signal handler raised while waiting.
+bool lock_evaluations(FastCall *fc) {
+    const unsigned long me = PyThread_get_thread_ident();
+    if (fc->depth > 0 && fc->owner != me) {
+        if (fc->waiters == nullptr) fc->waiters = new Waiters;
+        Waiters *w = fc->waiters;
+        ++w->count;
+        while (fc->depth > 0) {
+            // Taken before the GIL is let go: the holder can only release (and notify) once we wait.
+            std::unique_lock<std::mutex> guard(w->mutex);
+            Py_BEGIN_ALLOW_THREADS
+            w->released.wait_for(guard, std::chrono::milliseconds(20));
+            guard.unlock();
+            Py_END_ALLOW_THREADS
+            if (fc->depth > 0 && PyErr_CheckSignals() != 0) {
+                --w->count;
+                return false;
+            }
+        }
+        --w->count;
+    }
+    fc->owner = me;
+    ++fc->depth;
+    return true;
+}
+
+void unlock_evaluations(FastCall *fc) {
+    if (--fc->depth > 0) return;
+    fc->owner = 0;
+    if (fc->waiters != nullptr && fc->waiters->count > 0) {
+        std::lock_guard<std::mutex> guard(fc->waiters->mutex);
+        fc->waiters->released.notify_one();
+    }
+}
+
+template <py::object (DriverPort::*Method)(py::handle)>
+PyObject *evaluate(PyObject *self, PyObject *x, Fallback fallback) {
     auto *fc = reinterpret_cast<FastCall *>(self);
-    if (fc->port != nullptr && kwargs == nullptr && PyTuple_GET_SIZE(args) == 1) {
-        PyObject *keep = fc->port_object;  // the port may be swapped during the call
+    if (!lock_evaluations(fc)) return nullptr;
+    PyObject *result = Py_None;
+    Py_INCREF(result);
+    if (fc->port != nullptr) {
+        PyObject *keep = fc->port_object;  // the fallback may swap the port during the call
         Py_INCREF(keep);
-        PyObject *result = nullptr;
+        Py_DECREF(result);
+        result = nullptr;
         try {
-            result = fc->port->cost(py::handle(PyTuple_GET_ITEM(args, 0))).release().ptr();
+            result = (fc->port->*Method)(py::handle(x)).release().ptr();
         } catch (py::error_already_set &error) {
             error.restore();
+        } catch (const std::exception &error) {
+            PyErr_SetString(PyExc_RuntimeError, error.what());
         }
         Py_DECREF(keep);
-        if (result != Py_None) return result;  // the cost, or NULL with an exception set
-        Py_DECREF(result);
     }
-    PyObject *slow = PyObject_GetAttrString(self, "_call_slow");
-    if (slow == nullptr) return nullptr;
-    PyObject *result = PyObject_Call(slow, args, kwargs);
-    Py_DECREF(slow);
+    if (result == Py_None) {
+        Py_DECREF(result);
+        PyObject *function = fc->fallbacks[fallback];
+        if (function == nullptr) {
+            PyErr_SetString(PyExc_RuntimeError, "pybridge: no fallback registered (call _set_fallbacks first)");
+            result = nullptr;
+        } else {
+            result = PyObject_CallFunctionObjArgs(function, self, x, nullptr);
+        }
+    }
+    unlock_evaluations(fc);
     return result;
 }
+
+PyObject *fast_call_slot(PyObject *self, PyObject *args, PyObject *kwargs) {
+    if (kwargs != nullptr && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "a Simulator takes one positional argument, the parameter vector x");
+        return nullptr;
+    }
+    if (PyTuple_GET_SIZE(args) != 1) {
+        PyErr_Format(PyExc_TypeError, "a Simulator takes one argument, the parameter vector x (%zd given)",
+                     PyTuple_GET_SIZE(args));
+        return nullptr;
+    }
+    return evaluate<&DriverPort::cost>(self, PyTuple_GET_ITEM(args, 0), kCost);
+}
+
+PyObject *fast_value_and_grad(PyObject *self, PyObject *x) {
+    return evaluate<&DriverPort::value_and_grad>(self, x, kValueAndGrad);
+}
+
+PyObject *fast_residuals(PyObject *self, PyObject *x) { return evaluate<&DriverPort::residuals>(self, x, kResiduals); }
 
 PyObject *fast_call_use_port(PyObject *self, PyObject *port) {
     auto *fc = reinterpret_cast<FastCall *>(self);
@@ -428,8 +511,47 @@ PyObject *fast_call_use_port(PyObject *self, PyObject *port) {
     Py_RETURN_NONE;
 }
 
+PyObject *fast_call_set_fallbacks(PyObject *self, PyObject *args) {
+    auto *fc = reinterpret_cast<FastCall *>(self);
+    PyObject *functions[kFallbacks];
+    if (!PyArg_UnpackTuple(args, "_set_fallbacks", kFallbacks, kFallbacks, &functions[0], &functions[1],
+                           &functions[2])) {
+        return nullptr;
+    }
+    for (int i = 0; i < kFallbacks; ++i) {
+        Py_INCREF(functions[i]);
+        Py_XSETREF(fc->fallbacks[i], functions[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+// Runs function() holding the evaluation lock: for what must not overlap an
+// evaluation in another thread (closing, connecting).
+PyObject *fast_call_locked(PyObject *self, PyObject *function) {
+    auto *fc = reinterpret_cast<FastCall *>(self);
+    if (!lock_evaluations(fc)) return nullptr;
+    PyObject *result = PyObject_CallNoArgs(function);
+    unlock_evaluations(fc);
+    return result;
+}
+
+// In a child of fork(): the lock may be held by a thread that does not exist
+// here, and the port belongs to the parent. Forget both (the old waiters'
+// mutex is left as it is: destroying a mutex another thread held is undefined).
+PyObject *fast_call_after_fork(PyObject *self, PyObject *) {
+    auto *fc = reinterpret_cast<FastCall *>(self);
+    fc->waiters = nullptr;
+    fc->owner = 0;
+    fc->depth = 0;
+    fc->port = nullptr;
+    Py_CLEAR(fc->port_object);
+    Py_RETURN_NONE;
+}
+
 int fast_call_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(reinterpret_cast<FastCall *>(self)->port_object);
+    auto *fc = reinterpret_cast<FastCall *>(self);
+    Py_VISIT(fc->port_object);
+    for (PyObject *function : fc->fallbacks) Py_VISIT(function);
     Py_VISIT(Py_TYPE(self));
     return 0;
 }
@@ -438,6 +560,7 @@ int fast_call_clear(PyObject *self) {
     auto *fc = reinterpret_cast<FastCall *>(self);
     fc->port = nullptr;
     Py_CLEAR(fc->port_object);
+    for (PyObject *&function : fc->fallbacks) Py_CLEAR(function);
     return 0;
 }
 
@@ -445,12 +568,24 @@ void fast_call_dealloc(PyObject *self) {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     fast_call_clear(self);
+    auto *fc = reinterpret_cast<FastCall *>(self);
+    delete fc->waiters;  // nobody waits: a waiter holds a reference to self
+    fc->waiters = nullptr;
     type->tp_free(self);
     Py_DECREF(type);
 }
 
 PyMethodDef fast_call_methods[] = {
-    {"_use_fast_port", fast_call_use_port, METH_O, "Route calls to this DriverPort's cost (None: always _call_slow)."},
+    {"value_and_grad", fast_value_and_grad, METH_O,
+     "value_and_grad(x)\n--\n\n(cost, gradient) at x, for scipy.optimize.minimize(..., jac=True).\n\n"
+     "The gradient is a fresh array: the next evaluation does not overwrite it."},
+    {"residuals", fast_residuals, METH_O,
+     "residuals(x)\n--\n\nThe residual vector at x, for scipy.optimize.least_squares. A fresh array."},
+    {"_use_fast_port", fast_call_use_port, METH_O, "Route evaluations to this DriverPort (None: always the fallbacks)."},
+    {"_set_fallbacks", fast_call_set_fallbacks, METH_VARARGS,
+     "_set_fallbacks(cost, value_and_grad, residuals): functions f(self, x) for when the port declines."},
+    {"_locked", fast_call_locked, METH_O, "Calls function() holding the evaluation lock."},
+    {"_after_fork_in_child", fast_call_after_fork, METH_NOARGS, "Forgets the lock and the port after fork()."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -460,7 +595,8 @@ PyType_Slot fast_call_slots[] = {
     {Py_tp_traverse, reinterpret_cast<void *>(fast_call_traverse)},
     {Py_tp_clear, reinterpret_cast<void *>(fast_call_clear)},
     {Py_tp_dealloc, reinterpret_cast<void *>(fast_call_dealloc)},
-    {Py_tp_doc, const_cast<char *>("Base of pybridge.Simulator: calls go to the native port first.")},
+    {Py_tp_doc, const_cast<char *>("Base of pybridge.Simulator: evaluations go to the native port first, "
+                                   "one at a time.")},
     {0, nullptr},
 };
 
@@ -495,17 +631,38 @@ std::optional<std::string> validate_header(py::buffer segment) {
 
 // Grows a shared-memory object. multiprocessing.shared_memory cannot resize
 // a segment it created, and the protocol grows it once, at READY.
+//
+// The memory is reserved (posix_fallocate) as well: /dev/shm is a tmpfs, and
+// ftruncate alone succeeds on a full or small one (64 MiB in containers)
+// while the first touch of a page that finds no room kills the process with
+// SIGBUS. Reserving fails cleanly with ENOSPC instead, which Python turns
+// into a message naming the sizes.
 void resize_segment(const std::string &name, uint64_t size) {
     const std::string object = "/" + name;
     const int fd = ::shm_open(object.c_str(), O_RDWR, 0);
-    int rc = fd < 0 ? -1 : ::ftruncate(fd, static_cast<off_t>(size));
-    const int saved = errno;
+    int error = fd < 0 ? errno : 0;
+    if (error == 0 && ::ftruncate(fd, static_cast<off_t>(size)) != 0) error = errno;
+    if (error == 0) error = ::posix_fallocate(fd, 0, static_cast<off_t>(size));  // returns the error itself
     if (fd >= 0) ::close(fd);
-    if (rc != 0) {
-        errno = saved;
+    if (error != 0) {
+        errno = error;
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, object.c_str());
         throw py::error_already_set();
     }
+}
+
+// Removes a shared-memory object; one already gone is fine (a simulator, or
+// `pybridge clean`, removes the channel of a driver it believed dead).
+void unlink_segment(const std::string &name) {
+    const std::string object = "/" + name;
+    if (::shm_unlink(object.c_str()) != 0 && errno != ENOENT) {
+        PyErr_SetFromErrnoWithFilename(PyExc_OSError, object.c_str());
+        throw py::error_already_set();
+    }
+}
+
+double residual_cost(py::array_t<double, py::array::c_style | py::array::forcecast> residuals) {
+    return half_sum_of_squares(residuals.data(), static_cast<size_t>(residuals.size()));
 }
 
 }  // namespace
@@ -547,6 +704,7 @@ PYBIND11_MODULE(_native, m) {
     statuses["E_PROTOCOL"] = int{PYBRIDGE_E_PROTOCOL};
     statuses["E_REJECTED"] = int{PYBRIDGE_E_REJECTED};
     statuses["E_DRIVER_GONE"] = int{PYBRIDGE_E_DRIVER_GONE};
+    statuses["E_TAKEN"] = int{PYBRIDGE_E_TAKEN};
     m.attr("STATES") = states;
     m.attr("CAPABILITIES") = capabilities;
     m.attr("REQUEST_KINDS") = kinds;
@@ -562,16 +720,27 @@ PYBIND11_MODULE(_native, m) {
           "Set the size of the shared-memory object /name.");
     m.def("process_alive", &pybridge::detail::process_alive, py::arg("pid"),
           "True while the process runs (zombies count as dead).");
+    m.def("unlink_segment", &unlink_segment, py::arg("name"),
+          "Remove the shared-memory object /name (already gone is fine).");
+    m.def("residual_cost", &residual_cost, py::arg("residuals"),
+          "0.5 * sum(r**2), computed exactly as the fast path computes it.");
 
-    py::class_<DriverPort>(m, "DriverPort")
+    py::class_<DriverPort> driver_port(m, "DriverPort");
+    py::enum_<DriverPort::Outcome>(driver_port, "Outcome", "Where the latest request stands.")
+        .value("NOT_SENT", DriverPort::kNotSent)
+        .value("PENDING", DriverPort::kPending)
+        .value("ANSWERED", DriverPort::kAnswered);
+    driver_port
         .def(py::init<py::buffer, const std::string &, const std::string &, uint32_t, double>(), py::arg("segment"),
              py::arg("request_semaphore"), py::arg("reply_semaphore"), py::arg("spin_us"), py::arg("poll_seconds"))
         .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
+        .def("serves", &DriverPort::serves, py::arg("kind"))
         .def("wait", &DriverPort::wait)
         .def("release", &DriverPort::release)
-        .def("fast_calls", &fast_calls, "(value_and_grad, residuals) as plain CPython functions.")
+        .def_property("timeout", &DriverPort::timeout, &DriverPort::set_timeout,
+                      "Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.")
         .def_property_readonly("answers", &DriverPort::answers)
-        .def_property_readonly("outcome", &DriverPort::outcome)
+        .def_property_readonly("outcome", [](const DriverPort &port) { return DriverPort::Outcome(port.outcome()); })
         .def_property_readonly("seq", &DriverPort::seq)
         .def_property_readonly("elapsed", &DriverPort::elapsed)
         .def_readwrite("allow_nonfinite", &DriverPort::allow_nonfinite_);
@@ -587,5 +756,8 @@ PYBIND11_MODULE(_native, m) {
         .def("reply", &PyChannel::reply, py::arg("cost"))
         .def("reply_residuals", &PyChannel::reply_residuals)
         .def("reply_error", &PyChannel::reply_error, py::arg("message"))
+        .def("driver_alive", &PyChannel::driver_alive,
+             "False once the driver died or closed the channel (pybridge_channel_driver_alive).")
+        .def("set_watchdog", &PyChannel::set_watchdog, py::arg("enabled"))
         .def_property_readonly("name", &PyChannel::name);
 }

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pybridge.channel import Channel
+from pybridge.core.channel import Channel
 from pybridge.protocol import CHANNEL_PREFIX, HEADER_DTYPE, MAGIC, State, semaphore_names
 
 

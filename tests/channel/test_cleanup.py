@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pybridge import cleanup
-from pybridge.channel import Channel
+from pybridge.core import cleanup
+from pybridge.core.channel import Channel
 from pybridge.cli import main as cli
 from pybridge.protocol import HEADER_DTYPE
 

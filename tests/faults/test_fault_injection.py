@@ -179,7 +179,7 @@ def hang_then_timeout(run: Run) -> None:
             for _ in range(at):
                 run.evaluate(sim)
         except EvaluationTimeout:
-            run.trial.surfaced = sim.returncode == -signal.SIGKILL  # killed and reaped
+            run.trial.surfaced = sim.returncode == -signal.SIGTERM  # its group terminated, the leader reaped
 
 
 def reported_failure(fault: str, message: str) -> Callable[[Run], None]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pybridge import ShimError, _native
-from pybridge.channel import Channel
+from pybridge.core.channel import Channel
 from pybridge.protocol import Capability, RequestKind
 
 CODES = _native.STATUS_CODES
