@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import pytest
@@ -53,6 +53,13 @@ def faulty(faulty_sim: Path, fault: str = "none", at: int = 0, work_us: int = 0)
     return [str(faulty_sim), fault, str(at), str(work_us)]
 
 
+def record(table: list, scenario: str, trials: int, surfaced: int, *, wrong: int = 0,
+           detection: Optional[float] = None) -> None:  # fmt: skip
+    """A row of the fault table printed in pytest's summary (hangs and leaks fail the test itself)."""
+    shown = "n/a" if detection is None else f"{detection * 1e3:.0f} ms"
+    table.append([scenario, str(trials), str(surfaced), "0", "0", str(wrong), shown])
+
+
 def channel_entries(name: str) -> List[str]:
     return [f"/dev/shm/{name}", f"/dev/shm/sem.{name}-req", f"/dev/shm/sem.{name}-rep"]
 
@@ -61,8 +68,8 @@ def channel_entries(name: str) -> List[str]:
 
 
 @pytest.mark.parametrize(("work_us", "calls"), [(0, 20_000), (2000, 300)], ids=["instant", "2ms"])
-def test_two_threads_on_one_simulator_never_see_each_others_values(faulty_sim: Path, work_us: int,
-                                                                     calls: int) -> None:  # fmt: skip
+def test_two_threads_on_one_simulator_never_see_each_others_values(faulty_sim: Path, work_us: int, calls: int,
+                                                                     fault_table: list) -> None:  # fmt: skip
     wrong: List[int] = [0, 0]
     errors: List[BaseException] = []
     with pybridge.Simulator(faulty(faulty_sim, work_us=work_us)) as sim:
@@ -84,6 +91,8 @@ def test_two_threads_on_one_simulator_never_see_each_others_values(faulty_sim: P
         for thread in threads:
             thread.join()
         assert sim.evaluations == 2 * calls
+    record(fault_table, f"two threads on one Simulator, {work_us / 1000:g} ms evaluations", 2 * calls,
+           2 * calls - sum(wrong), wrong=sum(wrong))  # fmt: skip
     assert not errors, errors
     assert wrong == [0, 0]
 
@@ -148,7 +157,7 @@ def test_multiprocessing_fork_pool_sharing_one_simulator_gets_a_clear_error(faul
 # ---- 3. attach race ---------------------------------------------------------------------------------
 
 
-def test_exactly_one_of_eight_racing_simulators_attaches(faulty_sim: Path, tmp_path: Path) -> None:
+def test_exactly_one_of_eight_racing_simulators_attaches(faulty_sim: Path, tmp_path: Path, fault_table: list) -> None:
     double_attach = taken = 0
     for trial in range(30):
         sim = pybridge.Simulator(None, n_params=2)
@@ -171,6 +180,7 @@ def test_exactly_one_of_eight_racing_simulators_attaches(faulty_sim: Path, tmp_p
         # A racer that lost says so; one that came after close() finds no channel.
         assert all("already taken" in text or "no channel named" in text for text in refused), refused
         taken += sum("already taken" in text for text in refused)
+    record(fault_table, "8 simulators race to attach to one channel", 30, 30 - double_attach, wrong=double_attach)
     assert double_attach == 0
     assert taken > 0  # the race was run, not just lost by lateness
 
@@ -271,10 +281,13 @@ def test_invalid_arguments_are_refused_before_anything_starts(faulty_sim: Path, 
         pybridge.Simulator(faulty(faulty_sim), **{keyword: value})
 
 
-def test_a_2ms_timeout_fires_on_a_10ms_evaluation(faulty_sim: Path) -> None:
+def test_a_2ms_timeout_fires_on_a_10ms_evaluation(faulty_sim: Path, fault_table: list) -> None:
     with pybridge.Simulator(faulty(faulty_sim, work_us=10_000), timeout=0.002) as sim:
+        started = time.monotonic()
         with pytest.raises(EvaluationTimeout, match="timeout=0.002 s"):
             sim(np.array([3.0, 1.0]))  # the fast path
+        record(fault_table, "timeout=2 ms on a 10 ms evaluation (until raised, stop included)", 1, 1,
+               detection=time.monotonic() - started)  # fmt: skip
     with pybridge.Simulator(faulty(faulty_sim, work_us=10_000), timeout=0.002) as sim:
         with pytest.raises(EvaluationTimeout):
             sim([3.0, 1.0])  # the slow path
@@ -302,7 +315,7 @@ def recorded_pids(pids: Path) -> List[int]:
     return [int(line.split()[1]) for line in pids.read_text().splitlines()] if pids.exists() else []
 
 
-def test_timeout_terminates_the_whole_process_tree_each_restart(scripts: Scripts) -> None:
+def test_timeout_terminates_the_whole_process_tree_each_restart(scripts: Scripts, fault_table: list) -> None:
     pids = scripts.dir / "pids"
     with pybridge.Simulator(solver_tree(scripts, pids), timeout=0.3, restarts=2) as sim:
         assert sim([0.0]) == 0.0
@@ -312,6 +325,7 @@ def test_timeout_terminates_the_whole_process_tree_each_restart(scripts: Scripts
         assert len(started) == 6  # a solver and a rank per start
         assert wait_until(lambda: not any(alive(pid) for pid in started), 5.0), \
             [pid for pid in started if alive(pid)]  # fmt: skip
+    record(fault_table, "wrapper script + background rank, timeout, restarts=2 (orphans left)", 3, 3)
 
 
 def test_close_terminates_the_whole_process_tree(scripts: Scripts) -> None:
@@ -357,8 +371,8 @@ def test_ctrl_c_reaches_the_driver_only_and_the_simulator_stays_usable(faulty_si
 
 
 @pytest.mark.parametrize("started_by", ["driver", "user"])
-def test_simulator_stops_within_a_second_when_its_driver_dies_mid_evaluation(scripts: Scripts,
-                                                                             started_by: str) -> None:  # fmt: skip
+def test_simulator_stops_within_a_second_when_its_driver_dies_mid_evaluation(scripts: Scripts, started_by: str,
+                                                                             fault_table: list) -> None:  # fmt: skip
     solver = scripts.write("pybridge.serve(lambda x: time.sleep(600) or 1.0, n_params=1)\n")
     launch = f"[sys.executable, {str(solver)!r}]" if started_by == "driver" else "None"
     driver = scripts.write(
@@ -383,7 +397,10 @@ def test_simulator_stops_within_a_second_when_its_driver_dies_mid_evaluation(scr
     process.stdout.close()
     try:
         assert wait_until(lambda: not alive(simulator), 3.0), "the simulator outlived its driver"
-        assert time.monotonic() - killed < 1.0
+        stopped = time.monotonic() - killed
+        record(fault_table, f"driver SIGKILL mid-evaluation, simulator started by the {started_by}", 1,
+               int(stopped < 1.0), detection=stopped)  # fmt: skip
+        assert stopped < 1.0
         assert wait_until(lambda: not any(os.path.exists(e) for e in channel_entries(channel)), 1.0)
     finally:
         if alive(simulator):
