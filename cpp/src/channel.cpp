@@ -376,7 +376,7 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     const auto ready = [h, ch] {
         return load(h->request_seq) > ch->last_seq || load(h->state) == PYBRIDGE_STATE_CLOSED;
     };
-    ch->in_wait.store(true);
+    ch->in_wait.store(true, std::memory_order_relaxed);  // read by the watchdog every 100 ms: no fence needed
     // Spin once, at the start; later liveness periods of a long wait only block.
     const auto started = pybridge::detail::Clock::now();
     bool done = pybridge::detail::spin(ready, ch->spin, started);
@@ -384,11 +384,11 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
         done = pybridge::detail::block(ready, h->simulator_sleeping, ch->request_sem, kLivenessPeriod);
         if (done) break;
         if (!process_alive(ch->driver_pid)) {
-            ch->in_wait.store(false);
+            ch->in_wait.store(false, std::memory_order_relaxed);
             return driver_gone(ch);
         }
     }
-    ch->in_wait.store(false);
+    ch->in_wait.store(false, std::memory_order_relaxed);
     ch->spin.record(pybridge::detail::nanoseconds_since(started));
     if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
     const uint64_t seq = load(h->request_seq);
