@@ -7,14 +7,38 @@
 
 from __future__ import annotations
 
+
+def _installed_elsewhere() -> "str | None":
+    """The installed package's directory, when this one is the source tree (no compiled module).
+
+    From the repository's root, ``python -m pybridge`` and ``python -m pytest`` put the source tree
+    first on ``sys.path``; the installed package further down has what the source tree lacks.
+    """
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        candidate = os.path.join(os.path.abspath(entry or os.curdir), "pybridge")
+        if candidate != here and os.path.isdir(candidate) and any(
+            name.startswith("_native.") for name in os.listdir(candidate)
+        ):
+            return candidate
+    return None
+
+
 try:
     from . import _native
 except ImportError as error:  # pragma: no cover - depends on how pybridge was (not) installed
-    raise ImportError(
-        f"pybridge's compiled module is missing ({error}). If you are running from the source tree, "
-        "run from another directory so that the installed pybridge is imported, or install it with "
-        "`pip install .`"
-    ) from error
+    _elsewhere = _installed_elsewhere()
+    if _elsewhere is None:
+        raise ImportError(
+            f"pybridge's compiled module is missing ({error}). Install the package with `pip install .` "
+            "(the source tree alone has no compiled module)"
+        ) from error
+    # Running from the source tree: take every submodule from the installed package.
+    __path__[:] = [_elsewhere]  # type: ignore[name-defined]  # noqa: F821
+    from . import _native
 
 from .errors import (
     CapabilityError,
@@ -31,12 +55,14 @@ from .errors import (
     SimulatorProcessError,
     SimulatorStartError,
 )
+from .errors import ShimError as _ShimError
 from .paths import cmake_dir
 from .protocol import Capability
 from .python_simulator import serve
 from .simulator import Simulator
 
 __version__: str = _native.__version__
+_native._set_shim_error(_ShimError)
 
 __all__ = [
     "Simulator",

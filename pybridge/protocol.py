@@ -26,6 +26,7 @@ __all__ = [
     "Capability",
     "RequestKind",
     "ReplyStatus",
+    "Status",
     "new_channel_name",
     "semaphore_names",
 ]
@@ -76,6 +77,20 @@ class RequestKind(enum.IntEnum):
 class ReplyStatus(enum.IntEnum):
     OK = 0
     FAILED = 1
+
+
+class Status(enum.IntEnum):
+    """The shim's status codes (``enum pybridge_status``); :attr:`pybridge.ShimError.code` is one."""
+
+    OK = 0
+    CLOSED = 1
+    E_INVALID_ARGUMENT = -1
+    E_NO_CHANNEL = -2
+    E_SYSTEM = -3
+    E_PROTOCOL = -4
+    E_REJECTED = -5
+    E_DRIVER_GONE = -6
+    E_TAKEN = -7
 
 
 def new_channel_name() -> str:

@@ -49,7 +49,7 @@ def serve(
         capabilities |= Capability.GRADIENT
     if n_residuals:
         capabilities |= Capability.RESIDUALS
-    endpoint = _native.Channel(channel, n_params, n_residuals, int(capabilities))
+    endpoint = _native.SimulatorChannel(channel, n_params, n_residuals, int(capabilities))
     served = 0
     while (request := endpoint.wait()) is not None:
         _, kind, x, gradient_out, residuals_out = request

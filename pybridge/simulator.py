@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _native
 from .core import cleanup
-from .core.channel import Channel, Declaration
+from .core.channel import Declaration, DriverChannel
 from .core.policy import Decision, FailurePolicy
 from .core.process import TERM_GRACE, SimulatorProcess, describe_exit
 from .errors import (
@@ -175,7 +175,7 @@ class Simulator(_native.FastCall):
         self._agreed: Optional[Tuple[int, int, Capability]] = None
         self._set_fallbacks(Simulator._cost_slow, Simulator._value_and_grad_slow, Simulator._residuals_slow)
         cleanup.clean_once()  # channels of drivers that died earlier; never a live one, never an error
-        self._slot = _SessionSlot(_Session(Channel()), close_timeout, self._owner_pid)
+        self._slot = _SessionSlot(_Session(DriverChannel()), close_timeout, self._owner_pid)
         # Runs at close(), at garbage collection or at interpreter exit,
         # whichever comes first: a forgotten Simulator leaks nothing.
         self._finalizer = weakref.finalize(self, self._slot.release)
@@ -396,8 +396,7 @@ class Simulator(_native.FastCall):
                 # The fast path has waited one poll period already: look at the peer before waiting more.
                 self._check_running(session, seq)
         else:
-            np.copyto(channel.params, self._checked_params(x))
-            seq = channel.request(wire_kind)
+            seq = channel.request(_as_params(x), wire_kind)
         try:
             cost = channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
         except TimeoutError:
@@ -454,19 +453,6 @@ class Simulator(_native.FastCall):
         assert self._policy.penalty is not None
         return self._policy.penalty
 
-    def _checked_params(self, x: "np.typing.ArrayLike") -> np.ndarray:
-        array = np.asarray(x)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"parameters must be real numbers, not an array of dtype {array.dtype}")
-        n_params = self._session.channel.n_params
-        if array.shape != (n_params,):
-            raise ValueError(f"expected {n_params} parameters as a 1-D array, got shape {array.shape}")
-        finite = np.isfinite(array)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            raise ValueError(f"parameters must be finite; x[{bad[0]}] = {array[bad[0]]} ({bad.size} non-finite)")
-        return array
-
     # ---- sessions: one simulator process and its channel ---------------------------
 
     @property
@@ -495,7 +481,7 @@ class Simulator(_native.FastCall):
         for attempt in range(self._policy.restarts + 1):
             try:
                 if attempt:
-                    self._slot.replace(_Session(Channel()))
+                    self._slot.replace(_Session(DriverChannel()))
                 self._launch()
                 self._connect(self.start_timeout)
                 return
@@ -553,7 +539,7 @@ class Simulator(_native.FastCall):
         """Replaces a dead or hung simulator by a fresh one on a fresh channel."""
         self._use_port(None)
         self._restart_pending = False
-        self._slot.replace(_Session(Channel()))
+        self._slot.replace(_Session(DriverChannel()))
         self.restart_count += 1
         self._launch()
         self._connect(self.start_timeout)
@@ -630,7 +616,7 @@ class Simulator(_native.FastCall):
 class _Session:
     """One simulator (its process group, if we launched it) with its channel."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: DriverChannel) -> None:
         self.channel = channel
         self.connected = False
         self.process: Optional[SimulatorProcess] = None
@@ -732,6 +718,15 @@ def _agree(what: str, keyword: str, declared: int, requested: int) -> int:
     if not declared and not requested:
         raise HandshakeError(f"the simulator does not declare its number of {what}; pass {keyword}= to Simulator")
     return declared or requested
+
+
+def _as_params(x: "np.typing.ArrayLike") -> np.ndarray:
+    """``x`` as a contiguous float64 array, as the fast path takes it; its length and finiteness are
+    checked where the fast path checks them (the native port)."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"parameters must be real numbers, not an array of dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float64)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -38,11 +38,22 @@ namespace py = pybind11;
 
 namespace {
 
+// The exception class for failed shim calls. It lives in pybridge/errors.py with the rest of the
+// hierarchy, and pybridge hands it over at import (_set_shim_error): no lookup by name from C++.
+PyObject *shim_error_type = PyExc_RuntimeError;
+
 [[noreturn]] void raise_shim_error(int code, const std::string &message) {
-    // The exception classes live in pybridge/errors.py, with the rest of the hierarchy.
-    py::object error_type = py::module_::import("pybridge.errors").attr("ShimError");
-    PyErr_SetObject(error_type.ptr(), py::make_tuple(message, code).ptr());
+    PyErr_SetObject(shim_error_type, py::make_tuple(message, code).ptr());
     throw py::error_already_set();
+}
+
+void set_shim_error(py::object type) {
+    if (!PyType_Check(type.ptr()) || !PyType_IsSubtype(reinterpret_cast<PyTypeObject *>(type.ptr()),
+                                                       reinterpret_cast<PyTypeObject *>(PyExc_Exception))) {
+        throw py::type_error("_set_shim_error takes an exception class");
+    }
+    Py_INCREF(type.ptr());  // kept for the life of the process
+    shim_error_type = type.ptr();
 }
 
 // (name, offset, numpy dtype string) for every field of pybridge_header.
@@ -749,7 +760,10 @@ PYBIND11_MODULE(_native, m) {
     if (fast_call_type == nullptr) throw py::error_already_set();
     m.add_object("FastCall", py::reinterpret_steal<py::object>(fast_call_type));
 
-    py::class_<PyChannel>(m, "Channel")
+    m.def("_set_shim_error", &set_shim_error, py::arg("type"),
+          "The exception class raised for failed shim calls (pybridge.errors.ShimError; set at import).");
+
+    py::class_<PyChannel>(m, "SimulatorChannel", "The simulator's end of a channel (pybridge_channel_*).")
         .def(py::init<std::optional<std::string>, uint32_t, uint32_t, uint32_t>(), py::arg("name") = py::none(),
              py::arg("n_params") = 0, py::arg("n_residuals") = 0, py::arg("capabilities") = 0)
         .def("wait", [](py::object self) { return self.cast<PyChannel &>().wait(self); })

@@ -42,7 +42,7 @@ from ..protocol import (
     semaphore_names,
 )
 
-__all__ = ["Channel", "Declaration", "POLL_PERIOD", "SHM_DIR"]
+__all__ = ["DriverChannel", "Declaration", "POLL_PERIOD", "SHM_DIR"]
 
 PeerCheck = Callable[[], None]
 
@@ -61,6 +61,16 @@ def _open_segment(name: str, size: int = 0) -> shared_memory.SharedMemory:
     # Before 3.13 every SharedMemory, created or merely opened, is registered (python/cpython#82300).
     resource_tracker.unregister(segment._name, "shared_memory")  # type: ignore[attr-defined]
     return segment
+
+
+def _refusal(params: np.ndarray, n_params: int) -> str:
+    """Why the port refused a parameter vector, for the ValueError."""
+    if params.shape != (n_params,):
+        return f"expected {n_params} parameters as a 1-D array, got shape {params.shape}"
+    bad = np.flatnonzero(~np.isfinite(params))
+    if bad.size:
+        return f"parameters must be finite; x[{bad[0]}] = {params[bad[0]]} ({bad.size} non-finite)"
+    return f"the parameters were refused (dtype {params.dtype}, flags {params.flags})"  # pragma: no cover
 
 
 def _out_of_space(what: str, needed: int, error: OSError) -> NoReturn:
@@ -86,8 +96,10 @@ class Declaration:
     simulator_pid: int
 
 
-class Channel:
-    """One shared segment plus its request and reply semaphores, owned by the driver."""
+class DriverChannel:
+    """The driver's end of one channel: the shared segment and its request and reply semaphores,
+    created, owned and (alone) unlinked by the driver. The simulator's end is the shim's
+    ``pybridge_channel`` (``_native.SimulatorChannel`` in Python)."""
 
     # The header as a 0-d structured array over the segment; None only once closed.
     _header: np.ndarray
@@ -201,11 +213,16 @@ class Channel:
 
     # ---- requests ----------------------------------------------------------
 
-    def request(self, kind: RequestKind) -> int:
-        """Sends a request for the parameters now in :attr:`params`; returns its sequence number."""
+    def request(self, params: np.ndarray, kind: RequestKind) -> int:
+        """Copies ``params`` (a float64 vector, or :attr:`params` itself) into the segment and sends a
+        request; returns its sequence number.
+
+        Whether the vector is acceptable (its length, every value finite) is decided in one place, the
+        native port, for the fast path and this one alike; here only the reason is put into words.
+        """
         assert self.port is not None, "accept() first"
-        if not self.port.send(self.params, kind):
-            raise ValueError("the parameters in Channel.params must be finite")
+        if not self.port.send(params, kind):
+            raise ValueError(_refusal(params, self.n_params))
         return self.port.seq
 
     def wait_reply(self, seq: int, timeout: Optional[float], check_peer: PeerCheck) -> float:

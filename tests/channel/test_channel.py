@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pybridge.core.channel import Channel
+from pybridge.core.channel import DriverChannel
 from pybridge.protocol import CHANNEL_PREFIX, HEADER_DTYPE, MAGIC, State, semaphore_names
 
 
@@ -18,7 +18,7 @@ def channel_files(channel: Channel) -> list[Path]:
 
 
 def test_creates_a_private_segment_and_semaphores_with_unguessable_names() -> None:
-    channel = Channel()
+    channel = DriverChannel()
     try:
         assert channel.name.startswith(CHANNEL_PREFIX)
         token = channel.name[len(CHANNEL_PREFIX):]
@@ -31,7 +31,7 @@ def test_creates_a_private_segment_and_semaphores_with_unguessable_names() -> No
 
 
 def test_names_differ_between_channels() -> None:
-    channels = [Channel() for _ in range(20)]
+    channels = [DriverChannel() for _ in range(20)]
     try:
         assert len({c.name for c in channels}) == 20
     finally:
@@ -40,7 +40,7 @@ def test_names_differ_between_channels() -> None:
 
 
 def test_header_is_initialised_for_the_simulator() -> None:
-    channel = Channel()
+    channel = DriverChannel()
     try:
         raw = Path("/dev/shm", channel.name).read_bytes()
         header = __import__("numpy").frombuffer(raw[: HEADER_DTYPE.itemsize], dtype=HEADER_DTYPE)[0]
@@ -53,7 +53,7 @@ def test_header_is_initialised_for_the_simulator() -> None:
 
 
 def test_close_removes_everything_and_is_idempotent() -> None:
-    channel = Channel()
+    channel = DriverChannel()
     files = channel_files(channel)
     channel.close()
     channel.close()
@@ -62,7 +62,7 @@ def test_close_removes_everything_and_is_idempotent() -> None:
 
 
 def test_declaration_wait_times_out_without_a_simulator() -> None:
-    channel = Channel()
+    channel = DriverChannel()
     try:
         with pytest.raises(TimeoutError):
             channel.wait_for_declaration(0.2, lambda: None)
@@ -77,7 +77,7 @@ def test_peer_check_runs_while_waiting() -> None:
     def check() -> None:
         raise Gone
 
-    channel = Channel()
+    channel = DriverChannel()
     try:
         with pytest.raises(Gone):
             channel.wait_for_declaration(None, check)
@@ -93,7 +93,7 @@ def test_a_corrupted_declaration_is_refused() -> None:
 
     from pybridge.errors import ProtocolError
 
-    channel = Channel()
+    channel = DriverChannel()
     peer = shared_memory.SharedMemory(name=channel.name)  # a hostile "simulator"
     try:
         header = np.ndarray((), dtype=HEADER_DTYPE, buffer=peer.buf)

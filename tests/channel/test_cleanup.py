@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from pybridge.core import cleanup
-from pybridge.core.channel import Channel
+from pybridge.core.channel import DriverChannel
 from pybridge.cli import main as cli
 from pybridge.protocol import HEADER_DTYPE
 
 
 def orphan_channel() -> Channel:
     """A channel whose header names a driver process that has exited."""
-    channel = Channel()
+    channel = DriverChannel()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     header = np.ndarray((), dtype=HEADER_DTYPE, buffer=channel._segment.buf)  # type: ignore[union-attr]
@@ -29,7 +29,7 @@ def entries_of(channel: Channel) -> set[Path]:
 
 
 def test_finds_only_channels_whose_driver_is_gone() -> None:
-    live, orphan = Channel(), orphan_channel()
+    live, orphan = DriverChannel(), orphan_channel()
     try:
         stale = {entry.path for entry in cleanup.find_stale()}
         assert entries_of(orphan) <= stale
@@ -42,7 +42,7 @@ def test_finds_only_channels_whose_driver_is_gone() -> None:
 
 
 def test_clean_removes_the_orphan_and_keeps_the_live_channel(capsys) -> None:
-    live, orphan = Channel(), orphan_channel()
+    live, orphan = DriverChannel(), orphan_channel()
     try:
         assert cli(["clean", "--dry-run"]) == 0
         assert all(path.exists() for path in entries_of(orphan))  # a dry run removes nothing
@@ -60,7 +60,7 @@ def test_clean_removes_the_orphan_and_keeps_the_live_channel(capsys) -> None:
 
 
 def test_semaphores_without_their_segment_are_orphans() -> None:
-    channel = Channel()
+    channel = DriverChannel()
     try:
         Path("/dev/shm", channel.name).unlink()  # as CPython's resource tracker does after SIGKILL
         stale = {entry.path: entry.reason for entry in cleanup.find_stale()}

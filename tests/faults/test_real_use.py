@@ -412,7 +412,7 @@ def test_a_long_computation_can_ask_whether_its_driver_is_still_there(scripts: S
     solver = scripts.write(
         f"""
         from pybridge import _native
-        channel = _native.Channel(None, 1, 0, 0)
+        channel = _native.SimulatorChannel(None, 1, 0, 0)
         request = channel.wait()
         while channel.driver_alive():   # the long computation, in slices
             time.sleep(0.01)

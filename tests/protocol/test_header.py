@@ -19,6 +19,7 @@ from pybridge.protocol import (
     ReplyStatus,
     RequestKind,
     State,
+    Status,
 )
 
 HERE = Path(__file__).parent
@@ -57,6 +58,10 @@ def test_python_enums_match_c_constants(c_view: dict) -> None:
     assert PROTOCOL_VERSION == c["PYBRIDGE_PROTOCOL_VERSION"]
     for enum, prefix in ((State, "PYBRIDGE_STATE_"), (RequestKind, "PYBRIDGE_REQUEST_"), (ReplyStatus, "PYBRIDGE_REPLY_")):
         assert {m.name: m.value for m in enum} == {k[len(prefix):]: v for k, v in c.items() if k.startswith(prefix)}
+    # Every PYBRIDGE_<status> the C compiler knows (a new code added to pybridge.h only fails here if the
+    # C test program prints it: header_layout.c lists them next to the enum).
+    statuses = {k[len("PYBRIDGE_"):]: v for k, v in c.items() if k in {f"PYBRIDGE_{m.name}" for m in Status}}
+    assert {m.name: m.value for m in Status} == statuses
     assert Capability.GRADIENT == c["PYBRIDGE_CAP_GRADIENT"]
     assert Capability.RESIDUALS == c["PYBRIDGE_CAP_RESIDUALS"]
 
@@ -65,6 +70,7 @@ def test_python_enums_match_the_compiled_module() -> None:
     assert {m.name: m.value for m in State} == _native.STATES
     assert {m.name: m.value for m in RequestKind} == _native.REQUEST_KINDS
     assert {m.name: m.value for m in ReplyStatus} == _native.REPLY_STATUSES
+    assert {m.name: m.value for m in Status} == _native.STATUS_CODES
     assert {m.name: m.value for m in Capability if m.value} == _native.CAPABILITIES
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pybridge import ShimError, _native
-from pybridge.core.channel import Channel
+from pybridge.core.channel import DriverChannel
 from pybridge.protocol import Capability, RequestKind
 
 CODES = _native.STATUS_CODES
@@ -17,28 +17,28 @@ CODES = _native.STATUS_CODES
 def test_open_without_a_channel_name_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYBRIDGE_CHANNEL", raising=False)
     with pytest.raises(ShimError, match="PYBRIDGE_CHANNEL is not set") as info:
-        _native.Channel()
+        _native.SimulatorChannel()
     assert info.value.code == CODES["E_NO_CHANNEL"]
 
 
 def test_open_of_a_missing_channel() -> None:
     with pytest.raises(ShimError, match="no channel named") as info:
-        _native.Channel("pybridge-does-not-exist")
+        _native.SimulatorChannel("pybridge-does-not-exist")
     assert info.value.code == CODES["E_NO_CHANNEL"]
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "x" * 300, "bad name"])
 def test_open_rejects_invalid_names(name: str) -> None:
     with pytest.raises(ShimError, match="invalid channel name") as info:
-        _native.Channel(name)
+        _native.SimulatorChannel(name)
     assert info.value.code == CODES["E_INVALID_ARGUMENT"]
 
 
 def test_open_rejects_residuals_without_the_capability() -> None:
-    driver = Channel()
+    driver = DriverChannel()
     try:
         with pytest.raises(ShimError, match="PYBRIDGE_CAP_RESIDUALS") as info:
-            _native.Channel(driver.name, 2, 5, 0)
+            _native.SimulatorChannel(driver.name, 2, 5, 0)
         assert info.value.code == CODES["E_INVALID_ARGUMENT"]
     finally:
         driver.close()
@@ -49,13 +49,13 @@ class Handshake:
 
     def __init__(self, n_params: int, n_residuals: int = 0, capabilities: Capability = Capability.NONE) -> None:
         self.shape = (n_params, n_residuals, capabilities)
-        self.driver = Channel()
+        self.driver = DriverChannel()
         self.endpoint: object = None
         self.error: BaseException | None = None
 
         def attach() -> None:
             try:
-                self.endpoint = _native.Channel(self.driver.name, n_params, n_residuals, int(capabilities))
+                self.endpoint = _native.SimulatorChannel(self.driver.name, n_params, n_residuals, int(capabilities))
             except BaseException as error:  # handed to the test thread
                 self.error = error
 
@@ -82,7 +82,7 @@ def test_handshake_declaration_reaches_the_driver_and_requests_flow() -> None:
         endpoint = hs.accept()
 
         hs.driver.params[:] = [1.0, 2.0, 3.0]
-        seq = hs.driver.request(RequestKind.RESIDUALS)
+        seq = hs.driver.request(hs.driver.params, RequestKind.RESIDUALS)
         got_seq, kind, x, gradient, residuals = endpoint.wait()  # type: ignore[attr-defined]
         assert (got_seq, kind, gradient) == (seq, RequestKind.RESIDUALS, None)
         assert x.tolist() == [1.0, 2.0, 3.0] and not x.flags.writeable
@@ -125,7 +125,7 @@ def test_a_second_simulator_cannot_take_a_channel_in_use() -> None:
     try:
         hs.accept()
         with pytest.raises(ShimError, match="already taken"):
-            _native.Channel(hs.driver.name, 2)
+            _native.SimulatorChannel(hs.driver.name, 2)
     finally:
         hs.driver.close()
 
@@ -135,11 +135,11 @@ def test_a_late_reply_is_never_taken_for_a_newer_request() -> None:
     try:
         endpoint = hs.accept()
         hs.driver.params[:] = [1.0]
-        first = hs.driver.request(RequestKind.COST)
+        first = hs.driver.request(hs.driver.params, RequestKind.COST)
         assert endpoint.wait()[0] == first  # type: ignore[attr-defined]
         # The driver gives up on `first` and asks again before the simulator answers it.
         hs.driver.params[:] = [2.0]
-        second = hs.driver.request(RequestKind.COST)
+        second = hs.driver.request(hs.driver.params, RequestKind.COST)
         endpoint.reply(10.0)  # type: ignore[attr-defined]  # the late answer to `first`
         with pytest.raises(TimeoutError):
             hs.driver.wait_reply(second, 0.3, lambda: None)

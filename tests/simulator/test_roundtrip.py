@@ -208,3 +208,23 @@ def test_result_views_alias_the_shared_region_and_say_so(bundled: Callable) -> N
         assert np.array_equal(copy, rosen_der(np.zeros(2)))  # ...the returned copy does not change
         with pytest.raises(pybridge.CapabilityError):
             sim.residuals_view
+
+
+def test_fast_and_slow_paths_agree_to_the_last_bit(bundled: Callable) -> None:
+    """One implementation of each rule: the residual cost, the shape and the finiteness checks."""
+    rng = np.random.default_rng(7)
+    with pybridge.Simulator([bundled("pybridge-decay")]) as sim:
+        for _ in range(50):
+            x = rng.uniform(0.5, 2.0, 3)
+            fast = sim(x)  # a contiguous float64 array: the native path
+            wide = np.empty(6)
+            wide[::2] = x
+            slow = [sim(x.tolist()), sim(wide[::2]), sim(x.astype(np.longdouble).astype(np.float64).tolist())]
+            assert [np.float64(v).tobytes() for v in slow] == [np.float64(fast).tobytes()] * 3
+            assert sim.residuals(x).tobytes() == sim.residuals(x.tolist()).tobytes() == sim.residuals(wide[::2]).tobytes()
+        for bad in ([1.0, np.nan, 1.0], np.array([1.0, np.inf, 1.0]), np.array([1.0, np.inf, 1.0])[::-1]):
+            with pytest.raises(ValueError, match="must be finite"):
+                sim(bad)
+        for bad in ([1.0, 2.0], np.ones(4)):
+            with pytest.raises(ValueError, match="expected 3 parameters"):
+                sim(bad)
