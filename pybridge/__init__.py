@@ -37,7 +37,7 @@ except ImportError as error:  # pragma: no cover - depends on how pybridge was (
             "(the source tree alone has no compiled module)"
         ) from error
     # Running from the source tree: take every submodule from the installed package.
-    __path__[:] = [_elsewhere]  # type: ignore[name-defined]  # noqa: F821
+    __path__[:] = [_elsewhere]
     from . import _native
 
 from .errors import (

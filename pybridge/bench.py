@@ -26,7 +26,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -172,7 +172,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _transports() -> List[_Transport]:
-    from . import _bench
+    from . import _bench  # type: ignore[attr-defined]  # built with the package; no stubs
 
     return [
         _Pybridge(DEFAULT_SPIN_US, f"pybridge (spin {DEFAULT_SPIN_US} us, then block)"),
@@ -246,7 +246,7 @@ def measure_memcpy_8mb(quick: bool) -> float:
 def measure_end_to_end(quick: bool) -> Dict[str, Dict[str, float]]:
     from scipy.optimize import minimize
 
-    from . import _bench
+    from . import _bench  # type: ignore[attr-defined]  # built with the package; no stubs
 
     nm_evals = 1_000 if quick else 10_000
     # Negative tolerances: Nelder-Mead never deems itself converged and makes exactly nm_evals evaluations.
@@ -350,7 +350,7 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
 def _report(results: dict) -> Iterator[str]:
     names = list(results["latency"]["8"])
     yield "Round-trip latency, median (p99), µs — the same C++ cost function behind every transport"
-    header = f"| transport | " + " | ".join(f"n = {n:,}" for n in SIZES) + " |"
+    header = "| transport | " + " | ".join(f"n = {n:,}" for n in SIZES) + " |"
     yield header
     yield "|---|" + "---:|" * len(SIZES)
     for name in names:

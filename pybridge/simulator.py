@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import weakref
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,15 +47,11 @@ _STDERR_TAIL_LINES = 20
 #: ../shared/MEASURED.md), measured at 100 us (p99 140 us) for L-BFGS-B at
 #: n = 1000 when the host is busy — or the simulator sleeps and every
 #: evaluation pays a 60-90 us wake-up. Not much more either: after each long
-#: evaluation the simulator spins while the driver's vCPU wakes up. Waits that keep outlasting it drop to budget/16 spins by
-#: themselves (SpinPolicy in cpp/src/wait.hpp). On one CPU a spinning waiter
+#: evaluation the simulator spins while the driver's vCPU wakes up. Waits that keep
+#: outlasting it drop to budget/16 spins by themselves (SpinPolicy in cpp/src/wait.hpp). On one CPU a spinning waiter
 #: only delays its peer, so there the default is to block.
 DEFAULT_SPIN_US = 500 if (os.cpu_count() or 1) > 1 else 0
 _NOT_SENT, _PENDING = _native.DriverPort.Outcome.NOT_SENT, _native.DriverPort.Outcome.PENDING
-
-# Every Simulator of this process, so that a fork() child can disown them (see _after_fork).
-_LIVE: "weakref.WeakSet[Simulator]" = weakref.WeakSet()
-
 
 class Simulator(_native.FastCall):
     """An external simulator, evaluated through a shared-memory channel.
@@ -306,6 +302,17 @@ class Simulator(_native.FastCall):
         return region
 
     # ---- evaluations --------------------------------------------------------------
+
+    if TYPE_CHECKING:  # served by the native base class (_native.FastCall); typed here for checkers
+
+        def __call__(self, x: "np.typing.ArrayLike") -> float:
+            """The cost at ``x`` (for a residual simulator, ``0.5 * sum(residuals**2)``)."""
+
+        def value_and_grad(self, x: "np.typing.ArrayLike") -> Tuple[float, np.ndarray]:
+            """``(cost, gradient)`` at ``x``, for ``minimize(..., jac=True)``; the gradient is a fresh array."""
+
+        def residuals(self, x: "np.typing.ArrayLike") -> np.ndarray:
+            """The residual vector at ``x``, for ``least_squares``; a fresh array."""
 
     # sim(x), value_and_grad(x) and residuals(x) are served by the native base
     # class: it holds the evaluation lock, tries the port, and calls the
@@ -671,6 +678,10 @@ class _SessionSlot:
         if os.getpid() != self.owner_pid:
             return  # a fork() child exiting: the channel and the simulator are its parent's
         self.session.release(self.close_timeout)
+
+
+# Every Simulator of this process, so that a fork() child can disown them.
+_LIVE: "weakref.WeakSet[Simulator]" = weakref.WeakSet()
 
 
 def _after_fork() -> None:

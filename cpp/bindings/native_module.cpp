@@ -588,15 +588,17 @@ void fast_call_dealloc(PyObject *self) {
 
 PyMethodDef fast_call_methods[] = {
     {"value_and_grad", fast_value_and_grad, METH_O,
-     "value_and_grad(x)\n--\n\n(cost, gradient) at x, for scipy.optimize.minimize(..., jac=True).\n\n"
+     "value_and_grad($self, x, /)\n--\n\n(cost, gradient) at x, for scipy.optimize.minimize(..., jac=True).\n\n"
      "The gradient is a fresh array: the next evaluation does not overwrite it."},
     {"residuals", fast_residuals, METH_O,
-     "residuals(x)\n--\n\nThe residual vector at x, for scipy.optimize.least_squares. A fresh array."},
-    {"_use_fast_port", fast_call_use_port, METH_O, "Route evaluations to this DriverPort (None: always the fallbacks)."},
+     "residuals($self, x, /)\n--\n\nThe residual vector at x, for scipy.optimize.least_squares. A fresh array."},
+    {"_use_fast_port", fast_call_use_port, METH_O, "_use_fast_port($self, port, /)\n--\n\nRoute evaluations to this DriverPort (None: always the fallbacks)."},
     {"_set_fallbacks", fast_call_set_fallbacks, METH_VARARGS,
-     "_set_fallbacks(cost, value_and_grad, residuals): functions f(self, x) for when the port declines."},
-    {"_locked", fast_call_locked, METH_O, "Calls function() holding the evaluation lock."},
-    {"_after_fork_in_child", fast_call_after_fork, METH_NOARGS, "Forgets the lock and the port after fork()."},
+     "_set_fallbacks($self, cost, value_and_grad, residuals, /)\n--\n\n"
+     "Functions f(self, x) called when the port declines."},
+    {"_locked", fast_call_locked, METH_O, "_locked($self, function, /)\n--\n\nCalls function() holding the evaluation lock."},
+    {"_after_fork_in_child", fast_call_after_fork, METH_NOARGS,
+     "_after_fork_in_child($self, /)\n--\n\nForgets the lock and the port after fork()."},
     {nullptr, nullptr, 0, nullptr},
 };
 

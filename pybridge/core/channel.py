@@ -76,7 +76,8 @@ def _refusal(params: np.ndarray, n_params: int) -> str:
 def _out_of_space(what: str, needed: int, error: OSError) -> NoReturn:
     try:
         info = os.statvfs(SHM_DIR)
-        free = f"{info.f_bavail * info.f_frsize / 2**20:.1f} MiB free of {info.f_blocks * info.f_frsize / 2**20:.1f} MiB"
+        free_mib, total_mib = info.f_bavail * info.f_frsize / 2**20, info.f_blocks * info.f_frsize / 2**20
+        free = f"{free_mib:.1f} MiB free of {total_mib:.1f} MiB"
     except OSError:
         free = "an unknown amount free"
     raise SharedMemoryFull(

@@ -12,7 +12,7 @@ from pybridge.core.channel import DriverChannel
 from pybridge.protocol import CHANNEL_PREFIX, HEADER_DTYPE, MAGIC, State, semaphore_names
 
 
-def channel_files(channel: Channel) -> list[Path]:
+def channel_files(channel: DriverChannel) -> list[Path]:
     request, reply = semaphore_names(channel.name)
     return [Path("/dev/shm") / channel.name, Path("/dev/shm") / ("sem." + request[1:]), Path("/dev/shm") / ("sem." + reply[1:])]
 
@@ -87,9 +87,10 @@ def test_peer_check_runs_while_waiting() -> None:
 
 def test_a_corrupted_declaration_is_refused() -> None:
     """Whatever the peer wrote is validated before the driver acts on it."""
+    from multiprocessing import shared_memory
+
     import numpy as np
     import posix_ipc
-    from multiprocessing import shared_memory
 
     from pybridge.errors import ProtocolError
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pybridge.cli import main as cli
 from pybridge.core import cleanup
 from pybridge.core.channel import DriverChannel
-from pybridge.cli import main as cli
 from pybridge.protocol import HEADER_DTYPE
 
 
-def orphan_channel() -> Channel:
+def orphan_channel() -> DriverChannel:
     """A channel whose header names a driver process that has exited."""
     channel = DriverChannel()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -24,7 +24,7 @@ def orphan_channel() -> Channel:
     return channel
 
 
-def entries_of(channel: Channel) -> set[Path]:
+def entries_of(channel: DriverChannel) -> set[Path]:
     return {Path("/dev/shm", channel.name), Path(f"/dev/shm/sem.{channel.name}-req"), Path(f"/dev/shm/sem.{channel.name}-rep")}
 
 

@@ -27,7 +27,6 @@ import pytest
 import pybridge
 from pybridge import (
     CapabilityError,
-    ChannelClosed,
     EvaluationTimeout,
     InheritedSimulatorError,
     SimulatorCrashed,
@@ -77,7 +76,7 @@ def test_two_threads_on_one_simulator_never_see_each_others_values(faulty_sim: P
         def worker(index: int) -> None:
             rng = np.random.default_rng(index)
             try:
-                for i in range(calls):
+                for _ in range(calls):
                     x = rng.uniform(-3, 3, 2)
                     # One thread takes the native fast path (arrays), the other the Python slow path (lists).
                     value = sim(x) if index == 0 else sim(x.tolist())

@@ -207,7 +207,7 @@ def test_result_views_alias_the_shared_region_and_say_so(bundled: Callable) -> N
         assert np.array_equal(view, [0.0, 0.0])  # the view shows the newest evaluation...
         assert np.array_equal(copy, rosen_der(np.zeros(2)))  # ...the returned copy does not change
         with pytest.raises(pybridge.CapabilityError):
-            sim.residuals_view
+            _ = sim.residuals_view
 
 
 def test_fast_and_slow_paths_agree_to_the_last_bit(bundled: Callable) -> None:

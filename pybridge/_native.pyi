@@ -1,0 +1,203 @@
+"""
+Compiled half of pybridge: protocol tables, the shim's simulator end, OS helpers.
+"""
+from __future__ import annotations
+import numpy
+import numpy.typing
+import typing
+import typing_extensions
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'resize_segment', 'unlink_segment', 'validate_header']
+class DriverPort:
+    class Outcome:
+        """
+        Where the latest request stands.
+        
+        Members:
+        
+          NOT_SENT
+        
+          PENDING
+        
+          ANSWERED
+        """
+        ANSWERED: typing.ClassVar[DriverPort.Outcome]
+        NOT_SENT: typing.ClassVar[DriverPort.Outcome]
+        PENDING: typing.ClassVar[DriverPort.Outcome]
+        __members__: typing.ClassVar[dict[str, DriverPort.Outcome]]
+        @typing.overload
+        def __eq__(self, other: DriverPort.Outcome) -> bool:
+            ...
+        @typing.overload
+        def __eq__(self, other: typing.SupportsInt | typing.SupportsIndex) -> bool:
+            ...
+        @typing.overload
+        def __eq__(self, other: typing.Any) -> bool:
+            ...
+        def __getstate__(self) -> int:
+            ...
+        def __hash__(self) -> int:
+            ...
+        def __index__(self) -> int:
+            ...
+        def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+            ...
+        def __int__(self) -> int:
+            ...
+        @typing.overload
+        def __ne__(self, other: DriverPort.Outcome) -> bool:
+            ...
+        @typing.overload
+        def __ne__(self, other: typing.SupportsInt | typing.SupportsIndex) -> bool:
+            ...
+        @typing.overload
+        def __ne__(self, other: typing.Any) -> bool:
+            ...
+        def __repr__(self) -> str:
+            ...
+        def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+            ...
+        def __str__(self) -> str:
+            ...
+        @property
+        def name(self) -> str:
+            ...
+        @property
+        def value(self) -> int:
+            ...
+    allow_nonfinite: bool
+    def __init__(self, segment: typing_extensions.Buffer, request_semaphore: str, reply_semaphore: str, spin_us: typing.SupportsInt | typing.SupportsIndex, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def release(self) -> None:
+        ...
+    def send(self, x: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex) -> bool:
+        ...
+    def serves(self, kind: typing.SupportsInt | typing.SupportsIndex) -> bool:
+        ...
+    def wait(self) -> bool:
+        ...
+    @property
+    def answers(self) -> int:
+        ...
+    @property
+    def elapsed(self) -> float:
+        ...
+    @property
+    def outcome(self) -> DriverPort.Outcome:
+        ...
+    @property
+    def seq(self) -> int:
+        ...
+    @property
+    def timeout(self) -> float:
+        """
+        Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.
+        """
+    @timeout.setter
+    def timeout(self, arg1: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+class FastCall:
+    """
+    Base of pybridge.Simulator: evaluations go to the native port first, one at a time.
+    """
+    def __call__(self, *args, **kwargs):
+        """
+        Call self as a function.
+        """
+    def _after_fork_in_child(self):
+        """
+        Forgets the lock and the port after fork().
+        """
+    def _locked(self, function):
+        """
+        Calls function() holding the evaluation lock.
+        """
+    def _set_fallbacks(self, cost, value_and_grad, residuals):
+        """
+        Functions f(self, x) called when the port declines.
+        """
+    def _use_fast_port(self, port):
+        """
+        Route evaluations to this DriverPort (None: always the fallbacks).
+        """
+    def residuals(self, x):
+        """
+        The residual vector at x, for scipy.optimize.least_squares. A fresh array.
+        """
+    def value_and_grad(self, x):
+        """
+        (cost, gradient) at x, for scipy.optimize.minimize(..., jac=True).
+        
+        The gradient is a fresh array: the next evaluation does not overwrite it.
+        """
+class SimulatorChannel:
+    """
+    The simulator's end of a channel (pybridge_channel_*).
+    """
+    def __init__(self, name: str | None = None, n_params: typing.SupportsInt | typing.SupportsIndex = 0, n_residuals: typing.SupportsInt | typing.SupportsIndex = 0, capabilities: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    def driver_alive(self) -> bool:
+        """
+        False once the driver died or closed the channel (pybridge_channel_driver_alive).
+        """
+    def reply(self, cost: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def reply_error(self, message: str) -> None:
+        ...
+    def reply_residuals(self) -> None:
+        ...
+    def set_watchdog(self, enabled: bool) -> None:
+        ...
+    def wait(self) -> typing.Any:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+def _set_shim_error(type: typing.Any) -> None:
+    """
+    The exception class raised for failed shim calls (pybridge.errors.ShimError; set at import).
+    """
+def header_fields() -> list[tuple[str, int, str]]:
+    """
+    (name, offset, numpy dtype) of every field of pybridge_header.
+    """
+def layout(n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex) -> dict:
+    """
+    Region offsets and segment size for a channel of this shape (pybridge_layout_compute).
+    """
+def process_alive(pid: typing.SupportsInt | typing.SupportsIndex) -> bool:
+    """
+    True while the process runs (zombies count as dead).
+    """
+def residual_cost(residuals: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> float:
+    """
+    0.5 * sum(r**2), computed exactly as the fast path computes it.
+    """
+def resize_segment(name: str, size: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    Set the size of the shared-memory object /name.
+    """
+def unlink_segment(name: str) -> None:
+    """
+    Remove the shared-memory object /name (already gone is fine).
+    """
+def validate_header(segment: typing_extensions.Buffer) -> str | None:
+    """
+    None if the buffer starts with a valid header, else the reason (pybridge_header_validate).
+    """
+CAPABILITIES: dict = {'GRADIENT': 1, 'RESIDUALS': 2}
+CHANNEL_ENV: str = 'PYBRIDGE_CHANNEL'
+CHANNEL_NAME_MAX: int = 59
+ERROR_TEXT_SIZE: int = 704
+HEADER_SIZE: int = 1024
+LIVENESS_PERIOD_MS: int = 100
+MAGIC: int = 4992033793666865488
+PROTOCOL_VERSION: int = 2
+REGION_ALIGN: int = 64
+REPLY_SEM_SUFFIX: str = '-rep'
+REPLY_STATUSES: dict = {'OK': 0, 'FAILED': 1}
+REQUEST_KINDS: dict = {'COST': 1, 'GRADIENT': 2, 'RESIDUALS': 3}
+REQUEST_SEM_SUFFIX: str = '-req'
+SEMAPHORE_NAME_SIZE: int = 64
+STATES: dict = {'CREATED': 1, 'DECLARED': 2, 'READY': 3, 'REJECTED': 4, 'CLOSED': 5}
+STATUS_CODES: dict = {'OK': 0, 'CLOSED': 1, 'E_INVALID_ARGUMENT': -1, 'E_NO_CHANNEL': -2, 'E_SYSTEM': -3, 'E_PROTOCOL': -4, 'E_REJECTED': -5, 'E_DRIVER_GONE': -6, 'E_TAKEN': -7}
+__version__: str = '0.1.0'

@@ -1,0 +1,34 @@
+"""The tools a contributor expects pass on the tree: ruff, mypy, and stubs of the compiled module that are current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(command: list, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+
+
+def test_ruff_passes() -> None:
+    result = run([sys.executable, "-m", "ruff", "check", "pybridge", "tests", "benchmarks"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_passes(tmp_path: Path) -> None:
+    result = run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stubs_of_the_compiled_module_are_current(tmp_path: Path) -> None:
+    """pybridge/_native.pyi is generated: regenerate it (this command) whenever the bindings change."""
+    result = run([sys.executable, "-m", "pybind11_stubgen", "pybridge._native", "-o", str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    generated = (tmp_path / "pybridge" / "_native.pyi").read_text()
+    assert generated == (REPO / "pybridge" / "_native.pyi").read_text(), (
+        "pybridge/_native.pyi is out of date: run `pybind11-stubgen pybridge._native -o .` from outside the "
+        "source tree and copy pybridge/_native.pyi here"
+    )
