@@ -58,7 +58,7 @@ from .errors import (
 from .errors import ShimError as _ShimError
 from .paths import cmake_dir
 from .protocol import Capability
-from .python_simulator import serve
+from .serve import serve
 from .simulator import Simulator
 
 __version__: str = _native.__version__

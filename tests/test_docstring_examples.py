@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["pybridge", "pybridge.simulator", "pybridge.python_simulator", "pybridge.core.cleanup", "pybridge.paths"]
+MODULES = ["pybridge", "pybridge.simulator", "pybridge.serve", "pybridge.core.cleanup", "pybridge.paths"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -55,7 +55,7 @@ def test_examples_built_against_the_installed_package_run(built_examples: Path) 
 
 @pytest.mark.parametrize("program", ["pybridge-heat", "pybridge-heat-c"])
 def test_heat_examples_built_standalone_calibrate(built_examples: Path, program: str) -> None:
-    from pybridge import demo
+    from pybridge.cli import demo
 
     result = demo.calibrate(built_examples / "heat" / program, noise=0.0, report=lambda _: None)
     np.testing.assert_allclose(result.recovered, demo.TRUE_COEFFICIENTS, rtol=1e-6)
@@ -78,7 +78,7 @@ def test_pkg_config_build_of_a_c_simulator(tmp_path: Path) -> None:
     exe = tmp_path / "heat-c"
     subprocess.run(["cc", "-std=c99", "-O2", str(heat / "heat_sim.c"), str(heat / "heat_model.c"), "-o", str(exe),
                     *flags, "-lm"], check=True)  # fmt: skip
-    from pybridge import demo
+    from pybridge.cli import demo
 
     result = demo.calibrate(exe, noise=0.0, report=lambda _: None)
     np.testing.assert_allclose(result.recovered, demo.TRUE_COEFFICIENTS, rtol=1e-6)

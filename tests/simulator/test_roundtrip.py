@@ -83,7 +83,7 @@ def test_heat_simulator_in_cpp_and_c_gives_model_minus_measurement(bundled: Call
 
 @pytest.mark.parametrize("program", ["pybridge-heat", "pybridge-heat-c"])
 def test_demo_recovers_the_heat_coefficients(bundled: Callable, program: str) -> None:
-    from pybridge import demo
+    from pybridge.cli import demo
 
     lines: List[str] = []
     exact = demo.calibrate(bundled(program), noise=0.0, report=lines.append)

@@ -20,8 +20,8 @@ from typing import Callable, Optional, Union
 import numpy as np
 from scipy.optimize import least_squares
 
-from .paths import bundled_simulator
-from .simulator import Simulator
+from ..paths import bundled_simulator
+from ..simulator import Simulator
 
 __all__ = ["NAMES", "TRUE_COEFFICIENTS", "START", "Calibration", "measure", "calibrate"]
 

@@ -1,4 +1,4 @@
-"""The `pybridge` command (also `python -m pybridge`)."""
+"""The `pybridge` command (also `python -m pybridge`): one module per subcommand, imported when used."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, paths
+from .. import __version__, paths
 
 __all__ = ["main"]
 
@@ -21,7 +21,7 @@ _LOCATIONS = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its own parser, its own options
-        from .bench import main as bench
+        from .bench import main as bench  # its own parser, its own options
 
         return bench(argv[1:])
     parser = argparse.ArgumentParser(
@@ -51,13 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         demo_module.calibrate(args.simulator, noise=args.noise, seed=args.seed)
         return 0
     if args.command == "clean":
-        from .core.cleanup import clean as clean_channels
+        from .clean import run as clean_command
 
-        removed = clean_channels(dry_run=args.dry_run)
-        verb = "would remove" if args.dry_run else "removed"
-        for entry in removed:
-            print(f"{verb} {entry.path}  ({entry.reason})")
-        print(f"{len(removed)} stale entries {verb}; live channels are never touched")
-        return 0
+        return clean_command(dry_run=args.dry_run)
     parser.print_help(sys.stderr)
     return 2

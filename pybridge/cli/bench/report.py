@@ -1,0 +1,71 @@
+"""How `pybridge bench` reports: the targets (ratios within one run) and the Markdown tables."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List
+
+from ...simulator import DEFAULT_SPIN_US
+from .transports import SIZES, all_transports
+
+
+def evaluate_targets(results: dict) -> List[Dict[str, object]]:
+    small, big = results["latency"]["8"], results["latency"]["1000000"]
+    pybridge = small[all_transports()[0].name]["median_us"]
+    rows = [
+        ("n=8: pybridge / in-process numpy", pybridge / small["in-process numpy expression"]["median_us"], "<=", 0.5),
+        ("n=8: Unix socket / pybridge", small["Unix socket"]["median_us"] / pybridge, ">=", 30),
+        ("n=8: files + subprocess / pybridge", small["files + subprocess per call"]["median_us"] / pybridge, ">=", 1000),
+        ("n=8: pybridge / C<->C spin floor", pybridge / small["C <-> C spin on shared memory"]["median_us"], "<=", 4),
+        ("n=10^6: (pybridge - in-process pybind11) / 8 MB memcpy",
+         (big[all_transports()[0].name]["median_us"] - big["in-process C++ via pybind11"]["median_us"])
+         / results["memcpy_8mb_us"], "<=", 1.5),
+    ]  # fmt: skip
+    # Not targets, but the evidence for one: the same ratio for two C processes (the physical floor of
+    # one copy in and a read from another core), and for pybridge when x is written in place.
+    floors = [
+        ("n=10^6: (C<->C spin - in-process pybind11) / 8 MB memcpy",
+         (big["C <-> C spin on shared memory"]["median_us"] - big["in-process C++ via pybind11"]["median_us"])
+         / results["memcpy_8mb_us"]),
+        ("n=10^6: (pybridge in place - in-process pybind11) / 8 MB memcpy",
+         (big["pybridge, x written in place (no copy)"]["median_us"] - big["in-process C++ via pybind11"]["median_us"])
+         / results["memcpy_8mb_us"]),
+    ]  # fmt: skip
+    for name, run in results["end_to_end"].items():
+        rows.append((f"{name}: pybridge / in-process", run["ratio"], "<=", 1.25 if "Nelder" in name else 1.1))
+    default = results["idle_cpu"][f"spin {DEFAULT_SPIN_US} us, then block"]
+    rows.append(("50 ms evaluations: driver CPU (% of a core)", default["driver_percent"], "<=", 2))
+    rows.append(("50 ms evaluations: simulator CPU (% of a core)", default["simulator_percent"], "<=", 2))
+    return [
+        {"target": name, "measured": value, "bound": f"{op} {bound}",
+         "met": value <= bound if op == "<=" else value >= bound}
+        for name, value, op, bound in rows
+    ] + [{"target": name, "measured": value, "bound": "(reference)", "met": True} for name, value in floors]  # fmt: skip
+
+
+def tables(results: dict) -> Iterator[str]:
+    names = list(results["latency"]["8"])
+    yield "Round-trip latency, median (p99), µs — the same C++ cost function behind every transport"
+    header = "| transport | " + " | ".join(f"n = {n:,}" for n in SIZES) + " |"
+    yield header
+    yield "|---|" + "---:|" * len(SIZES)
+    for name in names:
+        cells = []
+        for n in SIZES:
+            stats = results["latency"][str(n)][name]
+            cells.append(f"{stats['median_us']:.2f} ({stats['p99_us']:.2f})")
+        yield f"| {name} | " + " | ".join(cells) + " |"
+    yield f"\n8 MB memcpy (np.copyto): {results['memcpy_8mb_us']:.0f} µs"
+    yield "\n| end-to-end SciPy run | evaluations | pybridge | in-process pybind11 | ratio |"
+    yield "|---|---:|---:|---:|---:|"
+    for name, run in results["end_to_end"].items():
+        yield (f"| {name} | {run['evaluations']} | {run['pybridge_s']:.3f} s | {run['in_process_s']:.3f} s "
+               f"| {run['ratio']:.3f} |")  # fmt: skip
+    yield "\n| waiting for 50 ms evaluations | driver CPU | simulator CPU |"
+    yield "|---|---:|---:|"
+    for label, cpu in results["idle_cpu"].items():
+        yield f"| {label} | {cpu['driver_percent']:.2f} % | {cpu['simulator_percent']:.2f} % |"
+    yield "\n| target | measured | bound | met |"
+    yield "|---|---:|---|---|"
+    for row in results["targets"]:
+        met = "" if row["bound"] == "(reference)" else ("yes" if row["met"] else "NO")
+        yield f"| {row['target']} | {row['measured']:.3g} | {row['bound']} | {met} |"
