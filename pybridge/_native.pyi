@@ -6,11 +6,11 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'resize_segment', 'unlink_segment', 'validate_header']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header']
 class DriverPort:
     class Outcome:
         """
-        Where the latest request stands.
+        Where the latest request stands (enum pybridge_outcome).
         
         Members:
         
@@ -65,21 +65,36 @@ class DriverPort:
         def value(self) -> int:
             ...
     allow_nonfinite: bool
-    def __init__(self, segment: typing_extensions.Buffer, request_semaphore: str, reply_semaphore: str, spin_us: typing.SupportsInt | typing.SupportsIndex, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+    def __init__(self, name: str, reply_semaphore: str, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def reject(self, reason: str) -> None:
         ...
     def release(self) -> None:
         ...
+    def reply(self) -> tuple:
+        """
+        (reply_status, cost, error text) of the answered request.
+        """
     def send(self, x: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...
     def serves(self, kind: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...
+    def shutdown(self) -> None:
+        ...
     def wait(self) -> bool:
+        ...
+    def wait_declaration(self, slice_seconds: typing.SupportsFloat | typing.SupportsIndex) -> typing.Any:
         ...
     @property
     def answers(self) -> int:
         ...
     @property
     def elapsed(self) -> float:
+        ...
+    @property
+    def last_error(self) -> str:
         ...
     @property
     def outcome(self) -> DriverPort.Outcome:
@@ -172,10 +187,6 @@ def residual_cost(residuals: typing.Annotated[numpy.typing.ArrayLike, numpy.floa
     """
     0.5 * sum(r**2), computed exactly as the fast path computes it.
     """
-def resize_segment(name: str, size: typing.SupportsInt | typing.SupportsIndex) -> None:
-    """
-    Set the size of the shared-memory object /name.
-    """
 def unlink_segment(name: str) -> None:
     """
     Remove the shared-memory object /name (already gone is fine).
@@ -199,5 +210,5 @@ REQUEST_KINDS: dict = {'COST': 1, 'GRADIENT': 2, 'RESIDUALS': 3}
 REQUEST_SEM_SUFFIX: str = '-req'
 SEMAPHORE_NAME_SIZE: int = 64
 STATES: dict = {'CREATED': 1, 'DECLARED': 2, 'READY': 3, 'REJECTED': 4, 'CLOSED': 5}
-STATUS_CODES: dict = {'OK': 0, 'CLOSED': 1, 'E_INVALID_ARGUMENT': -1, 'E_NO_CHANNEL': -2, 'E_SYSTEM': -3, 'E_PROTOCOL': -4, 'E_REJECTED': -5, 'E_DRIVER_GONE': -6, 'E_TAKEN': -7}
+STATUS_CODES: dict = {'OK': 0, 'CLOSED': 1, 'TIMEOUT': 2, 'E_INVALID_ARGUMENT': -1, 'E_NO_CHANNEL': -2, 'E_SYSTEM': -3, 'E_PROTOCOL': -4, 'E_REJECTED': -5, 'E_DRIVER_GONE': -6, 'E_TAKEN': -7, 'E_NO_SPACE': -8}
 __version__: str = '0.1.0'

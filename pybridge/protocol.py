@@ -84,6 +84,7 @@ class Status(enum.IntEnum):
 
     OK = 0
     CLOSED = 1
+    TIMEOUT = 2
     E_INVALID_ARGUMENT = -1
     E_NO_CHANNEL = -2
     E_SYSTEM = -3
@@ -91,6 +92,7 @@ class Status(enum.IntEnum):
     E_REJECTED = -5
     E_DRIVER_GONE = -6
     E_TAKEN = -7
+    E_NO_SPACE = -8
 
 
 def new_channel_name() -> str:

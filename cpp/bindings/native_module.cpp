@@ -31,7 +31,9 @@
 #include <semaphore.h>
 
 #include "../src/process.hpp"
+#include "../src/values.hpp"
 #include "../src/wait.hpp"
+#include "pybridge/driver.h"
 #include "pybridge/pybridge.h"
 
 namespace py = pybind11;
@@ -157,107 +159,72 @@ private:
 };
 
 
-// 1 when the exponent bits of an IEEE double are all ones (inf or NaN). Integer
-// operations only: unlike a floating-point sum they may be reordered, so the
-// loops below vectorise (even with baseline SSE2) and run at memory speed.
-inline uint64_t not_finite(uint64_t bits) { return (((bits >> 52) & 0x7ff) + 1) >> 11; }
-
-// Copies count doubles and tells whether all were finite, in one pass.
-bool copy_if_finite(double *target, const double *source, size_t count) {
-    uint64_t bad = 0;
-    for (size_t i = 0; i < count; ++i) {
-        uint64_t bits;
-        std::memcpy(&bits, source + i, sizeof bits);
-        std::memcpy(target + i, &bits, sizeof bits);
-        bad |= not_finite(bits);
-    }
-    return bad == 0;
-}
-
-// The cost of a residual vector, 0.5 * sum(r^2), as SciPy's least_squares
-// defines it. The one implementation: the fast path and Python's slow path
-// (through residual_cost) both call it, so they agree to the last bit.
-double half_sum_of_squares(const double *r, size_t count) {
-    double sum = 0.0;
-    for (size_t i = 0; i < count; ++i) sum += r[i] * r[i];
-    return 0.5 * sum;
-}
-
-bool finite_values(const double *values, size_t count) {
-    uint64_t bad = 0;
-    for (size_t i = 0; i < count; ++i) {
-        uint64_t bits;
-        std::memcpy(&bits, values + i, sizeof bits);
-        bad |= not_finite(bits);
-    }
-    return bad == 0;
-}
-
-// The driver's end of one READY channel, for the hot path. pybridge/core/channel.py
-// owns the objects and their lifetime; this class moves requests and replies.
-// The fast calls (cost, value_and_grad, residuals) return the answer, or None
-// whenever Python must take over: a parameter vector that is not a finite,
-// contiguous float64 array of the right length, or a request the channel
-// cannot serve (nothing sent), a reply still pending after one wait slice, or
-// a failed or non-finite reply. `outcome` then tells the slow path where the
+// DriverPort: pybridge_driver (pybridge/driver.h) for Python. DriverChannel
+// (pybridge/core/channel.py) owns the OS objects; this class runs the
+// protocol over them through the shim's C driver API — the same calls a C
+// driver makes. Its fast calls (cost, value_and_grad, residuals) return the
+// answer, or None whenever Python must take over: a parameter vector that is
+// not a contiguous float64 array of the right length, a value that is not
+// finite, or a request the channel cannot serve (nothing sent, and
+// last_error says why), a reply still pending after one wait slice, or a
+// failed or non-finite reply. `outcome` then tells the slow path where the
 // request stands.
-//
-// The layout is read from the header once, here, after validation; a
-// simulator that later scribbles over the header's offsets or sizes cannot
-// make the driver read or write outside the mapping.
 class DriverPort {
 public:
-    enum Outcome { kNotSent = 0, kPending = 1, kAnswered = 2 };
+    enum Outcome : int {};  // pybridge_outcome, as a Python enum
 
-    DriverPort(py::buffer segment, const std::string &request_sem, const std::string &reply_sem, uint32_t spin_us,
-               double poll_seconds)
-        : buffer_(segment), poll_(std::chrono::nanoseconds(static_cast<int64_t>(poll_seconds * 1e9))) {
-        const py::buffer_info info = segment.request(true);
-        base_ = static_cast<char *>(info.ptr);
-        char message[512];
-        if (pybridge_header_validate(base_, static_cast<uint64_t>(info.size * info.itemsize), message,
-                                     sizeof message) != PYBRIDGE_OK) {
-            throw py::value_error(std::string("invalid channel header: ") + message);
+    DriverPort(const std::string &name, const std::string &reply_semaphore, double poll_seconds)
+        : poll_(std::chrono::nanoseconds(static_cast<int64_t>(poll_seconds * 1e9))) {
+        const int status = pybridge_driver_open(name.c_str(), reply_semaphore.c_str(), &d_);
+        if (status != PYBRIDGE_OK) {
+            const std::string message = pybridge_driver_last_error(d_);
+            pybridge_driver_close(d_);
+            d_ = nullptr;
+            raise_shim_error(status, message);
         }
-        h_ = reinterpret_cast<pybridge_header *>(base_);
-        if (h_->state != PYBRIDGE_STATE_READY) throw py::value_error("the channel is not READY");
-        n_params_ = h_->n_params;
-        n_residuals_ = h_->n_residuals;
-        capabilities_ = h_->capabilities;
-        params_ = region(h_->params_offset);
-        gradient_ = (capabilities_ & PYBRIDGE_CAP_GRADIENT) ? region(h_->gradient_offset) : nullptr;
-        residuals_ = (capabilities_ & PYBRIDGE_CAP_RESIDUALS) ? region(h_->residuals_offset) : nullptr;
-        spin_.set_budget(spin_us);
-        seq_ = h_->request_seq;
-        request_sem_ = open_semaphore(request_sem);
-        reply_sem_ = open_semaphore(reply_sem);
     }
     ~DriverPort() { release(); }
     DriverPort(const DriverPort &) = delete;
     DriverPort &operator=(const DriverPort &) = delete;
 
-    // Lets go of the segment (so that it can be unmapped) and the semaphores.
+    // Lets go of the driver's end (its mapping and semaphores); removes nothing.
     void release() {
-        if (request_sem_ != SEM_FAILED) ::sem_close(request_sem_);
-        if (reply_sem_ != SEM_FAILED) ::sem_close(reply_sem_);
-        request_sem_ = reply_sem_ = SEM_FAILED;
-        h_ = nullptr;
-        buffer_ = py::buffer();
+        pybridge_driver_close(d_);
+        d_ = nullptr;
     }
 
-    // True if this channel can serve a request of this kind.
+    // (n_params, n_residuals, capabilities, simulator_pid) once declared, None when the slice ran out.
+    py::object wait_declaration(double slice_seconds) {
+        pybridge_declaration declaration{};
+        int32_t pid = 0;
+        int status;
+        {
+            py::gil_scoped_release release;
+            status = pybridge_driver_wait_declaration(open(), nanoseconds(slice_seconds), &declaration, &pid);
+        }
+        if (status == PYBRIDGE_TIMEOUT) return py::none();
+        check(status);
+        return py::make_tuple(declaration.n_params, declaration.n_residuals, declaration.capabilities, pid);
+    }
+    void reject(const std::string &reason) { check(pybridge_driver_reject(open(), reason.c_str())); }
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us) {
+        check(pybridge_driver_accept(open(), n_params, n_residuals, capabilities, spin_us));
+        pybridge_driver_shape(d_, &n_params_, &n_residuals_, &capabilities_);
+        params_ = pybridge_driver_params(d_);
+    }
+    void shutdown() { check(pybridge_driver_shutdown(open())); }
+
     bool serves(uint32_t kind) const {
-        return kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && gradient_ != nullptr) ||
-               (kind == PYBRIDGE_REQUEST_RESIDUALS && residuals_ != nullptr);
+        return kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && (capabilities_ & PYBRIDGE_CAP_GRADIENT)) ||
+               (kind == PYBRIDGE_REQUEST_RESIDUALS && (capabilities_ & PYBRIDGE_CAP_RESIDUALS));
     }
 
-    // Copies x into the parameter region and sends a request. False (nothing
-    // sent) unless x is a finite, contiguous, native float64 vector of n_params
-    // and the channel serves `kind`: a request the simulator cannot answer
-    // would make it fail and exit, so the caller's error comes first.
+    // Sends a request for x. False (nothing sent) unless x is a contiguous, native float64 vector of
+    // n_params finite values and the channel serves `kind`; last_error then says why, where the C API
+    // decided. The finiteness check is the C API's: one rule for both paths.
     bool send(py::handle x, uint32_t kind) {
-        outcome_ = kNotSent;
-        if (h_ == nullptr || !serves(kind) || !py::isinstance<py::array>(x)) return false;
+        outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
+        if (d_ == nullptr || params_ == nullptr || !py::isinstance<py::array>(x)) return false;
         auto *array = py::detail::array_proxy(x.ptr());
         const auto *descr = py::detail::array_descriptor_proxy(array->descr);
         constexpr int needed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
@@ -265,45 +232,39 @@ public:
             array->dimensions[0] != static_cast<py::ssize_t>(n_params_) || (array->flags & needed) != needed) {
             return false;
         }
-        const auto *source = reinterpret_cast<const double *>(array->data);
-        double *target = params_;
-        const bool finite = source == target ? finite_values(source, n_params_) : copy_if_finite(target, source, n_params_);
-        if (!finite) return false;  // the slow path names the culprit
-        h_->request_kind = kind;
-        __atomic_store_n(&h_->request_seq, ++seq_, __ATOMIC_SEQ_CST);
-        pybridge::detail::wake(h_->simulator_sleeping, request_sem_);
-        sent_at_ = pybridge::detail::Clock::now();
+        if (pybridge_driver_send(d_, kind, reinterpret_cast<const double *>(array->data)) != PYBRIDGE_OK) return false;
+        outcome_ = PYBRIDGE_OUTCOME_PENDING;
         spun_ = false;
-        outcome_ = kPending;
         return true;
     }
 
     // Waits up to one poll slice for the reply: spinning with the GIL held
     // (a fast reply costs less than releasing it), then blocking without it.
-    // Only the first slice of a request spins; its end is recorded once. With
-    // a timeout, no slice reaches past it: the caller sees the deadline within
-    // a timer's wake-up of it, not a poll period later.
+    // With a timeout, no slice reaches past it: the caller sees the deadline
+    // within a timer's wake-up of it, not a poll period later.
     bool wait() {
-        if (outcome_ != kPending) return outcome_ == kAnswered;
-        const uint64_t seq = seq_;
-        pybridge_header *h = h_;
-        const auto ready = [h, seq] { return pybridge::detail::load_acquire(h->reply_seq) == seq; };
-        bool done = !spun_ && pybridge::detail::spin(ready, spin_, sent_at_);
+        if (outcome_ != PYBRIDGE_OUTCOME_PENDING) return outcome_ == PYBRIDGE_OUTCOME_ANSWERED;
+        int status = spun_ ? PYBRIDGE_TIMEOUT : pybridge_driver_wait(d_, 0);  // the one spin, GIL held
         spun_ = true;
-        if (!done) {
+        if (status == PYBRIDGE_TIMEOUT) {
             std::chrono::nanoseconds slice = poll_;
             if (timeout_.count() > 0) {
-                const auto left = timeout_ - (pybridge::detail::Clock::now() - sent_at_);
+                const auto left = timeout_ - std::chrono::nanoseconds(pybridge_driver_elapsed_ns(d_));
                 slice = std::max(std::chrono::nanoseconds(0), std::min(slice, left));
             }
             py::gil_scoped_release release;
-            done = slice.count() > 0 ? pybridge::detail::block(ready, h->driver_sleeping, reply_sem_, slice) : ready();
+            status = pybridge_driver_wait(d_, std::max<int64_t>(slice.count(), 0));
         }
-        if (done) {
-            spin_.record(pybridge::detail::nanoseconds_since(sent_at_));
-            outcome_ = kAnswered;
-        }
-        return done;
+        if (status != PYBRIDGE_OK) return false;
+        outcome_ = PYBRIDGE_OUTCOME_ANSWERED;
+        pybridge_driver_reply(d_, &reply_);
+        return true;
+    }
+
+    // (reply_status, cost, error text) of the answered request.
+    py::tuple reply() const {
+        if (outcome_ != PYBRIDGE_OUTCOME_ANSWERED) throw py::value_error("no answered request");
+        return py::make_tuple(reply_.status, reply_.cost, std::string(reply_.error));
     }
 
     py::object cost(py::handle x) {
@@ -311,8 +272,7 @@ public:
         if (!send(x, residual ? PYBRIDGE_REQUEST_RESIDUALS : PYBRIDGE_REQUEST_COST) || !wait() || !reply_ok()) {
             return py::none();
         }
-        double value = h_->cost;
-        if (residual) value = half_sum_of_squares(residuals_, n_residuals_);
+        const double value = residual ? pybridge::detail::half_sum_of_squares(reply_.residuals, n_residuals_) : reply_.cost;
         if (!allow_nonfinite_ && !std::isfinite(value)) return py::none();
         ++answers_;
         return py::float_(value);
@@ -320,65 +280,55 @@ public:
 
     py::object value_and_grad(py::handle x) {
         if (!send(x, PYBRIDGE_REQUEST_GRADIENT) || !wait() || !reply_ok()) return py::none();
-        const double value = h_->cost;
-        if (!allow_nonfinite_ && (!std::isfinite(value) || !finite_values(gradient_, n_params_))) {
+        const double value = reply_.cost;
+        if (!allow_nonfinite_ && (!std::isfinite(value) || !pybridge::detail::finite_values(reply_.gradient, n_params_))) {
             return py::none();
         }
         ++answers_;
-        return py::make_tuple(value, copy_of(gradient_, n_params_));
+        return py::make_tuple(value, copy_of(reply_.gradient, n_params_));
     }
 
     py::object residuals(py::handle x) {
         if (!send(x, PYBRIDGE_REQUEST_RESIDUALS) || !wait() || !reply_ok()) return py::none();
-        if (!allow_nonfinite_ && !finite_values(residuals_, n_residuals_)) return py::none();
+        if (!allow_nonfinite_ && !pybridge::detail::finite_values(reply_.residuals, n_residuals_)) return py::none();
         ++answers_;
-        return copy_of(residuals_, n_residuals_);
+        return copy_of(reply_.residuals, n_residuals_);
     }
 
     int outcome() const { return outcome_; }
     uint64_t answers() const { return answers_; }
-    uint64_t seq() const { return seq_; }
-    double elapsed() const {
-        return std::chrono::duration<double>(pybridge::detail::Clock::now() - sent_at_).count();
-    }
+    uint64_t seq() const { return pybridge_driver_seq(d_); }
+    std::string last_error() const { return pybridge_driver_last_error(d_); }
+    double elapsed() const { return 1e-9 * static_cast<double>(pybridge_driver_elapsed_ns(d_)); }
     double timeout() const { return std::chrono::duration<double>(timeout_).count(); }
-    void set_timeout(double seconds) {
-        timeout_ = std::chrono::nanoseconds(seconds > 0 ? static_cast<int64_t>(seconds * 1e9) : 0);
-    }
+    void set_timeout(double seconds) { timeout_ = std::chrono::nanoseconds(nanoseconds(seconds)); }
     bool allow_nonfinite_ = false;
 
 private:
-    static sem_t *open_semaphore(const std::string &name) {
-        sem_t *sem = ::sem_open(("/" + name).c_str(), 0);
-        if (sem == SEM_FAILED) {
-            PyErr_SetFromErrnoWithFilename(PyExc_OSError, name.c_str());
-            throw py::error_already_set();
-        }
-        return sem;
+    static int64_t nanoseconds(double seconds) { return seconds > 0 ? static_cast<int64_t>(seconds * 1e9) : 0; }
+    pybridge_driver *open() const {
+        if (d_ == nullptr) throw py::value_error("the driver port was released");
+        return d_;
     }
-    double *region(uint64_t offset) const { return reinterpret_cast<double *>(base_ + offset); }
-    bool reply_ok() const { return h_->reply_status == PYBRIDGE_REPLY_OK; }
+    void check(int status) const {
+        if (status != PYBRIDGE_OK) raise_shim_error(status, pybridge_driver_last_error(d_));
+    }
+    bool reply_ok() const { return reply_.status == PYBRIDGE_REPLY_OK; }
     static py::array_t<double> copy_of(const double *values, uint32_t count) {
         py::array_t<double> out(count);
         std::memcpy(out.mutable_data(), values, count * sizeof(double));
         return out;
     }
 
-    py::buffer buffer_;  // keeps the mapping exported while we point into it
+    pybridge_driver *d_ = nullptr;
     std::chrono::nanoseconds poll_;
-    char *base_ = nullptr;
-    pybridge_header *h_ = nullptr;
-    uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
-    double *params_ = nullptr, *gradient_ = nullptr, *residuals_ = nullptr;  // fixed at construction
     std::chrono::nanoseconds timeout_{0};  // 0: none
-    sem_t *request_sem_ = SEM_FAILED;
-    sem_t *reply_sem_ = SEM_FAILED;
-    pybridge::detail::SpinPolicy spin_;
-    uint64_t seq_ = 0;
-    int outcome_ = kNotSent;
+    uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
+    double *params_ = nullptr;
+    int outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
+    pybridge_reply reply_{};
     uint64_t answers_ = 0;  // evaluations answered by the fast calls
     bool spun_ = false;     // the current request had its spin already
-    pybridge::detail::Clock::time_point sent_at_{};
 };
 
 // FastCall: the base class of pybridge.Simulator, whose evaluations are
@@ -642,28 +592,6 @@ std::optional<std::string> validate_header(py::buffer segment) {
     return std::string(message);
 }
 
-// Grows a shared-memory object. multiprocessing.shared_memory cannot resize
-// a segment it created, and the protocol grows it once, at READY.
-//
-// The memory is reserved (posix_fallocate) as well: /dev/shm is a tmpfs, and
-// ftruncate alone succeeds on a full or small one (64 MiB in containers)
-// while the first touch of a page that finds no room kills the process with
-// SIGBUS. Reserving fails cleanly with ENOSPC instead, which Python turns
-// into a message naming the sizes.
-void resize_segment(const std::string &name, uint64_t size) {
-    const std::string object = "/" + name;
-    const int fd = ::shm_open(object.c_str(), O_RDWR, 0);
-    int error = fd < 0 ? errno : 0;
-    if (error == 0 && ::ftruncate(fd, static_cast<off_t>(size)) != 0) error = errno;
-    if (error == 0) error = ::posix_fallocate(fd, 0, static_cast<off_t>(size));  // returns the error itself
-    if (fd >= 0) ::close(fd);
-    if (error != 0) {
-        errno = error;
-        PyErr_SetFromErrnoWithFilename(PyExc_OSError, object.c_str());
-        throw py::error_already_set();
-    }
-}
-
 // Removes a shared-memory object; one already gone is fine (a simulator, or
 // `pybridge clean`, removes the channel of a driver it believed dead).
 void unlink_segment(const std::string &name) {
@@ -675,7 +603,7 @@ void unlink_segment(const std::string &name) {
 }
 
 double residual_cost(py::array_t<double, py::array::c_style | py::array::forcecast> residuals) {
-    return half_sum_of_squares(residuals.data(), static_cast<size_t>(residuals.size()));
+    return pybridge::detail::half_sum_of_squares(residuals.data(), static_cast<size_t>(residuals.size()));
 }
 
 }  // namespace
@@ -711,6 +639,7 @@ PYBIND11_MODULE(_native, m) {
     replies["FAILED"] = int{PYBRIDGE_REPLY_FAILED};
     statuses["OK"] = int{PYBRIDGE_OK};
     statuses["CLOSED"] = int{PYBRIDGE_CLOSED};
+    statuses["TIMEOUT"] = int{PYBRIDGE_TIMEOUT};
     statuses["E_INVALID_ARGUMENT"] = int{PYBRIDGE_E_INVALID_ARGUMENT};
     statuses["E_NO_CHANNEL"] = int{PYBRIDGE_E_NO_CHANNEL};
     statuses["E_SYSTEM"] = int{PYBRIDGE_E_SYSTEM};
@@ -718,6 +647,7 @@ PYBIND11_MODULE(_native, m) {
     statuses["E_REJECTED"] = int{PYBRIDGE_E_REJECTED};
     statuses["E_DRIVER_GONE"] = int{PYBRIDGE_E_DRIVER_GONE};
     statuses["E_TAKEN"] = int{PYBRIDGE_E_TAKEN};
+    statuses["E_NO_SPACE"] = int{PYBRIDGE_E_NO_SPACE};
     m.attr("STATES") = states;
     m.attr("CAPABILITIES") = capabilities;
     m.attr("REQUEST_KINDS") = kinds;
@@ -729,8 +659,6 @@ PYBIND11_MODULE(_native, m) {
           "Region offsets and segment size for a channel of this shape (pybridge_layout_compute).");
     m.def("validate_header", &validate_header, py::arg("segment"),
           "None if the buffer starts with a valid header, else the reason (pybridge_header_validate).");
-    m.def("resize_segment", &resize_segment, py::arg("name"), py::arg("size"),
-          "Set the size of the shared-memory object /name.");
     m.def("process_alive", &pybridge::detail::process_alive, py::arg("pid"),
           "True while the process runs (zombies count as dead).");
     m.def("unlink_segment", &unlink_segment, py::arg("name"),
@@ -739,22 +667,29 @@ PYBIND11_MODULE(_native, m) {
           "0.5 * sum(r**2), computed exactly as the fast path computes it.");
 
     py::class_<DriverPort> driver_port(m, "DriverPort");
-    py::enum_<DriverPort::Outcome>(driver_port, "Outcome", "Where the latest request stands.")
-        .value("NOT_SENT", DriverPort::kNotSent)
-        .value("PENDING", DriverPort::kPending)
-        .value("ANSWERED", DriverPort::kAnswered);
+    py::enum_<DriverPort::Outcome>(driver_port, "Outcome", "Where the latest request stands (enum pybridge_outcome).")
+        .value("NOT_SENT", DriverPort::Outcome(PYBRIDGE_OUTCOME_NOT_SENT))
+        .value("PENDING", DriverPort::Outcome(PYBRIDGE_OUTCOME_PENDING))
+        .value("ANSWERED", DriverPort::Outcome(PYBRIDGE_OUTCOME_ANSWERED));
     driver_port
-        .def(py::init<py::buffer, const std::string &, const std::string &, uint32_t, double>(), py::arg("segment"),
-             py::arg("request_semaphore"), py::arg("reply_semaphore"), py::arg("spin_us"), py::arg("poll_seconds"))
+        .def(py::init<const std::string &, const std::string &, double>(), py::arg("name"),
+             py::arg("reply_semaphore"), py::arg("poll_seconds"))
+        .def("wait_declaration", &DriverPort::wait_declaration, py::arg("slice_seconds"))
+        .def("reject", &DriverPort::reject, py::arg("reason"))
+        .def("accept", &DriverPort::accept, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),
+             py::arg("spin_us"))
+        .def("shutdown", &DriverPort::shutdown)
         .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
         .def("serves", &DriverPort::serves, py::arg("kind"))
         .def("wait", &DriverPort::wait)
+        .def("reply", &DriverPort::reply, "(reply_status, cost, error text) of the answered request.")
         .def("release", &DriverPort::release)
         .def_property("timeout", &DriverPort::timeout, &DriverPort::set_timeout,
                       "Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.")
         .def_property_readonly("answers", &DriverPort::answers)
         .def_property_readonly("outcome", [](const DriverPort &port) { return DriverPort::Outcome(port.outcome()); })
         .def_property_readonly("seq", &DriverPort::seq)
+        .def_property_readonly("last_error", &DriverPort::last_error)
         .def_property_readonly("elapsed", &DriverPort::elapsed)
         .def_readwrite("allow_nonfinite", &DriverPort::allow_nonfinite_);
 

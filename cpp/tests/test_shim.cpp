@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "pybridge/driver.h"
 #include "pybridge/pybridge.hpp"
 
 namespace {
@@ -48,135 +49,88 @@ void store(T &field, T value) {
     __atomic_store_n(&field, value, __ATOMIC_RELEASE);
 }
 
-// The driver's side of the protocol, as docs/protocol.md describes it.
+// The driver's end, through the shim's own driver API (pybridge/driver.h),
+// exactly as pybridge.Simulator drives it: the tests see both ends of the
+// protocol in one process.
 class TestDriver {
 public:
-    // reply_semaphore: the semaphore the simulator posts; empty = this channel's own "-rep".
-    explicit TestDriver(pid_t driver_pid = ::getpid(), const std::string &reply_semaphore = "") {
-        std::random_device random;
-        char name[64];
-        std::snprintf(name, sizeof name, "pybridge-cpptest-%08x%08x", random(), random());
-        name_ = name;
-        fd_ = ::shm_open(object().c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-        if (fd_ < 0 || ::ftruncate(fd_, sizeof(pybridge_header)) != 0) std::perror("shm_open/ftruncate");
-        map();
-        header_->magic = PYBRIDGE_MAGIC;
-        header_->version = PYBRIDGE_PROTOCOL_VERSION;
-        header_->header_size = sizeof(pybridge_header);
-        header_->segment_size = sizeof(pybridge_header);
-        header_->driver_pid = driver_pid;
-        const std::string reply_name =
-            reply_semaphore.empty() ? name_ + PYBRIDGE_REPLY_SEM_SUFFIX : reply_semaphore;
-        std::snprintf(header_->reply_semaphore, sizeof header_->reply_semaphore, "%s", reply_name.c_str());
-        header_->state = PYBRIDGE_STATE_CREATED;
-        request_ = ::sem_open((object() + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
-        reply_ = ::sem_open(("/" + reply_name).c_str(), O_CREAT, 0600, 0);  // shared: may exist already
+    // doorbell: a reply semaphore shared with other channels; nullptr = this channel's own.
+    explicit TestDriver(const char *doorbell = nullptr) {
+        if (pybridge_driver_create(nullptr, doorbell, &d_) != PYBRIDGE_OK) {
+            std::fprintf(stderr, "pybridge_driver_create: %s\n", pybridge_driver_last_error(d_));
+            ++failures;
+        }
     }
-    ~TestDriver() {
-        ::munmap(header_, size_);
-        ::close(fd_);
-        ::sem_close(request_);
-        ::sem_close(reply_);
-        remove();
-    }
-    void remove() {
-        ::shm_unlink(object().c_str());
-        ::sem_unlink((object() + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str());
-        ::sem_unlink((object() + PYBRIDGE_REPLY_SEM_SUFFIX).c_str());
-    }
-    const std::string &name() const { return name_; }
+    ~TestDriver() { pybridge_driver_destroy(d_); }
+    TestDriver(const TestDriver &) = delete;
+    TestDriver &operator=(const TestDriver &) = delete;
+
+    std::string name() const { return pybridge_driver_name(d_); }
+    pybridge_driver *get() const { return d_; }
     bool exists() const {
-        const int fd = ::shm_open(object().c_str(), O_RDWR, 0);
+        const int fd = ::shm_open(("/" + name()).c_str(), O_RDWR, 0);
         if (fd >= 0) ::close(fd);
         return fd >= 0;
     }
 
-    bool wait_declared() { return wait_until([&] { return load(header_->state) == PYBRIDGE_STATE_DECLARED; }); }
-    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us = 0) {
-        pybridge_layout layout;
-        pybridge_layout_compute(n_params, n_residuals, capabilities, &layout);
-        if (::ftruncate(fd_, static_cast<off_t>(layout.segment_size)) != 0) std::perror("ftruncate");
-        ::munmap(header_, size_);
-        map();
-        header_->n_params = n_params;
-        header_->n_residuals = n_residuals;
-        header_->capabilities = capabilities;
-        header_->spin_us = spin_us;
-        header_->params_offset = layout.params_offset;
-        header_->gradient_offset = layout.gradient_offset;
-        header_->residuals_offset = layout.residuals_offset;
-        header_->segment_size = layout.segment_size;
-        set_state(PYBRIDGE_STATE_READY);
-    }
-    void reject(const char *reason) {
-        std::snprintf(header_->error, sizeof header_->error, "%s", reason);
-        set_state(PYBRIDGE_STATE_REJECTED);
-    }
-    void shut_down() { set_state(PYBRIDGE_STATE_CLOSED); }
-
-    // Sends a request without waiting for its reply.
-    uint64_t send(uint32_t kind, const std::vector<double> &params) {
-        std::memcpy(region(header_->params_offset), params.data(), params.size() * sizeof(double));
-        header_->request_kind = kind;
-        const uint64_t seq = ++seq_;
-        __atomic_store_n(&header_->request_seq, seq, __ATOMIC_SEQ_CST);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&header_->simulator_sleeping, __ATOMIC_SEQ_CST)) ::sem_post(request_);
-        return seq;
-    }
-    bool answered() { return load(header_->reply_seq) == seq_; }
-    sem_t *reply_semaphore() const { return reply_; }
-
-    // One request; returns false if no reply came within a few seconds.
-    bool request(uint32_t kind, const std::vector<double> &params) {
-        send(kind, params);
-        return wait_until([&] { return answered(); });
-    }
-    pybridge_header &header() { return *header_; }
-    double *region(uint64_t offset) { return reinterpret_cast<double *>(reinterpret_cast<char *>(header_) + offset); }
-    uint64_t seq() const { return seq_; }
-
-private:
-    std::string object() const { return "/" + name_; }
-    void map() {
-        struct stat info;
-        ::fstat(fd_, &info);
-        size_ = static_cast<size_t>(info.st_size);
-        header_ = static_cast<pybridge_header *>(::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0));
-    }
-    void set_state(uint32_t state) {
-        store(header_->state, state);
-        ::sem_post(request_);
-    }
-    // Blocks as docs/protocol.md says a driver does: raise driver_sleeping,
-    // look once more, then sleep on the reply semaphore.
-    bool wait_until(const std::function<bool()> &ready) {
-        for (int i = 0; i < 50; ++i) {  // 50 x 100 ms
-            __atomic_store_n(&header_->driver_sleeping, 1u, __ATOMIC_SEQ_CST);
-            __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (ready()) {
-                __atomic_store_n(&header_->driver_sleeping, 0u, __ATOMIC_SEQ_CST);
-                return true;
-            }
-            timespec deadline;
-            ::clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_nsec += 100000000L;
-            deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-            deadline.tv_nsec %= 1000000000L;
-            ::sem_timedwait(reply_, &deadline);
-            __atomic_store_n(&header_->driver_sleeping, 0u, __ATOMIC_SEQ_CST);
-            if (ready()) return true;
+    // Waits (up to 5 s) for the declaration.
+    bool wait_declared(pybridge_declaration *declaration = nullptr, int32_t *simulator_pid = nullptr) {
+        pybridge_declaration d{};
+        int32_t pid = 0;
+        for (int i = 0; i < 50; ++i) {
+            const int rc = pybridge_driver_wait_declaration(d_, 100000000, &d, &pid);
+            if (rc == PYBRIDGE_TIMEOUT) continue;
+            if (declaration) *declaration = d;
+            if (simulator_pid) *simulator_pid = pid;
+            return rc == PYBRIDGE_OK;
         }
         return false;
     }
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us = 0) {
+        CHECK(pybridge_driver_accept(d_, n_params, n_residuals, capabilities, spin_us) == PYBRIDGE_OK);
+    }
+    void reject(const char *reason) { CHECK(pybridge_driver_reject(d_, reason) == PYBRIDGE_OK); }
+    void shut_down() { CHECK(pybridge_driver_shutdown(d_) == PYBRIDGE_OK); }
 
-    std::string name_;
-    int fd_ = -1;
-    size_t size_ = 0;
-    pybridge_header *header_ = nullptr;
-    sem_t *request_ = SEM_FAILED;
-    sem_t *reply_ = SEM_FAILED;
-    uint64_t seq_ = 0;
+    // Sends a request without waiting for its reply.
+    uint64_t send(uint32_t kind, const std::vector<double> &params) {
+        CHECK(pybridge_driver_send(d_, kind, params.data()) == PYBRIDGE_OK);
+        return pybridge_driver_seq(d_);
+    }
+    // One request; false if no reply came within 5 s.
+    bool request(uint32_t kind, const std::vector<double> &params) {
+        send(kind, params);
+        for (int i = 0; i < 50; ++i) {
+            const int rc = pybridge_driver_wait(d_, 100000000);
+            if (rc != PYBRIDGE_TIMEOUT) return rc == PYBRIDGE_OK;
+        }
+        return false;
+    }
+    pybridge_reply reply() const {
+        pybridge_reply r{};
+        CHECK(pybridge_driver_reply(d_, &r) == PYBRIDGE_OK);
+        return r;
+    }
+
+private:
+    pybridge_driver *d_ = nullptr;
+};
+
+// The raw header of a channel, mapped separately: for tests that play a
+// broken or dead driver by writing fields no real driver would.
+class RawHeader {
+public:
+    explicit RawHeader(const std::string &name) {
+        const int fd = ::shm_open(("/" + name).c_str(), O_RDWR, 0);
+        header_ = static_cast<pybridge_header *>(
+            ::mmap(nullptr, sizeof(pybridge_header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+        ::close(fd);
+    }
+    ~RawHeader() { ::munmap(header_, sizeof(pybridge_header)); }
+    pybridge_header *operator->() const { return header_; }
+
+private:
+    pybridge_header *header_;
 };
 
 double rosenbrock(const double *x, uint32_t n, double *gradient) {
@@ -207,9 +161,11 @@ void test_c_api_round_trips(uint32_t spin_us) {
         loop_status = rc;
         pybridge_channel_close(channel);
     });
-    CHECK(driver.wait_declared());
-    CHECK(driver.header().declared_capabilities == PYBRIDGE_CAP_GRADIENT);
-    CHECK(driver.header().simulator_pid == ::getpid());
+    pybridge_declaration declared{};
+    int32_t simulator_pid = 0;
+    CHECK(driver.wait_declared(&declared, &simulator_pid));
+    CHECK(declared.capabilities == PYBRIDGE_CAP_GRADIENT);
+    CHECK(simulator_pid == ::getpid());
     driver.accept(5, 0, PYBRIDGE_CAP_GRADIENT, spin_us);
     std::mt19937_64 random(42);
     std::uniform_real_distribution<double> uniform(-2.0, 2.0);
@@ -220,11 +176,11 @@ void test_c_api_round_trips(uint32_t spin_us) {
         CHECK(driver.request(gradient ? PYBRIDGE_REQUEST_GRADIENT : PYBRIDGE_REQUEST_COST, x));
         double expected_gradient[5];
         const double expected = rosenbrock(x.data(), 5, expected_gradient);
-        CHECK(driver.header().reply_status == PYBRIDGE_REPLY_OK);
-        CHECK(driver.header().cost == expected);
-        if (gradient) {
-            CHECK(std::memcmp(driver.region(driver.header().gradient_offset), expected_gradient, sizeof expected_gradient) == 0);
-        }
+        const pybridge_reply reply = driver.reply();
+        CHECK(reply.status == PYBRIDGE_REPLY_OK);
+        CHECK(reply.cost == expected);
+        CHECK((reply.gradient != nullptr) == gradient);
+        if (gradient) CHECK(std::memcmp(reply.gradient, expected_gradient, sizeof expected_gradient) == 0);
         if (failures) break;
     }
     driver.shut_down();
@@ -233,19 +189,20 @@ void test_c_api_round_trips(uint32_t spin_us) {
 }
 
 // One driver thread waits on two channels at once: both name the same reply
-// semaphore (a "doorbell"), so the driver raises driver_sleeping on both and
-// blocks on that one semaphore until every reply is in. Pools build on this.
+// semaphore (a "doorbell"), and pybridge_driver_wait_any blocks on it until
+// a reply is in. Pools build on this.
 void test_one_thread_waits_on_two_channels_through_a_shared_doorbell() {
     std::random_device random;
     char doorbell[64];
     std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
     {
-        TestDriver first(::getpid(), doorbell), second(::getpid(), doorbell);
+        TestDriver first(doorbell), second(doorbell);
         TestDriver *drivers[2] = {&first, &second};
+        pybridge_driver *handles[2] = {first.get(), second.get()};
         std::vector<std::thread> simulators;
         for (TestDriver *driver : drivers) {
-            simulators.emplace_back([driver] {
-                pybridge::Channel channel = pybridge::Channel::open({1}, driver->name().c_str());
+            simulators.emplace_back([name = driver->name()] {
+                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
                 while (auto request = channel.wait()) channel.reply(request->params()[0] * 10.0);
             });
         }
@@ -256,20 +213,30 @@ void test_one_thread_waits_on_two_channels_through_a_shared_doorbell() {
         for (int round = 1; round <= 200; ++round) {
             first.send(PYBRIDGE_REQUEST_COST, {double(round)});
             second.send(PYBRIDGE_REQUEST_COST, {double(-round)});
-            int waits = 0;
-            while (!(first.answered() && second.answered()) && waits < 50) {
-                for (TestDriver *driver : drivers) __atomic_store_n(&driver->header().driver_sleeping, 1u, __ATOMIC_SEQ_CST);
-                __atomic_thread_fence(__ATOMIC_SEQ_CST);
-                if (!(first.answered() && second.answered())) {
-                    timespec deadline;
-                    ::clock_gettime(CLOCK_REALTIME, &deadline);
-                    deadline.tv_sec += 1;
-                    if (::sem_timedwait(first.reply_semaphore(), &deadline) != 0) ++waits;
+            bool seen[2] = {false, false};
+            for (int waits = 0; !(seen[0] && seen[1]) && waits < 50;) {
+                size_t ready = 99;
+                const int rc = pybridge_driver_wait_any(handles, 2, 100000000, &ready);
+                if (rc == PYBRIDGE_TIMEOUT) {
+                    ++waits;
+                    continue;
                 }
-                for (TestDriver *driver : drivers) __atomic_store_n(&driver->header().driver_sleeping, 0u, __ATOMIC_SEQ_CST);
+                CHECK(rc == PYBRIDGE_OK && ready < 2);
+                if (rc != PYBRIDGE_OK || ready >= 2) break;
+                const double expected = (ready == 0 ? 10.0 : -10.0) * round;
+                CHECK(drivers[ready]->reply().cost == expected);
+                seen[ready] = true;
+                // Taken: wait for the other one only (an answered channel counts as ready at once).
+                if (!(seen[0] && seen[1])) {
+                    const size_t other = 1 - ready;
+                    pybridge_driver *rest[1] = {handles[other]};
+                    size_t index = 0;
+                    while (pybridge_driver_wait_any(rest, 1, 100000000, &index) == PYBRIDGE_TIMEOUT && waits < 50) ++waits;
+                    CHECK(drivers[other]->reply().cost == (other == 0 ? 10.0 : -10.0) * round);
+                    seen[other] = true;
+                }
             }
-            CHECK(first.answered() && second.answered());
-            CHECK(first.header().cost == 10.0 * round && second.header().cost == -10.0 * round);
+            CHECK(seen[0] && seen[1]);
             if (failures) break;
         }
         for (TestDriver *driver : drivers) driver->shut_down();
@@ -295,14 +262,23 @@ void test_cpp_api_residuals_and_reported_failures() {
     CHECK(driver.wait_declared());
     driver.accept(2, 3, PYBRIDGE_CAP_RESIDUALS);
     CHECK(driver.request(PYBRIDGE_REQUEST_RESIDUALS, {2.0, 1.0}));
-    const double *r = driver.region(driver.header().residuals_offset);
-    CHECK(r[0] == 1.0 && r[1] == 3.0 && r[2] == 5.0);
-    CHECK(std::isnan(driver.header().cost));
+    pybridge_reply reply = driver.reply();
+    const double *r = reply.residuals;
+    CHECK(r != nullptr && r[0] == 1.0 && r[1] == 3.0 && r[2] == 5.0);
+    CHECK(std::isnan(reply.cost));
     CHECK(driver.request(PYBRIDGE_REQUEST_RESIDUALS, {-1.0, 0.0}));
-    CHECK(driver.header().reply_status == PYBRIDGE_REPLY_FAILED);
-    CHECK(std::strcmp(driver.header().error, "p[0] must be >= 0") == 0);
+    reply = driver.reply();
+    CHECK(reply.status == PYBRIDGE_REPLY_FAILED);
+    CHECK(std::strcmp(reply.error, "p[0] must be >= 0") == 0);
     CHECK(driver.request(PYBRIDGE_REQUEST_RESIDUALS, {0.0, 4.0}));  // still serving
-    CHECK(driver.header().reply_status == PYBRIDGE_REPLY_OK && r[2] == 4.0);
+    reply = driver.reply();
+    CHECK(reply.status == PYBRIDGE_REPLY_OK && reply.residuals[2] == 4.0);
+    // The driver API refuses what the simulator could not serve, and non-finite parameters, before sending.
+    CHECK(pybridge_driver_send(driver.get(), PYBRIDGE_REQUEST_GRADIENT, nullptr) == PYBRIDGE_E_INVALID_ARGUMENT);
+    const double nan_params[2] = {1.0, std::nan("")};
+    CHECK(pybridge_driver_send(driver.get(), PYBRIDGE_REQUEST_RESIDUALS, nan_params) == PYBRIDGE_E_INVALID_ARGUMENT);
+    CHECK(std::string(pybridge_driver_last_error(driver.get())).find("x[1]") != std::string::npos);
+    CHECK(pybridge_driver_outcome(driver.get()) == PYBRIDGE_OUTCOME_NOT_SENT);
     driver.shut_down();
     simulator.join();
 }
@@ -328,7 +304,7 @@ void test_rejection_reaches_the_simulator() {
 
 void test_version_mismatch_names_both_versions() {
     TestDriver driver;
-    driver.header().version = 42;
+    RawHeader(driver.name())->version = 42;
     pybridge_channel *channel = nullptr;
     const pybridge_declaration declaration{1, 0, 0};
     CHECK(pybridge_channel_open(driver.name().c_str(), &declaration, &channel) == PYBRIDGE_E_PROTOCOL);
@@ -342,7 +318,8 @@ void test_dead_driver_is_noticed_and_its_channel_removed() {
     const pid_t child = ::fork();
     if (child == 0) ::_exit(0);
     ::waitpid(child, nullptr, 0);  // a pid that no longer runs
-    TestDriver driver(child);
+    TestDriver driver;
+    RawHeader(driver.name())->driver_pid = child;
     pybridge_channel *channel = nullptr;
     const pybridge_declaration declaration{1, 0, 0};
     const auto started = std::chrono::steady_clock::now();

@@ -1,10 +1,13 @@
-"""The driver's end of one channel: the shared segment and its two semaphores.
+"""The driver's end of one channel: the owner of its OS objects.
 
-A :class:`Channel` creates and owns (and alone unlinks) the POSIX objects,
-performs the driver's half of the handshake and moves requests and replies.
-It knows nothing about processes: whoever waits passes a ``check_peer``
-callback, called at least every ``POLL_PERIOD`` seconds while blocked,
-that raises if the simulator is gone. See docs/protocol.md.
+A :class:`DriverChannel` creates, owns and alone unlinks the shared segment
+(``multiprocessing.shared_memory``) and the two semaphores (``posix_ipc``).
+The protocol over them — the header, the handshake, requests, waits and
+replies — is the shim's C driver API (``pybridge/driver.h``), reached through
+its port, ``_native.DriverPort``. This class knows nothing about processes:
+whoever waits passes a ``check_peer`` callback, called at least every
+``POLL_PERIOD`` seconds while blocked, that raises if the simulator is gone.
+See docs/protocol.md.
 
 Memory is reserved when the segment is created or grown, so that a small or
 full ``/dev/shm`` is a :class:`SharedMemoryFull` error, never a SIGBUS.
@@ -27,17 +30,14 @@ import numpy as np
 import posix_ipc
 
 from .. import _native
-from ..errors import EvaluationFailed, ProtocolError, SharedMemoryFull
+from ..errors import EvaluationFailed, ProtocolError, SharedMemoryFull, ShimError
 from ..protocol import (
-    ERROR_TEXT_SIZE,
     HEADER_DTYPE,
     HEADER_SIZE,
-    MAGIC,
-    PROTOCOL_VERSION,
     Capability,
     ReplyStatus,
     RequestKind,
-    State,
+    Status,
     new_channel_name,
     semaphore_names,
 )
@@ -73,7 +73,7 @@ def _refusal(params: np.ndarray, n_params: int) -> str:
     return f"the parameters were refused (dtype {params.dtype}, flags {params.flags})"  # pragma: no cover
 
 
-def _out_of_space(what: str, needed: int, error: OSError) -> NoReturn:
+def _out_of_space(what: str, needed: int, error: Exception) -> NoReturn:
     try:
         info = os.statvfs(SHM_DIR)
         free_mib, total_mib = info.f_bavail * info.f_frsize / 2**20, info.f_blocks * info.f_frsize / 2**20
@@ -102,22 +102,18 @@ class DriverChannel:
     created, owned and (alone) unlinked by the driver. The simulator's end is the shim's
     ``pybridge_channel`` (``_native.SimulatorChannel`` in Python)."""
 
-    # The header as a 0-d structured array over the segment; None only once closed.
-    _header: np.ndarray
-
     def __init__(self, name: Optional[str] = None) -> None:
         self.name = name or new_channel_name()
         request_name, reply_name = semaphore_names(self.name)
         self._request_sem: Optional[posix_ipc.Semaphore] = None
         self._reply_sem: Optional[posix_ipc.Semaphore] = None
-        self._header = None  # type: ignore[assignment]
         self.n_params = 0
         self.n_residuals = 0
         self.capabilities = Capability.NONE
         self.params: np.ndarray = np.empty(0)
         self.gradient: Optional[np.ndarray] = None
         self.residuals: Optional[np.ndarray] = None
-        #: The hot path, once the channel is READY (see _native.DriverPort).
+        #: The protocol's driver end (pybridge_driver); the hot path once READY.
         self.port: Optional[_native.DriverPort] = None
         #: The pid the simulator declared (0 before): recorded once, never re-read from shared memory.
         self.simulator_pid = 0
@@ -133,18 +129,10 @@ class DriverChannel:
                 if error.errno == errno.ENOSPC:
                     _out_of_space("a new channel", HEADER_SIZE + 2 * 4096, error)
                 raise
+            self.port = _native.DriverPort(self.name, reply_name[1:], POLL_PERIOD)  # writes the header
         except BaseException:
             self.close()
             raise
-        self._map_header()
-        header = self._header
-        header["magic"] = MAGIC
-        header["version"] = PROTOCOL_VERSION
-        header["header_size"] = HEADER_SIZE
-        header["segment_size"] = HEADER_SIZE
-        header["driver_pid"] = os.getpid()
-        header["reply_semaphore"] = reply_name[1:].encode()
-        header["state"] = State.CREATED
 
     # ---- handshake -------------------------------------------------------
 
@@ -153,22 +141,21 @@ class DriverChannel:
 
         Raises :class:`TimeoutError` after ``timeout`` seconds (None = no limit).
         """
-        self._wait(self._reply_sem, lambda: self._state() == State.DECLARED, timeout, check_peer)
-        # The simulator has written into the header: trust nothing before checking it.
-        reason = _native.validate_header(self._segment_buffer())
-        header = self._header
-        if reason is None and int(header["declared_capabilities"]) & ~int(Capability.GRADIENT | Capability.RESIDUALS):
-            reason = f"unknown capability flags 0x{int(header['declared_capabilities']):x}"
-        if reason is not None:
-            self.reject(reason)
-            raise ProtocolError(f"the simulator corrupted channel {self.name!r} during the handshake: {reason}")
-        self.simulator_pid = int(header["simulator_pid"])
-        return Declaration(
-            n_params=int(header["declared_n_params"]),
-            n_residuals=int(header["declared_n_residuals"]),
-            capabilities=Capability(int(header["declared_capabilities"])),
-            simulator_pid=self.simulator_pid,
-        )
+        port = self._port()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            period = POLL_PERIOD if deadline is None else min(POLL_PERIOD, max(deadline - time.monotonic(), 0.0))
+            try:
+                declared = port.wait_declaration(period)
+            except ShimError as error:
+                raise ProtocolError(str(error)) from None
+            if declared is not None:
+                break
+            check_peer()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError
+        n_params, n_residuals, capabilities, self.simulator_pid = declared
+        return Declaration(n_params, n_residuals, Capability(capabilities), self.simulator_pid)
 
     def accept(self, n_params: int, n_residuals: int, capabilities: Capability, spin_us: int = 0) -> None:
         """Fixes the layout for this shape, grows the segment and lets requests flow.
@@ -177,40 +164,27 @@ class DriverChannel:
         """
         layout = _native.layout(n_params, n_residuals, int(capabilities))
         try:
-            _native.resize_segment(self.name, layout["segment_size"])
-        except OSError as error:
-            if error.errno == errno.ENOSPC:
+            self._port().accept(n_params, n_residuals, int(capabilities), spin_us)
+        except ShimError as error:
+            if error.code == Status.E_NO_SPACE:
                 shape = f"{n_params} parameters" + (f", {n_residuals} residuals" if n_residuals else "")
-                self.reject(f"the driver's /dev/shm has no room for {shape}")
                 _out_of_space(f"a channel of {shape}", layout["segment_size"], error)
             raise
-        self._remap()
-        header = self._header
-        header["n_params"] = n_params
-        header["n_residuals"] = n_residuals
-        header["capabilities"] = int(capabilities)
-        header["params_offset"] = layout["params_offset"]
-        header["gradient_offset"] = layout["gradient_offset"]
-        header["residuals_offset"] = layout["residuals_offset"]
-        header["segment_size"] = layout["segment_size"]
-        header["spin_us"] = spin_us
-        reason = _native.validate_header(self._segment_buffer())
-        if reason is not None:  # only a bug in pybridge itself gets here
-            raise ProtocolError(f"pybridge wrote an invalid header: {reason}")
+        # multiprocessing's mapping has the size of the object when it was
+        # opened; after growing it, open it again for the zero-copy views.
+        assert self._segment is not None
+        old, self._segment = self._segment, _open_segment(self.name)
+        old.close()
         self.n_params, self.n_residuals, self.capabilities = n_params, n_residuals, capabilities
         self.params = self._region(layout["params_offset"], n_params)
         if capabilities & Capability.GRADIENT:
             self.gradient = self._region(layout["gradient_offset"], n_params)
         if capabilities & Capability.RESIDUALS:
             self.residuals = self._region(layout["residuals_offset"], n_residuals)
-        self._set_state(State.READY)
-        request_name, reply_name = semaphore_names(self.name)
-        self.port = _native.DriverPort(self._segment_buffer(), request_name[1:], reply_name[1:], spin_us, POLL_PERIOD)
 
     def reject(self, reason: str) -> None:
         """Tells the simulator why its declaration is refused; it gets PYBRIDGE_E_REJECTED."""
-        self._write_error(reason)
-        self._set_state(State.REJECTED)
+        self._port().reject(reason)
 
     # ---- requests ----------------------------------------------------------
 
@@ -219,12 +193,12 @@ class DriverChannel:
         request; returns its sequence number.
 
         Whether the vector is acceptable (its length, every value finite) is decided in one place, the
-        native port, for the fast path and this one alike; here only the reason is put into words.
+        C driver API, for the fast path and this one alike; here only the reason is put into words.
         """
-        assert self.port is not None, "accept() first"
-        if not self.port.send(params, kind):
+        port = self._port()
+        if not port.send(params, kind):
             raise ValueError(_refusal(params, self.n_params))
-        return self.port.seq
+        return port.seq
 
     def wait_reply(self, seq: int, timeout: Optional[float], check_peer: PeerCheck) -> float:
         """Waits for the reply to the latest request, ``seq``, and returns its cost.
@@ -233,35 +207,35 @@ class DriverChannel:
         :class:`EvaluationFailed` if the simulator reported a failure and
         :class:`TimeoutError` once ``timeout`` seconds have passed since the request.
         """
-        port = self.port
-        assert port is not None and seq == port.seq, "only the latest request can be waited for"
+        port = self._port()
+        assert seq == port.seq, "only the latest request can be waited for"
         while not port.wait():
             check_peer()
             if timeout is not None and port.elapsed >= timeout:
                 raise TimeoutError
-        header = self._header
-        if int(header["reply_status"]) != ReplyStatus.OK:
-            raise EvaluationFailed(f"the simulator reported a failed evaluation: {self.error_text()}")
-        return float(header["cost"])
+        status, cost, error = port.reply()
+        if status != ReplyStatus.OK:
+            raise EvaluationFailed(f"the simulator reported a failed evaluation: {error}")
+        return float(cost)
 
     # ---- lifecycle -----------------------------------------------------------
 
     def shutdown(self) -> None:
         """Asks the simulator to leave its loop (its wait returns PYBRIDGE_CLOSED)."""
-        if self._segment is not None and self._request_sem is not None and self._header is not None:
-            # A buggy peer may have truncated the segment: writing past its end would be SIGBUS.
-            if os.fstat(self._segment._fd).st_size >= HEADER_SIZE:  # type: ignore[attr-defined]
-                self._set_state(State.CLOSED)
+        if self.port is not None:
+            try:
+                self.port.shutdown()
+            except ShimError:
+                pass  # truncated by a buggy simulator: nothing to tell it
 
     def close(self) -> None:
         """Shuts down and removes the segment and both semaphores. Idempotent."""
         self.shutdown()
         if self.port is not None:
-            self.port.release()  # drops its view of the segment, so that it can be unmapped
+            self.port.release()
             self.port = None
         self.params = np.empty(0)
         self.gradient = self.residuals = None
-        self._header = None  # type: ignore[assignment]
         if self._segment is not None:
             segment, self._segment = self._segment, None
             try:
@@ -288,69 +262,22 @@ class DriverChannel:
     @property
     def claimed(self) -> bool:
         """Whether a simulator has claimed the channel (it may not have declared itself yet)."""
-        return self.simulator_pid != 0 or (self._header is not None and int(self._header["simulator_pid"]) != 0)
+        return self.simulator_pid != 0 or (self._segment is not None and int(self._header["simulator_pid"]) != 0)
+
+    @property
+    def _header(self) -> np.ndarray:
+        """The header as a 0-d structured array over the segment, for reading (and for tests that play
+        a buggy driver); the protocol itself goes through the port."""
+        assert self._segment is not None and self._segment.buf is not None
+        return np.ndarray((), dtype=HEADER_DTYPE, buffer=self._segment.buf)
 
     # ---- internals -------------------------------------------------------------
 
-    def _wait(
-        self,
-        sem: Optional[posix_ipc.Semaphore],
-        ready: Callable[[], bool],
-        timeout: Optional[float],
-        check_peer: PeerCheck,
-    ) -> None:
-        # Take a post first, then look: a reply that came before we waited has
-        # left its post, and a stale post (of a request given up on) costs one
-        # extra turn, never a wrong answer.
-        assert sem is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            period = POLL_PERIOD
-            if deadline is not None:
-                period = min(period, max(deadline - time.monotonic(), 0.0))
-            try:
-                sem.acquire(period)
-            except posix_ipc.BusyError:
-                pass
-            except posix_ipc.SignalError:
-                pass  # a signal handler ran; a KeyboardInterrupt surfaces on its own
-            if ready():
-                return
-            check_peer()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError
-
-    def _state(self) -> int:
-        return int(self._header["state"])
-
-    def _set_state(self, state: State) -> None:
-        self._header["state"] = state
-        assert self._request_sem is not None
-        self._request_sem.release()  # wake the simulator to look
-
-    def _write_error(self, text: str) -> None:
-        raw = text.encode("utf-8", "replace")[: ERROR_TEXT_SIZE - 1]
-        self._header["error"] = raw
-
-    def error_text(self) -> str:
-        """The message in the header's error field (a failed evaluation's, or a rejection's)."""
-        return bytes(self._header["error"]).split(b"\0", 1)[0].decode("utf-8", "replace")
-
-    def _segment_buffer(self) -> memoryview:
-        assert self._segment is not None and self._segment.buf is not None
-        return self._segment.buf
-
-    def _map_header(self) -> None:
-        self._header = np.ndarray((), dtype=HEADER_DTYPE, buffer=self._segment_buffer())
-
-    def _remap(self) -> None:
-        # multiprocessing's mapping has the size of the object when it was
-        # opened; after growing it, open it again. Views must go first.
-        self._header = None  # type: ignore[assignment]
-        assert self._segment is not None
-        old, self._segment = self._segment, _open_segment(self.name)
-        old.close()
-        self._map_header()
+    def _port(self) -> _native.DriverPort:
+        if self.port is None:
+            raise ProtocolError(f"channel {self.name!r} is closed")
+        return self.port
 
     def _region(self, offset: int, count: int) -> np.ndarray:
-        return np.ndarray((count,), dtype=np.float64, buffer=self._segment_buffer(), offset=offset)
+        assert self._segment is not None and self._segment.buf is not None
+        return np.ndarray((count,), dtype=np.float64, buffer=self._segment.buf, offset=offset)

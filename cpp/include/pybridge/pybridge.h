@@ -59,13 +59,15 @@ extern "C" {
 enum pybridge_status {
     PYBRIDGE_OK = 0,
     PYBRIDGE_CLOSED = 1,                /* the driver shut the channel down: leave the loop, exit 0 */
+    PYBRIDGE_TIMEOUT = 2,               /* (driver.h) the wait's time ran out: check your peer, wait again */
     PYBRIDGE_E_INVALID_ARGUMENT = -1,   /* a NULL pointer, an unknown flag, a call out of order */
     PYBRIDGE_E_NO_CHANNEL = -2,         /* no channel name, or no such channel (is the driver running?) */
     PYBRIDGE_E_SYSTEM = -3,             /* an OS call failed; the message names it and errno */
     PYBRIDGE_E_PROTOCOL = -4,           /* the segment is not a valid pybridge channel of our version */
     PYBRIDGE_E_REJECTED = -5,           /* the driver refused our declaration; the message says why */
     PYBRIDGE_E_DRIVER_GONE = -6,        /* the driver process died without closing the channel */
-    PYBRIDGE_E_TAKEN = -7               /* another simulator attached to this channel first */
+    PYBRIDGE_E_TAKEN = -7,              /* another simulator attached to this channel first */
+    PYBRIDGE_E_NO_SPACE = -8            /* (driver.h) /dev/shm has no room for the segment */
 };
 
 /* What the simulator computes. A count of 0 means "the driver decides"

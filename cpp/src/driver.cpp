@@ -1,0 +1,480 @@
+// The driver's end of a channel: create or take the OS objects, handshake,
+// send requests, wait for replies (on one channel or several). Implements
+// pybridge/driver.h; nothing here throws across it.
+
+#include "pybridge/driver.h"
+
+#include <fcntl.h>
+#include <semaphore.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <random>
+#include <string>
+
+#include "values.hpp"
+#include "wait.hpp"
+
+struct pybridge_driver {
+    std::string name;        // without '/'
+    std::string reply_name;  // without '/'
+    bool created = false;    // by pybridge_driver_create: destroy removes the objects
+    int fd = -1;
+    void *base = MAP_FAILED;
+    size_t mapped_size = 0;
+    sem_t *request_sem = SEM_FAILED;
+    sem_t *reply_sem = SEM_FAILED;
+    // The layout fixed at accept, never read from shared memory again.
+    bool accepted = false;
+    uint32_t n_params = 0, n_residuals = 0, capabilities = 0;
+    double *params = nullptr, *gradient = nullptr, *residuals = nullptr;
+    // The latest request.
+    uint64_t seq = 0;
+    uint32_t kind = 0;
+    int outcome = PYBRIDGE_OUTCOME_NOT_SENT;
+    bool spun = false;  // its one spin is spent
+    pybridge::detail::Clock::time_point sent_at{};
+    pybridge::detail::SpinPolicy spin;
+    char reply_error[PYBRIDGE_ERROR_TEXT_SIZE] = "";
+    char error[1024] = "";
+
+    pybridge_header *header() const { return static_cast<pybridge_header *>(base); }
+};
+
+namespace {
+
+using pybridge::detail::load_acquire;
+using pybridge::detail::store_release;
+
+int fail(pybridge_driver *d, int status, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+int fail(pybridge_driver *d, int status, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(d->error, sizeof d->error, format, args);
+    va_end(args);
+    return status;
+}
+
+int fail_errno(pybridge_driver *d, const char *what, int code = errno) {
+    return fail(d, PYBRIDGE_E_SYSTEM, "%s failed for channel '%s': %s (errno %d)", what, d->name.c_str(),
+                std::strerror(code), code);
+}
+
+bool valid_name(const std::string &name, size_t max_length) {
+    if (name.empty() || name.size() > max_length) return false;
+    for (const char c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                        c == '_' || c == '.';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+std::string random_name() {
+    std::random_device random;  // /dev/urandom: unguessable, so nobody can squat the name
+    char name[64];
+    std::snprintf(name, sizeof name, "pybridge-%08x%08x%08x", random(), random(), random());
+    return name;
+}
+
+int set_names(pybridge_driver *d, const char *name, const char *reply_semaphore) {
+    d->name = name ? (*name == '/' ? name + 1 : name) : random_name();
+    if (!valid_name(d->name, PYBRIDGE_CHANNEL_NAME_MAX)) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid channel name '%.64s': use 1 to %d characters from [A-Za-z0-9._-]",
+                    d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX);
+    }
+    d->reply_name = reply_semaphore ? (*reply_semaphore == '/' ? reply_semaphore + 1 : reply_semaphore)
+                                    : d->name + PYBRIDGE_REPLY_SEM_SUFFIX;
+    if (!valid_name(d->reply_name, PYBRIDGE_SEMAPHORE_NAME_SIZE - 1)) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid reply semaphore name '%.64s'", d->reply_name.c_str());
+    }
+    return PYBRIDGE_OK;
+}
+
+int map_segment(pybridge_driver *d) {
+    struct stat info;
+    if (::fstat(d->fd, &info) != 0) return fail_errno(d, "fstat");
+    if (d->base != MAP_FAILED) ::munmap(d->base, d->mapped_size);
+    d->base = MAP_FAILED;
+    const auto size = static_cast<size_t>(info.st_size);
+    if (size < sizeof(pybridge_header)) {
+        return fail(d, PYBRIDGE_E_PROTOCOL, "channel '%s' is %zu bytes, too small for a pybridge header",
+                    d->name.c_str(), size);
+    }
+    void *base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, d->fd, 0);
+    if (base == MAP_FAILED) return fail_errno(d, "mmap");
+    d->base = base;
+    d->mapped_size = size;
+    return PYBRIDGE_OK;
+}
+
+// Opens the objects by name, maps the segment, writes a fresh header.
+int take_driver_end(pybridge_driver *d) {
+    const std::string object = "/" + d->name;
+    if (d->fd < 0) {
+        d->fd = ::shm_open(object.c_str(), O_RDWR, 0);
+        if (d->fd < 0) return fail_errno(d, "shm_open");
+    }
+    if (int rc = map_segment(d); rc != PYBRIDGE_OK) return rc;
+    if (d->request_sem == SEM_FAILED) {
+        d->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), 0);
+        if (d->request_sem == SEM_FAILED) return fail_errno(d, "sem_open (request)");
+    }
+    if (d->reply_sem == SEM_FAILED) {
+        d->reply_sem = ::sem_open(("/" + d->reply_name).c_str(), 0);
+        if (d->reply_sem == SEM_FAILED) return fail_errno(d, "sem_open (reply)");
+    }
+    pybridge_header *h = d->header();
+    std::memset(h, 0, sizeof *h);
+    h->magic = PYBRIDGE_MAGIC;
+    h->version = PYBRIDGE_PROTOCOL_VERSION;
+    h->header_size = sizeof(pybridge_header);
+    h->segment_size = d->mapped_size;
+    h->driver_pid = static_cast<int32_t>(::getpid());
+    std::snprintf(h->reply_semaphore, sizeof h->reply_semaphore, "%s", d->reply_name.c_str());
+    store_release(h->state, static_cast<uint32_t>(PYBRIDGE_STATE_CREATED));
+    return PYBRIDGE_OK;
+}
+
+// posix_fallocate returns its error rather than setting errno; ENOSPC gets the sizes.
+int reserve(pybridge_driver *d, uint64_t size) {
+    if (::ftruncate(d->fd, static_cast<off_t>(size)) != 0) return fail_errno(d, "ftruncate");
+    const int error = ::posix_fallocate(d->fd, 0, static_cast<off_t>(size));
+    if (error == 0) return PYBRIDGE_OK;
+    if (error != ENOSPC) return fail_errno(d, "posix_fallocate", error);
+    struct statvfs info;
+    const double free_mib = ::statvfs("/dev/shm", &info) == 0 ? double(info.f_bavail) * info.f_frsize / 1048576.0 : -1.0;
+    return fail(d, PYBRIDGE_E_NO_SPACE, "/dev/shm has no room for channel '%s': it needs %.1f MiB, %.1f MiB are free",
+                d->name.c_str(), double(size) / 1048576.0, free_mib);
+}
+
+void set_state(pybridge_driver *d, uint32_t state) {
+    store_release(d->header()->state, state);
+    ::sem_post(d->request_sem);  // state changes always post: the simulator may be blocked
+}
+
+bool answered(const pybridge_driver *d) { return load_acquire(d->header()->reply_seq) == d->seq; }
+
+void record_answer(pybridge_driver *d) {
+    d->spin.record(pybridge::detail::nanoseconds_since(d->sent_at));
+    d->outcome = PYBRIDGE_OUTCOME_ANSWERED;
+}
+
+timespec deadline_after(int64_t ns) {
+    timespec deadline;
+    ::clock_gettime(CLOCK_REALTIME, &deadline);
+    const int64_t total = deadline.tv_nsec + ns;
+    deadline.tv_sec += static_cast<time_t>(total / 1000000000);
+    deadline.tv_nsec = static_cast<long>(total % 1000000000);
+    return deadline;
+}
+
+int checked(pybridge_driver *d) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (d->base == MAP_FAILED) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "the driver is not open");
+    return PYBRIDGE_OK;
+}
+
+template <typename Body>
+int guarded(pybridge_driver *d, Body body) {
+    try {
+        return body();
+    } catch (...) {  // std::string may throw bad_alloc; it must not reach C callers
+        return d ? fail(d, PYBRIDGE_E_SYSTEM, "out of memory") : PYBRIDGE_E_SYSTEM;
+    }
+}
+
+int new_driver(pybridge_driver **out) {
+    if (out == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    *out = new (std::nothrow) pybridge_driver;
+    return *out == nullptr ? PYBRIDGE_E_SYSTEM : PYBRIDGE_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+int pybridge_driver_create(const char *name, const char *reply_semaphore, pybridge_driver **out) {
+    if (int rc = new_driver(out); rc != PYBRIDGE_OK) return rc;
+    pybridge_driver *d = *out;
+    return guarded(d, [&] {
+        if (int rc = set_names(d, name, reply_semaphore); rc != PYBRIDGE_OK) return rc;
+        const std::string object = "/" + d->name;
+        d->fd = ::shm_open(object.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+        if (d->fd < 0) return fail_errno(d, "shm_open");
+        d->created = true;
+        if (int rc = reserve(d, sizeof(pybridge_header)); rc != PYBRIDGE_OK) return rc;
+        d->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
+        if (d->request_sem == SEM_FAILED) return fail_errno(d, "sem_open (request)");
+        d->reply_sem = ::sem_open(("/" + d->reply_name).c_str(), O_CREAT, 0600, 0);  // a doorbell may exist
+        if (d->reply_sem == SEM_FAILED) return fail_errno(d, "sem_open (reply)");
+        return take_driver_end(d);
+    });
+}
+
+int pybridge_driver_open(const char *name, const char *reply_semaphore, pybridge_driver **out) {
+    if (int rc = new_driver(out); rc != PYBRIDGE_OK) return rc;
+    pybridge_driver *d = *out;
+    if (name == nullptr) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "name is NULL");
+    return guarded(d, [&] {
+        if (int rc = set_names(d, name, reply_semaphore); rc != PYBRIDGE_OK) return rc;
+        return take_driver_end(d);
+    });
+}
+
+void pybridge_driver_close(pybridge_driver *d) {
+    if (d == nullptr) return;
+    if (d->base != MAP_FAILED) ::munmap(d->base, d->mapped_size);
+    if (d->fd >= 0) ::close(d->fd);
+    if (d->request_sem != SEM_FAILED) ::sem_close(d->request_sem);
+    if (d->reply_sem != SEM_FAILED) ::sem_close(d->reply_sem);
+    delete d;
+}
+
+void pybridge_driver_destroy(pybridge_driver *d) {
+    if (d == nullptr) return;
+    if (d->created) {
+        const std::string object = "/" + d->name;
+        ::shm_unlink(object.c_str());
+        ::sem_unlink((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str());
+        if (d->reply_name == d->name + PYBRIDGE_REPLY_SEM_SUFFIX) ::sem_unlink(("/" + d->reply_name).c_str());
+    }
+    pybridge_driver_close(d);
+}
+
+int pybridge_driver_wait_declaration(pybridge_driver *d, int64_t timeout_ns, pybridge_declaration *declaration,
+                                     int32_t *simulator_pid) {
+    if (int rc = checked(d); rc != PYBRIDGE_OK) return rc;
+    if (declaration == nullptr || simulator_pid == nullptr) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "declaration and simulator_pid must not be NULL");
+    }
+    pybridge_header *h = d->header();
+    const auto declared = [h] { return load_acquire(h->state) == PYBRIDGE_STATE_DECLARED; };
+    // The declaration is always posted. Look first: a post consumed by another
+    // wait on a shared doorbell, or one that came before this wait, is not lost.
+    if (!declared()) {
+        const timespec deadline = deadline_after(timeout_ns);
+        while (!declared() && ::sem_timedwait(d->reply_sem, &deadline) == 0) {
+        }
+        if (!declared()) return PYBRIDGE_TIMEOUT;
+    }
+    // The simulator wrote into the header: trust nothing before checking it.
+    char message[512];
+    if (pybridge_header_validate(d->base, d->mapped_size, message, sizeof message) != PYBRIDGE_OK ||
+        (h->declared_capabilities & ~PYBRIDGE_CAP_ALL) != 0) {
+        if ((h->declared_capabilities & ~PYBRIDGE_CAP_ALL) != 0) {
+            std::snprintf(message, sizeof message, "unknown capability flags 0x%x", h->declared_capabilities);
+        }
+        std::snprintf(h->error, sizeof h->error, "%s", message);
+        set_state(d, PYBRIDGE_STATE_REJECTED);
+        return fail(d, PYBRIDGE_E_PROTOCOL, "the simulator corrupted channel '%s' during the handshake: %s",
+                    d->name.c_str(), message);
+    }
+    declaration->n_params = h->declared_n_params;
+    declaration->n_residuals = h->declared_n_residuals;
+    declaration->capabilities = h->declared_capabilities;
+    *simulator_pid = h->simulator_pid;
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_reject(pybridge_driver *d, const char *reason) {
+    if (int rc = checked(d); rc != PYBRIDGE_OK) return rc;
+    std::snprintf(d->header()->error, PYBRIDGE_ERROR_TEXT_SIZE, "%s", reason ? reason : "(no reason given)");
+    set_state(d, PYBRIDGE_STATE_REJECTED);
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_accept(pybridge_driver *d, uint32_t n_params, uint32_t n_residuals, uint32_t capabilities,
+                           uint32_t spin_us) {
+    if (int rc = checked(d); rc != PYBRIDGE_OK) return rc;
+    if (d->accepted) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' was accepted already", d->name.c_str());
+    pybridge_layout layout;
+    if (pybridge_layout_compute(n_params, n_residuals, capabilities, &layout) != PYBRIDGE_OK) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no layout for %u parameters, %u residuals, capabilities 0x%x",
+                    n_params, n_residuals, capabilities);
+    }
+    if (int rc = reserve(d, layout.segment_size); rc != PYBRIDGE_OK) {
+        pybridge_driver_reject(d, "the driver's /dev/shm has no room for this channel");
+        return rc;
+    }
+    if (int rc = map_segment(d); rc != PYBRIDGE_OK) return rc;
+    pybridge_header *h = d->header();
+    h->n_params = n_params;
+    h->n_residuals = n_residuals;
+    h->capabilities = capabilities;
+    h->spin_us = spin_us;
+    h->params_offset = layout.params_offset;
+    h->gradient_offset = layout.gradient_offset;
+    h->residuals_offset = layout.residuals_offset;
+    h->segment_size = layout.segment_size;
+    char message[512];
+    if (pybridge_header_validate(d->base, d->mapped_size, message, sizeof message) != PYBRIDGE_OK) {
+        return fail(d, PYBRIDGE_E_PROTOCOL, "pybridge wrote an invalid header (a bug in pybridge): %s", message);
+    }
+    char *base = static_cast<char *>(d->base);
+    d->n_params = n_params;
+    d->n_residuals = n_residuals;
+    d->capabilities = capabilities;
+    d->params = reinterpret_cast<double *>(base + layout.params_offset);
+    d->gradient = (capabilities & PYBRIDGE_CAP_GRADIENT) ? reinterpret_cast<double *>(base + layout.gradient_offset) : nullptr;
+    d->residuals = (capabilities & PYBRIDGE_CAP_RESIDUALS) ? reinterpret_cast<double *>(base + layout.residuals_offset) : nullptr;
+    d->spin.set_budget(spin_us);
+    d->seq = h->request_seq;
+    d->accepted = true;
+    set_state(d, PYBRIDGE_STATE_READY);
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_shape(const pybridge_driver *d, uint32_t *n_params, uint32_t *n_residuals,
+                          uint32_t *capabilities) {
+    if (d == nullptr || !d->accepted) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (n_params) *n_params = d->n_params;
+    if (n_residuals) *n_residuals = d->n_residuals;
+    if (capabilities) *capabilities = d->capabilities;
+    return PYBRIDGE_OK;
+}
+
+double *pybridge_driver_params(pybridge_driver *d) { return d == nullptr ? nullptr : d->params; }
+
+int pybridge_driver_send(pybridge_driver *d, uint32_t kind, const double *params) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    d->outcome = PYBRIDGE_OUTCOME_NOT_SENT;
+    if (!d->accepted) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "accept the simulator before sending requests");
+    const bool served = kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && d->gradient) ||
+                        (kind == PYBRIDGE_REQUEST_RESIDUALS && d->residuals);
+    if (!served) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not serve requests of kind %u (capabilities 0x%x)",
+                    d->name.c_str(), kind, d->capabilities);
+    }
+    const bool in_place = params == nullptr || params == d->params;
+    const bool finite = in_place ? pybridge::detail::finite_values(d->params, d->n_params)
+                                 : pybridge::detail::copy_if_finite(d->params, params, d->n_params);
+    if (!finite) {
+        const size_t bad = pybridge::detail::first_non_finite(d->params, d->n_params);
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; x[%zu] = %g", bad, d->params[bad]);
+    }
+    pybridge_header *h = d->header();
+    h->request_kind = kind;
+    d->kind = kind;
+    __atomic_store_n(&h->request_seq, ++d->seq, __ATOMIC_SEQ_CST);
+    pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
+    d->sent_at = pybridge::detail::Clock::now();
+    d->spun = false;
+    d->outcome = PYBRIDGE_OUTCOME_PENDING;
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_OK;
+    if (d->outcome != PYBRIDGE_OUTCOME_PENDING) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no request to wait for");
+    const auto ready = [d] { return answered(d); };
+    bool done = !d->spun && pybridge::detail::spin(ready, d->spin, d->sent_at);
+    d->spun = true;
+    if (!done) {
+        done = timeout_ns > 0 ? pybridge::detail::block(ready, d->header()->driver_sleeping, d->reply_sem,
+                                                        std::chrono::nanoseconds(timeout_ns))
+                              : ready();
+    }
+    if (!done) return PYBRIDGE_TIMEOUT;
+    record_answer(d);
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int64_t timeout_ns, size_t *ready) {
+    if (drivers == nullptr || count == 0 || ready == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    bool pending = false;
+    for (size_t i = 0; i < count; ++i) {
+        pybridge_driver *d = drivers[i];
+        if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+        if (d->reply_name != drivers[0]->reply_name) {
+            return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not share the reply semaphore '%s'",
+                        d->name.c_str(), drivers[0]->reply_name.c_str());
+        }
+        pending = pending || d->outcome == PYBRIDGE_OUTCOME_PENDING;
+    }
+    const auto first_answered = [&]() -> bool {
+        for (size_t i = 0; i < count; ++i) {
+            pybridge_driver *d = drivers[i];
+            if (d->outcome == PYBRIDGE_OUTCOME_PENDING && answered(d)) record_answer(d);
+            if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) {
+                *ready = i;
+                return true;
+            }
+        }
+        return false;
+    };
+    if (first_answered()) return PYBRIDGE_OK;
+    if (!pending) return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT, "none of the channels has a request pending");
+    // As in wait.hpp's block(), for every pending channel at once: announce
+    // sleep, look again, then block on the one semaphore they all post.
+    for (size_t i = 0; i < count; ++i) {
+        if (drivers[i]->outcome == PYBRIDGE_OUTCOME_PENDING) {
+            __atomic_store_n(&drivers[i]->header()->driver_sleeping, 1u, __ATOMIC_SEQ_CST);
+        }
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    bool done = first_answered();
+    if (!done && timeout_ns > 0) {
+        const timespec deadline = deadline_after(timeout_ns);
+        ::sem_timedwait(drivers[0]->reply_sem, &deadline);  // posted, timed out or interrupted: look again
+        done = first_answered();
+    }
+    for (size_t i = 0; i < count; ++i) __atomic_store_n(&drivers[i]->header()->driver_sleeping, 0u, __ATOMIC_RELAXED);
+    return done ? PYBRIDGE_OK : PYBRIDGE_TIMEOUT;
+}
+
+int pybridge_driver_outcome(const pybridge_driver *d) { return d == nullptr ? PYBRIDGE_OUTCOME_NOT_SENT : d->outcome; }
+
+int pybridge_driver_reply(const pybridge_driver *d, pybridge_reply *reply) {
+    if (d == nullptr || reply == nullptr || d->outcome != PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_E_INVALID_ARGUMENT;
+    const pybridge_header *h = d->header();
+    reply->seq = d->seq;
+    reply->status = h->reply_status;
+    reply->cost = h->cost;
+    reply->gradient = d->kind == PYBRIDGE_REQUEST_GRADIENT ? d->gradient : nullptr;
+    reply->residuals = d->kind == PYBRIDGE_REQUEST_RESIDUALS ? d->residuals : nullptr;
+    // A bounded copy: the peer's text need not be terminated.
+    auto *self = const_cast<pybridge_driver *>(d);
+    if (reply->status == PYBRIDGE_REPLY_OK) {
+        self->reply_error[0] = '\0';
+    } else {
+        std::memcpy(self->reply_error, h->error, sizeof self->reply_error);
+        self->reply_error[sizeof self->reply_error - 1] = '\0';
+    }
+    reply->error = d->reply_error;
+    return PYBRIDGE_OK;
+}
+
+uint64_t pybridge_driver_seq(const pybridge_driver *d) { return d == nullptr ? 0 : d->seq; }
+
+int64_t pybridge_driver_elapsed_ns(const pybridge_driver *d) {
+    return d == nullptr ? 0 : pybridge::detail::nanoseconds_since(d->sent_at);
+}
+
+int pybridge_driver_shutdown(pybridge_driver *d) {
+    if (int rc = checked(d); rc != PYBRIDGE_OK) return rc;
+    struct stat info;  // a buggy peer may have truncated the segment: writing past its end would be SIGBUS
+    if (::fstat(d->fd, &info) != 0 || static_cast<uint64_t>(info.st_size) < sizeof(pybridge_header)) {
+        return fail(d, PYBRIDGE_E_PROTOCOL, "channel '%s' was truncated by its simulator", d->name.c_str());
+    }
+    set_state(d, PYBRIDGE_STATE_CLOSED);
+    return PYBRIDGE_OK;
+}
+
+const char *pybridge_driver_name(const pybridge_driver *d) { return d == nullptr ? "" : d->name.c_str(); }
+
+const char *pybridge_driver_last_error(const pybridge_driver *d) {
+    return d == nullptr ? "out of memory while creating the driver handle" : d->error;
+}
+
+}  // extern "C"
