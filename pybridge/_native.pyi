@@ -2,11 +2,12 @@
 Compiled half of pybridge: protocol tables, the shim's simulator end, OS helpers.
 """
 from __future__ import annotations
+import collections.abc
 import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header', 'wait_any']
 class DriverPort:
     class Outcome:
         """
@@ -194,6 +195,10 @@ def unlink_segment(name: str) -> None:
 def validate_header(segment: typing_extensions.Buffer) -> str | None:
     """
     None if the buffer starts with a valid header, else the reason (pybridge_header_validate).
+    """
+def wait_any(ports: collections.abc.Sequence[DriverPort], slice_seconds: typing.SupportsFloat | typing.SupportsIndex) -> int | None:
+    """
+    Index of the first of these ports (sharing a doorbell) with its reply, or None after the slice.
     """
 CAPABILITIES: dict = {'GRADIENT': 1, 'RESIDUALS': 2}
 CHANNEL_ENV: str = 'PYBRIDGE_CHANNEL'

@@ -299,6 +299,7 @@ public:
     uint64_t answers() const { return answers_; }
     uint64_t seq() const { return pybridge_driver_seq(d_); }
     std::string last_error() const { return pybridge_driver_last_error(d_); }
+    pybridge_driver *handle() const { return d_; }
     double elapsed() const { return 1e-9 * static_cast<double>(pybridge_driver_elapsed_ns(d_)); }
     double timeout() const { return std::chrono::duration<double>(timeout_).count(); }
     void set_timeout(double seconds) { timeout_ = std::chrono::nanoseconds(nanoseconds(seconds)); }
@@ -330,6 +331,26 @@ private:
     uint64_t answers_ = 0;  // evaluations answered by the fast calls
     bool spun_ = false;     // the current request had its spin already
 };
+
+// Waits until any of several ports (sharing one doorbell) has its reply, the GIL released:
+// the index of the first answered one, or None when the slice ran out.
+std::optional<size_t> wait_any(const std::vector<DriverPort *> &ports, double slice_seconds) {
+    std::vector<pybridge_driver *> handles;
+    for (DriverPort *port : ports) {
+        if (port == nullptr || port->handle() == nullptr) throw py::value_error("wait_any takes open driver ports");
+        handles.push_back(port->handle());
+    }
+    size_t ready = 0;
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = pybridge_driver_wait_any(handles.data(), handles.size(),
+                                          slice_seconds > 0 ? static_cast<int64_t>(slice_seconds * 1e9) : 0, &ready);
+    }
+    if (status == PYBRIDGE_TIMEOUT) return std::nullopt;
+    if (status != PYBRIDGE_OK) raise_shim_error(status, pybridge_driver_last_error(handles.empty() ? nullptr : handles[0]));
+    return ready;
+}
 
 // FastCall: the base class of pybridge.Simulator, whose evaluations are
 // served straight from C. sim(x), value_and_grad(x) and residuals(x) — SciPy's
@@ -692,6 +713,9 @@ PYBIND11_MODULE(_native, m) {
         .def_property_readonly("last_error", &DriverPort::last_error)
         .def_property_readonly("elapsed", &DriverPort::elapsed)
         .def_readwrite("allow_nonfinite", &DriverPort::allow_nonfinite_);
+    // After DriverPort, so that its signature can name the class.
+    m.def("wait_any", &wait_any, py::arg("ports"), py::arg("slice_seconds"),
+          "Index of the first of these ports (sharing a doorbell) with its reply, or None after the slice.");
 
     PyObject *fast_call_type = PyType_FromSpec(&fast_call_spec);
     if (fast_call_type == nullptr) throw py::error_already_set();

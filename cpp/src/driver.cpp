@@ -397,7 +397,7 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
         pybridge_driver *d = drivers[i];
         if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
         if (d->reply_name != drivers[0]->reply_name) {
-            return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not share the reply semaphore '%s'",
+            return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not share the reply semaphore '%s'",
                         d->name.c_str(), drivers[0]->reply_name.c_str());
         }
         pending = pending || d->outcome == PYBRIDGE_OUTCOME_PENDING;
@@ -425,9 +425,10 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     bool done = first_answered();
     if (!done && timeout_ns > 0) {
+        // A post may be stale (a declaration, a reply taken without waiting): look again after each.
         const timespec deadline = deadline_after(timeout_ns);
-        ::sem_timedwait(drivers[0]->reply_sem, &deadline);  // posted, timed out or interrupted: look again
-        done = first_answered();
+        while (!done && ::sem_timedwait(drivers[0]->reply_sem, &deadline) == 0) done = first_answered();
+        done = done || first_answered();
     }
     for (size_t i = 0; i < count; ++i) __atomic_store_n(&drivers[i]->header()->driver_sleeping, 0u, __ATOMIC_RELAXED);
     return done ? PYBRIDGE_OK : PYBRIDGE_TIMEOUT;

@@ -102,9 +102,13 @@ class DriverChannel:
     created, owned and (alone) unlinked by the driver. The simulator's end is the shim's
     ``pybridge_channel`` (``_native.SimulatorChannel`` in Python)."""
 
-    def __init__(self, name: Optional[str] = None) -> None:
+    def __init__(self, name: Optional[str] = None, doorbell: Optional[str] = None) -> None:
+        """``doorbell``: the name of a reply semaphore shared with other channels (see
+        :mod:`pybridge.core.doorbell`), or None for the channel's own."""
         self.name = name or new_channel_name()
         request_name, reply_name = semaphore_names(self.name)
+        if doorbell is not None:
+            reply_name = "/" + doorbell
         self._request_sem: Optional[posix_ipc.Semaphore] = None
         self._reply_sem: Optional[posix_ipc.Semaphore] = None
         self.n_params = 0
@@ -124,7 +128,8 @@ class DriverChannel:
             try:
                 os.posix_fallocate(self._segment._fd, 0, HEADER_SIZE)  # type: ignore[attr-defined]
                 self._request_sem = posix_ipc.Semaphore(request_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
-                self._reply_sem = posix_ipc.Semaphore(reply_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
+                if doorbell is None:  # a doorbell belongs to whoever made it
+                    self._reply_sem = posix_ipc.Semaphore(reply_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
             except OSError as error:
                 if error.errno == errno.ENOSPC:
                     _out_of_space("a new channel", HEADER_SIZE + 2 * 4096, error)

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import _native
 from ..protocol import CHANNEL_PREFIX, HEADER_DTYPE, HEADER_SIZE, MAGIC, semaphore_names
+from .doorbell import doorbell_owner
 
 __all__ = ["StaleEntry", "find_stale", "clean", "clean_once"]
 
@@ -64,6 +65,11 @@ def find_stale() -> List[StaleEntry]:
             continue
         stale.append(StaleEntry(SHM_DIR / name, reason))
     for name in sorted(n for n in mine if n.startswith("sem.")):
+        owner_pid = doorbell_owner(name[len("sem.") :])
+        if owner_pid is not None:  # a doorbell: stale once the process named in it is gone
+            if not _native.process_alive(owner_pid):
+                stale.append(StaleEntry(SHM_DIR / name, f"doorbell of a dead driver (pid {owner_pid})"))
+            continue
         channel = name[len("sem.") :].rsplit("-", 1)[0]
         if channel in live:
             continue
