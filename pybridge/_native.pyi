@@ -1,5 +1,5 @@
 """
-Compiled half of pybridge: protocol tables, the shim's simulator end, OS helpers.
+Compiled half of pybridge: protocol tables, both ends of the shim, OS helpers.
 """
 from __future__ import annotations
 import collections.abc
@@ -8,6 +8,29 @@ import numpy.typing
 import typing
 import typing_extensions
 __all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header', 'wait_any']
+class SimulatorChannel:
+    """
+    The simulator's end of a channel (pybridge_channel_*).
+    """
+    def __init__(self, name: str | None = None, n_params: typing.SupportsInt | typing.SupportsIndex = 0, n_residuals: typing.SupportsInt | typing.SupportsIndex = 0, capabilities: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    def driver_alive(self) -> bool:
+        """
+        False once the driver died or closed the channel (pybridge_channel_driver_alive).
+        """
+    def reply(self, cost: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def reply_error(self, message: str) -> None:
+        ...
+    def reply_residuals(self) -> None:
+        ...
+    def set_watchdog(self, enabled: bool) -> None:
+        ...
+    def wait(self) -> typing.Any:
+        ...
+    @property
+    def name(self) -> str:
+        ...
 class DriverPort:
     class Outcome:
         """
@@ -145,29 +168,6 @@ class FastCall:
         
         The gradient is a fresh array: the next evaluation does not overwrite it.
         """
-class SimulatorChannel:
-    """
-    The simulator's end of a channel (pybridge_channel_*).
-    """
-    def __init__(self, name: str | None = None, n_params: typing.SupportsInt | typing.SupportsIndex = 0, n_residuals: typing.SupportsInt | typing.SupportsIndex = 0, capabilities: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
-        ...
-    def driver_alive(self) -> bool:
-        """
-        False once the driver died or closed the channel (pybridge_channel_driver_alive).
-        """
-    def reply(self, cost: typing.SupportsFloat | typing.SupportsIndex) -> None:
-        ...
-    def reply_error(self, message: str) -> None:
-        ...
-    def reply_residuals(self) -> None:
-        ...
-    def set_watchdog(self, enabled: bool) -> None:
-        ...
-    def wait(self) -> typing.Any:
-        ...
-    @property
-    def name(self) -> str:
-        ...
 def _set_shim_error(type: typing.Any) -> None:
     """
     The exception class raised for failed shim calls (pybridge.errors.ShimError; set at import).

@@ -1,0 +1,65 @@
+// DriverPort's bindings, and wait_any: one thread waiting on many channels that share a doorbell.
+#include "driver_port.hpp"
+
+#include <optional>
+#include <vector>
+
+namespace pybridge::python {
+namespace {
+
+// Waits until any of several ports (sharing one doorbell) has its reply, the GIL released:
+// the index of the first answered one, or None when the slice ran out.
+std::optional<size_t> wait_any(const std::vector<DriverPort *> &ports, double slice_seconds) {
+    std::vector<pybridge_driver *> handles;
+    for (DriverPort *port : ports) {
+        if (port == nullptr || port->handle() == nullptr) throw py::value_error("wait_any takes open driver ports");
+        handles.push_back(port->handle());
+    }
+    size_t ready = 0;
+    int status;
+    {
+        py::gil_scoped_release release;
+        status = pybridge_driver_wait_any(handles.data(), handles.size(),
+                                          slice_seconds > 0 ? static_cast<int64_t>(slice_seconds * 1e9) : 0, &ready);
+    }
+    if (status == PYBRIDGE_TIMEOUT) return std::nullopt;
+    if (status != PYBRIDGE_OK) raise_shim_error(status, pybridge_driver_last_error(handles.empty() ? nullptr : handles[0]));
+    return ready;
+}
+
+}  // namespace
+
+void bind_driver_port(py::module_ &m) {
+    py::class_<DriverPort> driver_port(m, "DriverPort");
+    py::enum_<DriverPort::Outcome>(driver_port, "Outcome", "Where the latest request stands (enum pybridge_outcome).")
+        .value("NOT_SENT", DriverPort::Outcome(PYBRIDGE_OUTCOME_NOT_SENT))
+        .value("PENDING", DriverPort::Outcome(PYBRIDGE_OUTCOME_PENDING))
+        .value("ANSWERED", DriverPort::Outcome(PYBRIDGE_OUTCOME_ANSWERED));
+    driver_port
+        .def(py::init<const std::string &, const std::string &, double>(), py::arg("name"),
+             py::arg("reply_semaphore"), py::arg("poll_seconds"))
+        .def("wait_declaration", &DriverPort::wait_declaration, py::arg("slice_seconds"))
+        .def("reject", &DriverPort::reject, py::arg("reason"))
+        .def("accept", &DriverPort::accept, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),
+             py::arg("spin_us"))
+        .def("shutdown", &DriverPort::shutdown)
+        .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
+        .def("serves", &DriverPort::serves, py::arg("kind"))
+        .def("wait", &DriverPort::wait)
+        .def("reply", &DriverPort::reply, "(reply_status, cost, error text) of the answered request.")
+        .def("release", &DriverPort::release)
+        .def_property("timeout", &DriverPort::timeout, &DriverPort::set_timeout,
+                      "Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.")
+        .def_property_readonly("answers", &DriverPort::answers)
+        .def_property_readonly("outcome", [](const DriverPort &port) { return DriverPort::Outcome(port.outcome()); })
+        .def_property_readonly("seq", &DriverPort::seq)
+        .def_property_readonly("last_error", &DriverPort::last_error)
+        .def_property_readonly("elapsed", &DriverPort::elapsed)
+        .def_readwrite("allow_nonfinite", &DriverPort::allow_nonfinite_);
+    // After DriverPort, so that its signature can name the class.
+    m.def("wait_any", &wait_any, py::arg("ports"), py::arg("slice_seconds"),
+          "Index of the first of these ports (sharing a doorbell) with its reply, or None after the slice.");
+
+}
+
+}  // namespace pybridge::python

@@ -1,0 +1,192 @@
+// DriverPort: the shim's driver end for Python. Header-only so that FastCall
+// (fast_call.cpp) calls its fast paths inline.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "../src/values.hpp"
+#include "../src/wait.hpp"
+#include "bindings.hpp"
+#include "pybridge/driver.h"
+
+namespace pybridge::python {
+
+// DriverPort: pybridge_driver (pybridge/driver.h) for Python. DriverChannel
+// (pybridge/core/channel.py) owns the OS objects; this class runs the
+// protocol over them through the shim's C driver API — the same calls a C
+// driver makes. Its fast calls (cost, value_and_grad, residuals) return the
+// answer, or None whenever Python must take over: a parameter vector that is
+// not a contiguous float64 array of the right length, a value that is not
+// finite, or a request the channel cannot serve (nothing sent, and
+// last_error says why), a reply still pending after one wait slice, or a
+// failed or non-finite reply. `outcome` then tells the slow path where the
+// request stands.
+class DriverPort {
+public:
+    enum Outcome : int {};  // pybridge_outcome, as a Python enum
+
+    DriverPort(const std::string &name, const std::string &reply_semaphore, double poll_seconds)
+        : poll_(std::chrono::nanoseconds(static_cast<int64_t>(poll_seconds * 1e9))) {
+        const int status = pybridge_driver_open(name.c_str(), reply_semaphore.c_str(), &d_);
+        if (status != PYBRIDGE_OK) {
+            const std::string message = pybridge_driver_last_error(d_);
+            pybridge_driver_close(d_);
+            d_ = nullptr;
+            raise_shim_error(status, message);
+        }
+    }
+    ~DriverPort() { release(); }
+    DriverPort(const DriverPort &) = delete;
+    DriverPort &operator=(const DriverPort &) = delete;
+
+    // Lets go of the driver's end (its mapping and semaphores); removes nothing.
+    void release() {
+        pybridge_driver_close(d_);
+        d_ = nullptr;
+    }
+
+    // (n_params, n_residuals, capabilities, simulator_pid) once declared, None when the slice ran out.
+    py::object wait_declaration(double slice_seconds) {
+        pybridge_declaration declaration{};
+        int32_t pid = 0;
+        int status;
+        {
+            py::gil_scoped_release release;
+            status = pybridge_driver_wait_declaration(open(), nanoseconds(slice_seconds), &declaration, &pid);
+        }
+        if (status == PYBRIDGE_TIMEOUT) return py::none();
+        check(status);
+        return py::make_tuple(declaration.n_params, declaration.n_residuals, declaration.capabilities, pid);
+    }
+    void reject(const std::string &reason) { check(pybridge_driver_reject(open(), reason.c_str())); }
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us) {
+        check(pybridge_driver_accept(open(), n_params, n_residuals, capabilities, spin_us));
+        pybridge_driver_shape(d_, &n_params_, &n_residuals_, &capabilities_);
+        params_ = pybridge_driver_params(d_);
+    }
+    void shutdown() { check(pybridge_driver_shutdown(open())); }
+
+    bool serves(uint32_t kind) const {
+        return kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && (capabilities_ & PYBRIDGE_CAP_GRADIENT)) ||
+               (kind == PYBRIDGE_REQUEST_RESIDUALS && (capabilities_ & PYBRIDGE_CAP_RESIDUALS));
+    }
+
+    // Sends a request for x. False (nothing sent) unless x is a contiguous, native float64 vector of
+    // n_params finite values and the channel serves `kind`; last_error then says why, where the C API
+    // decided. The finiteness check is the C API's: one rule for both paths.
+    bool send(py::handle x, uint32_t kind) {
+        outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
+        if (d_ == nullptr || params_ == nullptr || !py::isinstance<py::array>(x)) return false;
+        auto *array = py::detail::array_proxy(x.ptr());
+        const auto *descr = py::detail::array_descriptor_proxy(array->descr);
+        constexpr int needed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+        if (descr->type_num != py::detail::npy_api::NPY_DOUBLE_ || descr->byteorder == '>' || array->nd != 1 ||
+            array->dimensions[0] != static_cast<py::ssize_t>(n_params_) || (array->flags & needed) != needed) {
+            return false;
+        }
+        if (pybridge_driver_send(d_, kind, reinterpret_cast<const double *>(array->data)) != PYBRIDGE_OK) return false;
+        outcome_ = PYBRIDGE_OUTCOME_PENDING;
+        spun_ = false;
+        return true;
+    }
+
+    // Waits up to one poll slice for the reply: spinning with the GIL held
+    // (a fast reply costs less than releasing it), then blocking without it.
+    // With a timeout, no slice reaches past it: the caller sees the deadline
+    // within a timer's wake-up of it, not a poll period later.
+    bool wait() {
+        if (outcome_ != PYBRIDGE_OUTCOME_PENDING) return outcome_ == PYBRIDGE_OUTCOME_ANSWERED;
+        int status = spun_ ? PYBRIDGE_TIMEOUT : pybridge_driver_wait(d_, 0);  // the one spin, GIL held
+        spun_ = true;
+        if (status == PYBRIDGE_TIMEOUT) {
+            std::chrono::nanoseconds slice = poll_;
+            if (timeout_.count() > 0) {
+                const auto left = timeout_ - std::chrono::nanoseconds(pybridge_driver_elapsed_ns(d_));
+                slice = std::max(std::chrono::nanoseconds(0), std::min(slice, left));
+            }
+            py::gil_scoped_release release;
+            status = pybridge_driver_wait(d_, std::max<int64_t>(slice.count(), 0));
+        }
+        if (status != PYBRIDGE_OK) return false;
+        outcome_ = PYBRIDGE_OUTCOME_ANSWERED;
+        pybridge_driver_reply(d_, &reply_);
+        return true;
+    }
+
+    // (reply_status, cost, error text) of the answered request.
+    py::tuple reply() const {
+        if (outcome_ != PYBRIDGE_OUTCOME_ANSWERED) throw py::value_error("no answered request");
+        return py::make_tuple(reply_.status, reply_.cost, std::string(reply_.error));
+    }
+
+    py::object cost(py::handle x) {
+        const bool residual = capabilities_ & PYBRIDGE_CAP_RESIDUALS;
+        if (!send(x, residual ? PYBRIDGE_REQUEST_RESIDUALS : PYBRIDGE_REQUEST_COST) || !wait() || !reply_ok()) {
+            return py::none();
+        }
+        const double value = residual ? pybridge::detail::half_sum_of_squares(reply_.residuals, n_residuals_) : reply_.cost;
+        if (!allow_nonfinite_ && !std::isfinite(value)) return py::none();
+        ++answers_;
+        return py::float_(value);
+    }
+
+    py::object value_and_grad(py::handle x) {
+        if (!send(x, PYBRIDGE_REQUEST_GRADIENT) || !wait() || !reply_ok()) return py::none();
+        const double value = reply_.cost;
+        if (!allow_nonfinite_ && (!std::isfinite(value) || !pybridge::detail::finite_values(reply_.gradient, n_params_))) {
+            return py::none();
+        }
+        ++answers_;
+        return py::make_tuple(value, copy_of(reply_.gradient, n_params_));
+    }
+
+    py::object residuals(py::handle x) {
+        if (!send(x, PYBRIDGE_REQUEST_RESIDUALS) || !wait() || !reply_ok()) return py::none();
+        if (!allow_nonfinite_ && !pybridge::detail::finite_values(reply_.residuals, n_residuals_)) return py::none();
+        ++answers_;
+        return copy_of(reply_.residuals, n_residuals_);
+    }
+
+    int outcome() const { return outcome_; }
+    uint64_t answers() const { return answers_; }
+    uint64_t seq() const { return pybridge_driver_seq(d_); }
+    std::string last_error() const { return pybridge_driver_last_error(d_); }
+    pybridge_driver *handle() const { return d_; }
+    double elapsed() const { return 1e-9 * static_cast<double>(pybridge_driver_elapsed_ns(d_)); }
+    double timeout() const { return std::chrono::duration<double>(timeout_).count(); }
+    void set_timeout(double seconds) { timeout_ = std::chrono::nanoseconds(nanoseconds(seconds)); }
+    bool allow_nonfinite_ = false;
+
+private:
+    static int64_t nanoseconds(double seconds) { return seconds > 0 ? static_cast<int64_t>(seconds * 1e9) : 0; }
+    pybridge_driver *open() const {
+        if (d_ == nullptr) throw py::value_error("the driver port was released");
+        return d_;
+    }
+    void check(int status) const {
+        if (status != PYBRIDGE_OK) raise_shim_error(status, pybridge_driver_last_error(d_));
+    }
+    bool reply_ok() const { return reply_.status == PYBRIDGE_REPLY_OK; }
+    static py::array_t<double> copy_of(const double *values, uint32_t count) {
+        py::array_t<double> out(count);
+        std::memcpy(out.mutable_data(), values, count * sizeof(double));
+        return out;
+    }
+
+    pybridge_driver *d_ = nullptr;
+    std::chrono::nanoseconds poll_;
+    std::chrono::nanoseconds timeout_{0};  // 0: none
+    uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
+    double *params_ = nullptr;
+    int outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
+    pybridge_reply reply_{};
+    uint64_t answers_ = 0;  // evaluations answered by the fast calls
+    bool spun_ = false;     // the current request had its spin already
+};
+
+
+}  // namespace pybridge::python
