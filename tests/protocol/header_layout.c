@@ -1,6 +1,7 @@
 /* Prints the header layout and the protocol constants as a C compiler sees
  * them. Compiled as strict C99 by test_header.py: the public headers must be
  * valid C, and the Python mirror must match what C code sees. */
+#include <pybridge/driver.h>
 #include <pybridge/pybridge.h>
 
 #include <stddef.h>
@@ -51,6 +52,9 @@ int main(void) {
     CONSTANT(PYBRIDGE_E_DRIVER_GONE);
     CONSTANT(PYBRIDGE_E_TAKEN);
     CONSTANT(PYBRIDGE_E_NO_SPACE);
+    CONSTANT(PYBRIDGE_OUTCOME_NOT_SENT);
+    CONSTANT(PYBRIDGE_OUTCOME_PENDING);
+    CONSTANT(PYBRIDGE_OUTCOME_ANSWERED);
     CONSTANT(PYBRIDGE_STATE_CREATED);
     CONSTANT(PYBRIDGE_STATE_DECLARED);
     CONSTANT(PYBRIDGE_STATE_READY);

@@ -62,6 +62,8 @@ def test_python_enums_match_c_constants(c_view: dict) -> None:
     # C test program prints it: header_layout.c lists them next to the enum).
     statuses = {k[len("PYBRIDGE_"):]: v for k, v in c.items() if k in {f"PYBRIDGE_{m.name}" for m in Status}}
     assert {m.name: m.value for m in Status} == statuses
+    outcomes = {name: int(value) for name, value in _native.DriverPort.Outcome.__members__.items()}
+    assert outcomes == {k[len("PYBRIDGE_OUTCOME_"):]: v for k, v in c.items() if k.startswith("PYBRIDGE_OUTCOME_")}
     assert Capability.GRADIENT == c["PYBRIDGE_CAP_GRADIENT"]
     assert Capability.RESIDUALS == c["PYBRIDGE_CAP_RESIDUALS"]
 
