@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from typing import Any
 
 import numpy as np
 
@@ -40,14 +41,13 @@ CHANNEL_ENV: str = _native.CHANNEL_ENV
 CHANNEL_PREFIX = "pybridge-"
 
 #: The header as a numpy structured type, built from the C struct's offsets.
-HEADER_DTYPE = np.dtype(
-    {
-        "names": [name for name, _, _ in _native.header_fields()],
-        "offsets": [offset for _, offset, _ in _native.header_fields()],
-        "formats": [fmt for _, _, fmt in _native.header_fields()],
-        "itemsize": HEADER_SIZE,
-    }
-)
+_HEADER_FIELDS: Any = {  # numpy types the dict form as a TypedDict: built at run time here
+    "names": [name for name, _, _ in _native.header_fields()],
+    "offsets": [offset for _, offset, _ in _native.header_fields()],
+    "formats": [fmt for _, _, fmt in _native.header_fields()],
+    "itemsize": HEADER_SIZE,
+}
+HEADER_DTYPE = np.dtype(_HEADER_FIELDS)
 
 
 class State(enum.IntEnum):
