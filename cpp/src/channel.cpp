@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "names.hpp"
 #include "process.hpp"
 #include "pybridge/pybridge.h"
 #include "wait.hpp"
@@ -95,20 +96,10 @@ int fail_errno(pybridge_channel *ch, const char *what) {
                 std::strerror(code), code);
 }
 
-bool valid_characters(const char *name, size_t max_length) {
-    const size_t length = std::strlen(name);
-    if (length == 0 || length > max_length) return false;
-    for (size_t i = 0; i < length; ++i) {
-        const char c = name[i];
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                        c == '_' || c == '.';
-        if (!ok) return false;
-    }
-    return true;
+bool valid_name(const char *name) { return pybridge::detail::valid_name(name, PYBRIDGE_CHANNEL_NAME_MAX); }
+bool valid_semaphore_name(const char *name) {
+    return pybridge::detail::valid_name(name, PYBRIDGE_SEMAPHORE_NAME_SIZE - 1);
 }
-
-bool valid_name(const char *name) { return valid_characters(name, PYBRIDGE_CHANNEL_NAME_MAX); }
-bool valid_semaphore_name(const char *name) { return valid_characters(name, PYBRIDGE_SEMAPHORE_NAME_SIZE - 1); }
 
 // Maps the whole object as it is now and validates the header.
 int map_segment(pybridge_channel *ch) {

@@ -20,6 +20,7 @@
 #include <random>
 #include <string>
 
+#include "names.hpp"
 #include "values.hpp"
 #include "wait.hpp"
 
@@ -69,16 +70,6 @@ int fail_errno(pybridge_driver *d, const char *what, int code = errno) {
                 std::strerror(code), code);
 }
 
-bool valid_name(const std::string &name, size_t max_length) {
-    if (name.empty() || name.size() > max_length) return false;
-    for (const char c : name) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                        c == '_' || c == '.';
-        if (!ok) return false;
-    }
-    return true;
-}
-
 std::string random_name() {
     std::random_device random;  // /dev/urandom: unguessable, so nobody can squat the name
     char name[64];
@@ -88,13 +79,13 @@ std::string random_name() {
 
 int set_names(pybridge_driver *d, const char *name, const char *reply_semaphore) {
     d->name = name ? (*name == '/' ? name + 1 : name) : random_name();
-    if (!valid_name(d->name, PYBRIDGE_CHANNEL_NAME_MAX)) {
+    if (!pybridge::detail::valid_name(d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX)) {
         return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid channel name '%.64s': use 1 to %d characters from [A-Za-z0-9._-]",
                     d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX);
     }
     d->reply_name = reply_semaphore ? (*reply_semaphore == '/' ? reply_semaphore + 1 : reply_semaphore)
                                     : d->name + PYBRIDGE_REPLY_SEM_SUFFIX;
-    if (!valid_name(d->reply_name, PYBRIDGE_SEMAPHORE_NAME_SIZE - 1)) {
+    if (!pybridge::detail::valid_name(d->reply_name.c_str(), PYBRIDGE_SEMAPHORE_NAME_SIZE - 1)) {
         return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid reply semaphore name '%.64s'", d->reply_name.c_str());
     }
     return PYBRIDGE_OK;
