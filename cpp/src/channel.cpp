@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <csignal>
@@ -23,6 +22,7 @@
 
 #include "names.hpp"
 #include "process.hpp"
+#include "report.hpp"
 #include "pybridge/pybridge.h"
 #include "wait.hpp"
 
@@ -80,21 +80,8 @@ void store(T &field, T value) {
 
 constexpr std::chrono::milliseconds kLivenessPeriod{PYBRIDGE_LIVENESS_PERIOD_MS};
 
-int fail(pybridge_channel *ch, int status, const char *format, ...) __attribute__((format(printf, 3, 4)));
-
-int fail(pybridge_channel *ch, int status, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(ch->error, sizeof ch->error, format, args);
-    va_end(args);
-    return status;
-}
-
-int fail_errno(pybridge_channel *ch, const char *what) {
-    const int code = errno;
-    return fail(ch, PYBRIDGE_E_SYSTEM, "%s failed for channel '%s': %s (errno %d)", what, ch->name.c_str(),
-                std::strerror(code), code);
-}
+using pybridge::detail::fail;
+using pybridge::detail::fail_errno;
 
 bool valid_name(const char *name) { return pybridge::detail::valid_name(name, PYBRIDGE_CHANNEL_NAME_MAX); }
 bool valid_semaphore_name(const char *name) {

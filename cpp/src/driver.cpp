@@ -13,7 +13,6 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -21,6 +20,7 @@
 #include <string>
 
 #include "names.hpp"
+#include "report.hpp"
 #include "values.hpp"
 #include "wait.hpp"
 
@@ -55,20 +55,8 @@ namespace {
 using pybridge::detail::load_acquire;
 using pybridge::detail::store_release;
 
-int fail(pybridge_driver *d, int status, const char *format, ...) __attribute__((format(printf, 3, 4)));
-
-int fail(pybridge_driver *d, int status, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(d->error, sizeof d->error, format, args);
-    va_end(args);
-    return status;
-}
-
-int fail_errno(pybridge_driver *d, const char *what, int code = errno) {
-    return fail(d, PYBRIDGE_E_SYSTEM, "%s failed for channel '%s': %s (errno %d)", what, d->name.c_str(),
-                std::strerror(code), code);
-}
+using pybridge::detail::fail;
+using pybridge::detail::fail_errno;
 
 std::string random_name() {
     std::random_device random;  // /dev/urandom: unguessable, so nobody can squat the name
