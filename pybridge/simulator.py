@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple, Union
@@ -22,7 +21,7 @@ from . import _native
 from .core import cleanup
 from .core.channel import Declaration, DriverChannel
 from .core.policy import Decision, FailurePolicy
-from .core.process import TERM_GRACE, SimulatorProcess, describe_exit
+from .core.process import SimulatorProcess, describe_exit, terminate
 from .errors import (
     CapabilityError,
     ChannelClosed,
@@ -636,14 +635,8 @@ class _Session:
         if self.process is not None:
             self.process.stop()
             return
-        pid = self.channel.simulator_pid  # started by the user: not ours to reap, but ours to stop
-        if pid and _native.process_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + TERM_GRACE
-            while _native.process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if _native.process_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        if self.channel.simulator_pid:  # started by the user: not ours to reap, but ours to stop
+            terminate(self.channel.simulator_pid)
 
     def release(self, close_timeout: float) -> None:
         # The objects go first: removing them must not depend on the wait

@@ -90,18 +90,17 @@ public:
         }
         if (pybridge_driver_send(d_, kind, reinterpret_cast<const double *>(array->data)) != PYBRIDGE_OK) return false;
         outcome_ = PYBRIDGE_OUTCOME_PENDING;
-        spun_ = false;
         return true;
     }
 
     // Waits up to one poll slice for the reply: spinning with the GIL held
     // (a fast reply costs less than releasing it), then blocking without it.
+    // The C driver spins once per request; later slices only look, then block.
     // With a timeout, no slice reaches past it: the caller sees the deadline
     // within a timer's wake-up of it, not a poll period later.
     bool wait() {
         if (outcome_ != PYBRIDGE_OUTCOME_PENDING) return outcome_ == PYBRIDGE_OUTCOME_ANSWERED;
-        int status = spun_ ? PYBRIDGE_TIMEOUT : pybridge_driver_wait(d_, 0);  // the one spin, GIL held
-        spun_ = true;
+        int status = pybridge_driver_wait(d_, 0);  // spins (first slice only), never blocks: GIL held
         if (status == PYBRIDGE_TIMEOUT) {
             std::chrono::nanoseconds slice = poll_;
             if (timeout_.count() > 0) {
@@ -182,10 +181,11 @@ private:
     std::chrono::nanoseconds timeout_{0};  // 0: none
     uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
     double *params_ = nullptr;
+    // Kept here, not read from the C driver: an array refused before the C call (wrong dtype or length)
+    // leaves the C driver's outcome at the previous request, which the slow path must not resume.
     int outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
     pybridge_reply reply_{};
     uint64_t answers_ = 0;  // evaluations answered by the fast calls
-    bool spun_ = false;     // the current request had its spin already
 };
 
 

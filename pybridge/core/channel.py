@@ -63,16 +63,6 @@ def _open_segment(name: str, size: int = 0) -> shared_memory.SharedMemory:
     return segment
 
 
-def _refusal(params: np.ndarray, n_params: int) -> str:
-    """Why the port refused a parameter vector, for the ValueError."""
-    if params.shape != (n_params,):
-        return f"expected {n_params} parameters as a 1-D array, got shape {params.shape}"
-    bad = np.flatnonzero(~np.isfinite(params))
-    if bad.size:
-        return f"parameters must be finite; x[{bad[0]}] = {params[bad[0]]} ({bad.size} non-finite)"
-    return f"the parameters were refused (dtype {params.dtype}, flags {params.flags})"  # pragma: no cover
-
-
 def _out_of_space(what: str, needed: int, error: Exception) -> NoReturn:
     try:
         info = os.statvfs(SHM_DIR)
@@ -202,7 +192,9 @@ class DriverChannel:
         """
         port = self._port()
         if not port.send(params, kind):
-            raise ValueError(_refusal(params, self.n_params))
+            if params.shape != (self.n_params,):  # refused before the C API looked at it
+                raise ValueError(f"expected {self.n_params} parameters as a 1-D array, got shape {params.shape}")
+            raise ValueError(port.last_error)  # the C API's verdict, naming the first bad value
         return port.seq
 
     def wait_reply(self, seq: int, timeout: Optional[float], check_peer: PeerCheck) -> float:

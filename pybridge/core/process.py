@@ -21,9 +21,10 @@ import tempfile
 import time
 from typing import IO, Mapping, Optional, Sequence, Union
 
+from .._native import process_alive  # zombie-aware: a dead child that is not reaped counts as dead
 from ..errors import SimulatorStartError
 
-__all__ = ["SimulatorProcess", "TERM_GRACE", "describe_exit"]
+__all__ = ["SimulatorProcess", "TERM_GRACE", "describe_exit", "terminate"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -111,6 +112,19 @@ class SimulatorProcess:
             os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass  # nobody left in the group (PermissionError: only a setuid member, not ours to kill)
+
+
+def terminate(pid: int, grace: float = TERM_GRACE) -> None:
+    """Stops a simulator that is not our child (the user started it): SIGTERM, then SIGKILL after
+    ``grace`` seconds. Not ours to reap, so no group and no exit status."""
+    if not process_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(_POLL)
+    if process_alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def describe_exit(returncode: int) -> str:
