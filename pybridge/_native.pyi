@@ -89,7 +89,7 @@ class DriverPort:
         def value(self) -> int:
             ...
     allow_nonfinite: bool
-    def __init__(self, name: str, reply_semaphore: str, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
+    def __init__(self, name: str, doorbell: str | None, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
     def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -203,11 +203,11 @@ def wait_any(ports: collections.abc.Sequence[DriverPort], slice_seconds: typing.
 CAPABILITIES: dict = {'GRADIENT': 1, 'RESIDUALS': 2}
 CHANNEL_ENV: str = 'PYBRIDGE_CHANNEL'
 CHANNEL_NAME_MAX: int = 59
-ERROR_TEXT_SIZE: int = 704
+ERROR_TEXT_SIZE: int = 640
 HEADER_SIZE: int = 1024
 LIVENESS_PERIOD_MS: int = 100
 MAGIC: int = 4992033793666865488
-PROTOCOL_VERSION: int = 2
+PROTOCOL_VERSION: int = 3
 REGION_ALIGN: int = 64
 REPLY_SEM_SUFFIX: str = '-rep'
 REPLY_STATUSES: dict = {'OK': 0, 'FAILED': 1}

@@ -36,8 +36,8 @@ void bind_driver_port(py::module_ &m) {
         .value("PENDING", DriverPort::Outcome(PYBRIDGE_OUTCOME_PENDING))
         .value("ANSWERED", DriverPort::Outcome(PYBRIDGE_OUTCOME_ANSWERED));
     driver_port
-        .def(py::init<const std::string &, const std::string &, double>(), py::arg("name"),
-             py::arg("reply_semaphore"), py::arg("poll_seconds"))
+        .def(py::init<const std::string &, const std::optional<std::string> &, double>(), py::arg("name"),
+             py::arg("doorbell"), py::arg("poll_seconds"))
         .def("wait_declaration", &DriverPort::wait_declaration, py::arg("slice_seconds"))
         .def("reject", &DriverPort::reject, py::arg("reason"))
         .def("accept", &DriverPort::accept, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),

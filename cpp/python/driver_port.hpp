@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "../src/values.hpp"
@@ -29,9 +30,9 @@ class DriverPort {
 public:
     enum Outcome : int {};  // pybridge_outcome, as a Python enum
 
-    DriverPort(const std::string &name, const std::string &reply_semaphore, double poll_seconds)
+    DriverPort(const std::string &name, const std::optional<std::string> &doorbell, double poll_seconds)
         : poll_(std::chrono::nanoseconds(static_cast<int64_t>(poll_seconds * 1e9))) {
-        const int status = pybridge_driver_open(name.c_str(), reply_semaphore.c_str(), &d_);
+        const int status = pybridge_driver_open(name.c_str(), doorbell ? doorbell->c_str() : nullptr, &d_);
         if (status != PYBRIDGE_OK) {
             const std::string message = pybridge_driver_last_error(d_);
             pybridge_driver_close(d_);

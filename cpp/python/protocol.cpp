@@ -52,6 +52,7 @@ std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
 #undef PYBRIDGE_FIELD
     fields.emplace_back("reply_semaphore", offsetof(pybridge_header, reply_semaphore),
                         "S" + std::to_string(PYBRIDGE_SEMAPHORE_NAME_SIZE));
+    fields.emplace_back("doorbell", offsetof(pybridge_header, doorbell), "S" + std::to_string(PYBRIDGE_SEMAPHORE_NAME_SIZE));
     fields.emplace_back("error", offsetof(pybridge_header, error), "S" + std::to_string(PYBRIDGE_ERROR_TEXT_SIZE));
     return fields;
 }

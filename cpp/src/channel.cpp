@@ -44,7 +44,8 @@ struct pybridge_channel {
     void *base = MAP_FAILED;
     size_t mapped_size = 0;
     sem_t *request_sem = SEM_FAILED;
-    sem_t *reply_sem = SEM_FAILED;
+    sem_t *reply_sem = SEM_FAILED;     // posted when the driver waits on this channel alone
+    sem_t *doorbell_sem = SEM_FAILED;  // posted when it waits on several (none: SEM_FAILED)
     pid_t driver_pid = 0;
     agreed_layout layout;
     uint64_t last_seq = 0;   // the last request handed to the caller
@@ -121,10 +122,9 @@ void remove_channel(pybridge_channel *ch) {
     ::shm_unlink(object);
     std::snprintf(object, sizeof object, "/%s%s", ch->name.c_str(), PYBRIDGE_REQUEST_SEM_SUFFIX);
     ::sem_unlink(object);
-    if (ch->base != MAP_FAILED) {  // the reply semaphore is the one the header names
-        std::snprintf(object, sizeof object, "/%.*s", PYBRIDGE_SEMAPHORE_NAME_SIZE - 1, ch->header()->reply_semaphore);
-        ::sem_unlink(object);
-    }
+    std::snprintf(object, sizeof object, "/%s%s", ch->name.c_str(), PYBRIDGE_REPLY_SEM_SUFFIX);
+    ::sem_unlink(object);
+    // Not the doorbell: other channels share it, and `pybridge clean` removes it once its owner is gone.
 }
 
 int driver_gone(pybridge_channel *ch) {
@@ -237,13 +237,16 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     }
     ch->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), 0);
     if (ch->request_sem == SEM_FAILED) return fail_errno(ch, "sem_open (request)");
-    // The header names the semaphore to post (validated NUL-terminated above).
-    const char *reply_name = h->reply_semaphore;
-    if (!valid_semaphore_name(reply_name)) {
-        return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' names an invalid reply semaphore", ch->name.c_str());
-    }
-    ch->reply_sem = ::sem_open(("/" + std::string(reply_name)).c_str(), 0);
+    ch->reply_sem = ::sem_open((object + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), 0);
     if (ch->reply_sem == SEM_FAILED) return fail_errno(ch, "sem_open (reply)");
+    // The header names the doorbell, if any (validated NUL-terminated above).
+    if (const char *doorbell = h->doorbell; *doorbell != '\0') {
+        if (!valid_semaphore_name(doorbell)) {
+            return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' names an invalid doorbell", ch->name.c_str());
+        }
+        ch->doorbell_sem = ::sem_open(("/" + std::string(doorbell)).c_str(), 0);
+        if (ch->doorbell_sem == SEM_FAILED) return fail_errno(ch, "sem_open (doorbell)");
+    }
 
     h->declared_n_params = declaration->n_params;
     h->declared_n_residuals = declaration->n_residuals;
@@ -266,7 +269,7 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
         }
         // State changes are always posted; the flag only makes block() complete.
         const auto changed = [ch] { return load(ch->header()->state) != PYBRIDGE_STATE_DECLARED; };
-        if (!pybridge::detail::block(changed, ch->header()->simulator_sleeping, ch->request_sem, kLivenessPeriod) &&
+        if (!pybridge::detail::block(changed, ch->header()->simulator_sleeping, 1u, ch->request_sem, kLivenessPeriod) &&
             !process_alive(ch->driver_pid)) {
             return driver_gone(ch);
         }
@@ -303,7 +306,9 @@ int finish_reply(pybridge_channel *ch, int32_t status) {
     h->reply_status = status;
     store(h->reply_seq, ch->last_seq);
     ch->pending = false;
-    if (pybridge::detail::wake(h->driver_sleeping, ch->reply_sem) != 0) return fail_errno(ch, "sem_post (reply)");
+    if (pybridge::detail::wake_driver(h->driver_sleeping, ch->reply_sem, ch->doorbell_sem) != 0) {
+        return fail_errno(ch, "sem_post (reply)");
+    }
     return PYBRIDGE_OK;
 }
 
@@ -336,6 +341,7 @@ void pybridge_channel_close(pybridge_channel *ch) {
     if (ch->fd >= 0) ::close(ch->fd);
     if (ch->request_sem != SEM_FAILED) ::sem_close(ch->request_sem);
     if (ch->reply_sem != SEM_FAILED) ::sem_close(ch->reply_sem);
+    if (ch->doorbell_sem != SEM_FAILED) ::sem_close(ch->doorbell_sem);
     delete ch;
 }
 
@@ -359,7 +365,7 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     const auto started = pybridge::detail::Clock::now();
     bool done = pybridge::detail::spin(ready, ch->spin, started);
     while (!done) {
-        done = pybridge::detail::block(ready, h->simulator_sleeping, ch->request_sem, kLivenessPeriod);
+        done = pybridge::detail::block(ready, h->simulator_sleeping, 1u, ch->request_sem, kLivenessPeriod);
         if (done) break;
         if (!process_alive(ch->driver_pid)) {
             ch->in_wait.store(false, std::memory_order_relaxed);

@@ -26,13 +26,14 @@
 
 struct pybridge_driver {
     std::string name;        // without '/'
-    std::string reply_name;  // without '/'
+    std::string doorbell;    // without '/'; "" when the channel has none
     bool created = false;    // by pybridge_driver_create: destroy removes the objects
     int fd = -1;
     void *base = MAP_FAILED;
     size_t mapped_size = 0;
     sem_t *request_sem = SEM_FAILED;
-    sem_t *reply_sem = SEM_FAILED;
+    sem_t *reply_sem = SEM_FAILED;     // NAME "-rep": waits on this channel alone
+    sem_t *doorbell_sem = SEM_FAILED;  // shared with other channels: wait_any
     // The layout fixed at accept, never read from shared memory again.
     bool accepted = false;
     uint32_t n_params = 0, n_residuals = 0, capabilities = 0;
@@ -65,16 +66,15 @@ std::string random_name() {
     return name;
 }
 
-int set_names(pybridge_driver *d, const char *name, const char *reply_semaphore) {
+int set_names(pybridge_driver *d, const char *name, const char *doorbell) {
     d->name = name ? (*name == '/' ? name + 1 : name) : random_name();
     if (!pybridge::detail::valid_name(d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX)) {
         return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid channel name '%.64s': use 1 to %d characters from [A-Za-z0-9._-]",
                     d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX);
     }
-    d->reply_name = reply_semaphore ? (*reply_semaphore == '/' ? reply_semaphore + 1 : reply_semaphore)
-                                    : d->name + PYBRIDGE_REPLY_SEM_SUFFIX;
-    if (!pybridge::detail::valid_name(d->reply_name.c_str(), PYBRIDGE_SEMAPHORE_NAME_SIZE - 1)) {
-        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid reply semaphore name '%.64s'", d->reply_name.c_str());
+    d->doorbell = doorbell ? (*doorbell == '/' ? doorbell + 1 : doorbell) : "";
+    if (!d->doorbell.empty() && !pybridge::detail::valid_name(d->doorbell.c_str(), PYBRIDGE_SEMAPHORE_NAME_SIZE - 1)) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid doorbell name '%.64s'", d->doorbell.c_str());
     }
     return PYBRIDGE_OK;
 }
@@ -109,8 +109,12 @@ int take_driver_end(pybridge_driver *d) {
         if (d->request_sem == SEM_FAILED) return fail_errno(d, "sem_open (request)");
     }
     if (d->reply_sem == SEM_FAILED) {
-        d->reply_sem = ::sem_open(("/" + d->reply_name).c_str(), 0);
+        d->reply_sem = ::sem_open((object + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), 0);
         if (d->reply_sem == SEM_FAILED) return fail_errno(d, "sem_open (reply)");
+    }
+    if (!d->doorbell.empty() && d->doorbell_sem == SEM_FAILED) {
+        d->doorbell_sem = ::sem_open(("/" + d->doorbell).c_str(), 0);
+        if (d->doorbell_sem == SEM_FAILED) return fail_errno(d, "sem_open (doorbell)");
     }
     pybridge_header *h = d->header();
     std::memset(h, 0, sizeof *h);
@@ -119,7 +123,8 @@ int take_driver_end(pybridge_driver *d) {
     h->header_size = sizeof(pybridge_header);
     h->segment_size = d->mapped_size;
     h->driver_pid = static_cast<int32_t>(::getpid());
-    std::snprintf(h->reply_semaphore, sizeof h->reply_semaphore, "%s", d->reply_name.c_str());
+    std::snprintf(h->reply_semaphore, sizeof h->reply_semaphore, "%s%s", d->name.c_str(), PYBRIDGE_REPLY_SEM_SUFFIX);
+    std::snprintf(h->doorbell, sizeof h->doorbell, "%s", d->doorbell.c_str());
     store_release(h->state, static_cast<uint32_t>(PYBRIDGE_STATE_CREATED));
     return PYBRIDGE_OK;
 }
@@ -182,11 +187,11 @@ int new_driver(pybridge_driver **out) {
 
 extern "C" {
 
-int pybridge_driver_create(const char *name, const char *reply_semaphore, pybridge_driver **out) {
+int pybridge_driver_create(const char *name, const char *doorbell, pybridge_driver **out) {
     if (int rc = new_driver(out); rc != PYBRIDGE_OK) return rc;
     pybridge_driver *d = *out;
     return guarded(d, [&] {
-        if (int rc = set_names(d, name, reply_semaphore); rc != PYBRIDGE_OK) return rc;
+        if (int rc = set_names(d, name, doorbell); rc != PYBRIDGE_OK) return rc;
         const std::string object = "/" + d->name;
         d->fd = ::shm_open(object.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
         if (d->fd < 0) return fail_errno(d, "shm_open");
@@ -194,18 +199,22 @@ int pybridge_driver_create(const char *name, const char *reply_semaphore, pybrid
         if (int rc = reserve(d, sizeof(pybridge_header)); rc != PYBRIDGE_OK) return rc;
         d->request_sem = ::sem_open((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
         if (d->request_sem == SEM_FAILED) return fail_errno(d, "sem_open (request)");
-        d->reply_sem = ::sem_open(("/" + d->reply_name).c_str(), O_CREAT, 0600, 0);  // a doorbell may exist
+        d->reply_sem = ::sem_open((object + PYBRIDGE_REPLY_SEM_SUFFIX).c_str(), O_CREAT | O_EXCL, 0600, 0);
         if (d->reply_sem == SEM_FAILED) return fail_errno(d, "sem_open (reply)");
+        if (!d->doorbell.empty()) {
+            d->doorbell_sem = ::sem_open(("/" + d->doorbell).c_str(), O_CREAT, 0600, 0);  // others may share it
+            if (d->doorbell_sem == SEM_FAILED) return fail_errno(d, "sem_open (doorbell)");
+        }
         return take_driver_end(d);
     });
 }
 
-int pybridge_driver_open(const char *name, const char *reply_semaphore, pybridge_driver **out) {
+int pybridge_driver_open(const char *name, const char *doorbell, pybridge_driver **out) {
     if (int rc = new_driver(out); rc != PYBRIDGE_OK) return rc;
     pybridge_driver *d = *out;
     if (name == nullptr) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "name is NULL");
     return guarded(d, [&] {
-        if (int rc = set_names(d, name, reply_semaphore); rc != PYBRIDGE_OK) return rc;
+        if (int rc = set_names(d, name, doorbell); rc != PYBRIDGE_OK) return rc;
         return take_driver_end(d);
     });
 }
@@ -216,6 +225,7 @@ void pybridge_driver_close(pybridge_driver *d) {
     if (d->fd >= 0) ::close(d->fd);
     if (d->request_sem != SEM_FAILED) ::sem_close(d->request_sem);
     if (d->reply_sem != SEM_FAILED) ::sem_close(d->reply_sem);
+    if (d->doorbell_sem != SEM_FAILED) ::sem_close(d->doorbell_sem);
     delete d;
 }
 
@@ -225,7 +235,7 @@ void pybridge_driver_destroy(pybridge_driver *d) {
         const std::string object = "/" + d->name;
         ::shm_unlink(object.c_str());
         ::sem_unlink((object + PYBRIDGE_REQUEST_SEM_SUFFIX).c_str());
-        if (d->reply_name == d->name + PYBRIDGE_REPLY_SEM_SUFFIX) ::sem_unlink(("/" + d->reply_name).c_str());
+        ::sem_unlink((object + PYBRIDGE_REPLY_SEM_SUFFIX).c_str());  // not the doorbell: others may share it
     }
     pybridge_driver_close(d);
 }
@@ -238,8 +248,7 @@ int pybridge_driver_wait_declaration(pybridge_driver *d, int64_t timeout_ns, pyb
     }
     pybridge_header *h = d->header();
     const auto declared = [h] { return load_acquire(h->state) == PYBRIDGE_STATE_DECLARED; };
-    // The declaration is always posted. Look first: a post consumed by another
-    // wait on a shared doorbell, or one that came before this wait, is not lost.
+    // The declaration is always posted. Look first: a post that came before this wait is not lost.
     if (!declared()) {
         const timespec deadline = deadline_after(timeout_ns);
         while (!declared() && ::sem_timedwait(d->reply_sem, &deadline) == 0) {
@@ -359,10 +368,15 @@ int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) {
     const auto ready = [d] { return answered(d); };
     bool done = !d->spun && pybridge::detail::spin(ready, d->spin, d->sent_at);
     d->spun = true;
-    if (!done) {
-        done = timeout_ns > 0 ? pybridge::detail::block(ready, d->header()->driver_sleeping, d->reply_sem,
-                                                        std::chrono::nanoseconds(timeout_ns))
-                              : ready();
+    if (!done && timeout_ns <= 0) done = ready();
+    if (!done && timeout_ns > 0) {
+        // A post may be stale (the declaration's, or a reply taken without sleeping): look again until the deadline.
+        const auto deadline = pybridge::detail::Clock::now() + std::chrono::nanoseconds(timeout_ns);
+        for (auto left = std::chrono::nanoseconds(timeout_ns); !done && left.count() > 0;
+             left = deadline - pybridge::detail::Clock::now()) {
+            done = pybridge::detail::block(ready, d->header()->driver_sleeping, PYBRIDGE_SLEEPING_ON_REPLY,
+                                           d->reply_sem, left);
+        }
     }
     if (!done) return PYBRIDGE_TIMEOUT;
     record_answer(d);
@@ -375,9 +389,10 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
     for (size_t i = 0; i < count; ++i) {
         pybridge_driver *d = drivers[i];
         if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
-        if (d->reply_name != drivers[0]->reply_name) {
-            return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not share the reply semaphore '%s'",
-                        d->name.c_str(), drivers[0]->reply_name.c_str());
+        if (d->doorbell_sem == SEM_FAILED || d->doorbell != drivers[0]->doorbell) {
+            return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT,
+                        "channel '%s' does not share a doorbell with channel '%s': create the channels of one "
+                        "wait with the same doorbell", d->name.c_str(), drivers[0]->name.c_str());
         }
         pending = pending || d->outcome == PYBRIDGE_OUTCOME_PENDING;
     }
@@ -398,15 +413,15 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
     // sleep, look again, then block on the one semaphore they all post.
     for (size_t i = 0; i < count; ++i) {
         if (drivers[i]->outcome == PYBRIDGE_OUTCOME_PENDING) {
-            __atomic_store_n(&drivers[i]->header()->driver_sleeping, 1u, __ATOMIC_SEQ_CST);
+            __atomic_store_n(&drivers[i]->header()->driver_sleeping, PYBRIDGE_SLEEPING_ON_DOORBELL, __ATOMIC_SEQ_CST);
         }
     }
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     bool done = first_answered();
     if (!done && timeout_ns > 0) {
-        // A post may be stale (a declaration, a reply taken without waiting): look again after each.
+        // A post may be stale (a reply taken before we slept on it): look again after each.
         const timespec deadline = deadline_after(timeout_ns);
-        while (!done && ::sem_timedwait(drivers[0]->reply_sem, &deadline) == 0) done = first_answered();
+        while (!done && ::sem_timedwait(drivers[0]->doorbell_sem, &deadline) == 0) done = first_answered();
         done = done || first_answered();
     }
     for (size_t i = 0; i < count; ++i) __atomic_store_n(&drivers[i]->header()->driver_sleeping, 0u, __ATOMIC_RELAXED);

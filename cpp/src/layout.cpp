@@ -16,7 +16,8 @@ static_assert(offsetof(pybridge_header, n_params) == 48, "layout block moved");
 static_assert(offsetof(pybridge_header, request_seq) == 128, "request line must start a cache line");
 static_assert(offsetof(pybridge_header, reply_seq) == 192, "reply line must start a cache line");
 static_assert(offsetof(pybridge_header, reply_semaphore) == 256, "reply semaphore name moved");
-static_assert(offsetof(pybridge_header, error) == 320, "error text moved");
+static_assert(offsetof(pybridge_header, doorbell) == 320, "doorbell name moved");
+static_assert(offsetof(pybridge_header, error) == 384, "error text moved");
 
 namespace {
 
@@ -91,8 +92,9 @@ extern "C" int pybridge_header_validate(const void *segment, uint64_t mapped_siz
                       static_cast<unsigned long long>(h.segment_size), static_cast<unsigned long long>(mapped_size));
         return PYBRIDGE_E_PROTOCOL;
     }
-    if (std::memchr(h.reply_semaphore, '\0', sizeof h.reply_semaphore) == nullptr) {
-        write_message(message, message_size, "reply semaphore name is not NUL-terminated");
+    if (std::memchr(h.reply_semaphore, '\0', sizeof h.reply_semaphore) == nullptr ||
+        std::memchr(h.doorbell, '\0', sizeof h.doorbell) == nullptr) {
+        write_message(message, message_size, "a semaphore name is not NUL-terminated");
         return PYBRIDGE_E_PROTOCOL;
     }
     if (h.state < PYBRIDGE_STATE_CREATED || h.state > PYBRIDGE_STATE_CLOSED) {

@@ -20,6 +20,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "pybridge/protocol.h"
+
 namespace pybridge::detail {
 
 inline void cpu_relax() noexcept {
@@ -74,6 +76,16 @@ inline int wake(uint32_t &sleeping, sem_t *sem) noexcept {
     return 0;
 }
 
+// The driver's side has two semaphores: `sleeping` says which one it blocks
+// on (PYBRIDGE_SLEEPING_ON_REPLY or _DOORBELL). Call after publishing.
+inline int wake_driver(uint32_t &sleeping, sem_t *reply, sem_t *doorbell) noexcept {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    const uint32_t on = __atomic_load_n(&sleeping, __ATOMIC_SEQ_CST);
+    if (on == PYBRIDGE_SLEEPING_ON_DOORBELL && doorbell != SEM_FAILED) return ::sem_post(doorbell);
+    if (on != 0) return ::sem_post(reply);
+    return 0;
+}
+
 // Spins until ready() holds, for at most policy.spin_ns(). True when ready.
 template <typename Ready>
 bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noexcept {
@@ -88,12 +100,12 @@ bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noex
     }
 }
 
-// Announces sleep in `sleeping`, then blocks on `sem` for at most `slice`
+// Announces sleep in `sleeping` (as `on`: which semaphore to post), then blocks on `sem` for at most `slice`
 // unless ready() already holds. True when ready; false when the slice ran out
 // (the caller checks its peer and deadlines, then waits again).
 template <typename Ready>
-bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds slice) noexcept {
-    __atomic_store_n(&sleeping, 1u, __ATOMIC_SEQ_CST);
+bool block(Ready ready, uint32_t &sleeping, uint32_t on, sem_t *sem, std::chrono::nanoseconds slice) noexcept {
+    __atomic_store_n(&sleeping, on, __ATOMIC_SEQ_CST);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     bool done = ready();
     if (!done) {

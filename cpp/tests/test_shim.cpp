@@ -245,6 +245,57 @@ void test_one_thread_waits_on_two_channels_through_a_shared_doorbell() {
     ::sem_unlink(("/" + std::string(doorbell)).c_str());
 }
 
+// Channels of a pool share a doorbell, yet a thread may also wait on one of
+// them alone (each pool thread bound to its simulator). Its simulator must
+// post that channel's own semaphore: a reply of another channel must neither
+// wake it nor be swallowed by it. Here the second thread's reply comes first;
+// with one shared semaphore it woke the first thread (whose wait then returned
+// early) and the second slept out its whole 5 s slice.
+void test_threads_waiting_alone_on_channels_that_share_a_doorbell() {
+    std::random_device random;
+    char doorbell[64];
+    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
+    {
+        TestDriver slow(doorbell), fast(doorbell);
+        std::atomic<bool> release_slow{false};
+        std::thread slow_simulator([name = slow.name(), &release_slow] {
+            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+            while (auto request = channel.wait()) {
+                while (!release_slow.load()) std::this_thread::yield();
+                channel.reply(1.0);
+            }
+        });
+        std::thread fast_simulator([name = fast.name()] {
+            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+            while (auto request = channel.wait()) channel.reply(2.0);
+        });
+        CHECK(slow.wait_declared() && fast.wait_declared());
+        slow.accept(1, 0, 0, 0);  // spin_us = 0: both drivers block at once
+        fast.accept(1, 0, 0, 0);
+        constexpr int64_t five_seconds = 5000000000;
+        int slow_status = -100;
+        slow.send(PYBRIDGE_REQUEST_COST, {1.0});
+        std::thread slow_waiter([&] { slow_status = pybridge_driver_wait(slow.get(), five_seconds); });
+        // Let the slow waiter fall asleep first (its flag says so), then make the fast channel reply.
+        RawHeader slow_header(slow.name());
+        while (load(slow_header->driver_sleeping) == 0) std::this_thread::yield();
+        const auto started = std::chrono::steady_clock::now();
+        fast.send(PYBRIDGE_REQUEST_COST, {1.0});
+        const int fast_status = pybridge_driver_wait(fast.get(), five_seconds);
+        const auto fast_took = std::chrono::steady_clock::now() - started;
+        CHECK(fast_status == PYBRIDGE_OK && fast.reply().cost == 2.0);
+        CHECK(fast_took < std::chrono::seconds(1));
+        release_slow.store(true);
+        slow_waiter.join();
+        CHECK(slow_status == PYBRIDGE_OK && slow.reply().cost == 1.0);  // it did not return early
+        slow.shut_down();
+        fast.shut_down();
+        slow_simulator.join();
+        fast_simulator.join();
+    }
+    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+}
+
 void test_cpp_api_residuals_and_reported_failures() {
     TestDriver driver;
     std::thread simulator([&] {
@@ -350,6 +401,7 @@ int main() {
     test_c_api_round_trips(0);    // the simulator blocks on every wait
     test_c_api_round_trips(1000);  // the simulator spins first
     test_one_thread_waits_on_two_channels_through_a_shared_doorbell();
+    test_threads_waiting_alone_on_channels_that_share_a_doorbell();
     test_cpp_api_residuals_and_reported_failures();
     test_rejection_reaches_the_simulator();
     test_version_mismatch_names_both_versions();

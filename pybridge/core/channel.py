@@ -97,8 +97,6 @@ class DriverChannel:
         :mod:`pybridge.core.doorbell`), or None for the channel's own."""
         self.name = name or new_channel_name()
         request_name, reply_name = semaphore_names(self.name)
-        if doorbell is not None:
-            reply_name = "/" + doorbell
         self._request_sem: Optional[posix_ipc.Semaphore] = None
         self._reply_sem: Optional[posix_ipc.Semaphore] = None
         self.n_params = 0
@@ -118,13 +116,13 @@ class DriverChannel:
             try:
                 os.posix_fallocate(self._segment._fd, 0, HEADER_SIZE)  # type: ignore[attr-defined]
                 self._request_sem = posix_ipc.Semaphore(request_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
-                if doorbell is None:  # a doorbell belongs to whoever made it
-                    self._reply_sem = posix_ipc.Semaphore(reply_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
+                self._reply_sem = posix_ipc.Semaphore(reply_name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
             except OSError as error:
                 if error.errno == errno.ENOSPC:
                     _out_of_space("a new channel", HEADER_SIZE + 2 * 4096, error)
                 raise
-            self.port = _native.DriverPort(self.name, reply_name[1:], POLL_PERIOD)  # writes the header
+            # A doorbell belongs to whoever made it (a Doorbell): only opened here.
+            self.port = _native.DriverPort(self.name, doorbell, POLL_PERIOD)  # writes the header
         except BaseException:
             self.close()
             raise

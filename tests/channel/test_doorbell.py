@@ -72,7 +72,7 @@ def test_a_doorbell_names_its_owner_and_cleanup_judges_by_it(tmp_path: Path) -> 
 def test_wait_any_refuses_channels_that_do_not_share_a_doorbell() -> None:
     channels: List[DriverChannel] = [DriverChannel(), DriverChannel()]
     try:
-        with pytest.raises(Exception, match="does not share the reply semaphore"):
+        with pytest.raises(Exception, match="does not share a doorbell"):
             wait_any(channels, 0.01)
     finally:
         for channel in channels:

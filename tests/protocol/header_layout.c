@@ -38,6 +38,7 @@ int main(void) {
     FIELD(simulator_sleeping);
     FIELD(cost);
     FIELD(reply_semaphore);
+    FIELD(doorbell);
     FIELD(error);
     printf("size %zu\n", sizeof(pybridge_header));
     CONSTANT(PYBRIDGE_PROTOCOL_VERSION);

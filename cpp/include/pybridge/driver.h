@@ -71,19 +71,19 @@ typedef struct pybridge_reply {
     const char *error;        /* the simulator's message when status is PYBRIDGE_REPLY_FAILED, else "" */
 } pybridge_reply;
 
-/* Creates a channel — segment (memory reserved), request semaphore, reply
- * semaphore — and takes its driver's end. name: NULL for a fresh random
- * "pybridge-..." name. reply_semaphore: NULL for the channel's own
- * NAME "-rep"; or the name (without '/') of a "doorbell" several channels
- * share, created if missing and never removed here. */
-PYBRIDGE_API int pybridge_driver_create(const char *name, const char *reply_semaphore, pybridge_driver **out);
+/* Creates a channel — segment (memory reserved), request and reply
+ * semaphores — and takes its driver's end. name: NULL for a fresh random
+ * "pybridge-..." name. doorbell: NULL, or the name (without '/') of a
+ * semaphore several channels share so that pybridge_driver_wait_any can
+ * wait on all of them; created if missing and never removed here. */
+PYBRIDGE_API int pybridge_driver_create(const char *name, const char *doorbell, pybridge_driver **out);
 
 /* Takes the driver's end of a channel the caller created: the shared-memory
- * object "/" name (at least the header's size, zero-filled) and the semaphore
- * "/" name "-req" must exist; reply_semaphore as for pybridge_driver_create,
- * and it must exist too. Writes the header (state CREATED, this process as
- * the driver). */
-PYBRIDGE_API int pybridge_driver_open(const char *name, const char *reply_semaphore, pybridge_driver **out);
+ * object "/" name (at least the header's size, zero-filled) and the
+ * semaphores "/" name "-req" and "/" name "-rep" must exist, and the
+ * doorbell too if one is named (NULL: none). Writes the header (state
+ * CREATED, this process as the driver). */
+PYBRIDGE_API int pybridge_driver_open(const char *name, const char *doorbell, pybridge_driver **out);
 
 /* Frees the handle; removes nothing (NULL is allowed). */
 PYBRIDGE_API void pybridge_driver_close(pybridge_driver *driver);
@@ -124,16 +124,20 @@ PYBRIDGE_API int pybridge_driver_send(pybridge_driver *driver, uint32_t kind, co
 
 /* Waits for the reply to the latest request. The first wait after a send
  * spins up to the spin budget (adaptive, see cpp/src/wait.hpp); then it blocks
- * on the reply semaphore for the rest of timeout_ns. timeout_ns = 0 spins at
+ * on the channel's own reply semaphore for the rest of timeout_ns. timeout_ns = 0 spins at
  * most and never blocks. PYBRIDGE_OK once answered, PYBRIDGE_TIMEOUT if not
  * yet, PYBRIDGE_E_INVALID_ARGUMENT if nothing was sent. */
 PYBRIDGE_API int pybridge_driver_wait(pybridge_driver *driver, int64_t timeout_ns);
 
 /* Waits up to timeout_ns until any of count drivers has its reply, blocking
- * once on the reply semaphore they share (create them with the same
- * reply_semaphore). PYBRIDGE_OK with *ready the index of an answered one
- * (the lowest), PYBRIDGE_TIMEOUT, or PYBRIDGE_E_INVALID_ARGUMENT when none
- * has a request pending or they do not share their reply semaphore. */
+ * on the doorbell they share (create them with the same doorbell). An
+ * answered driver stays answered until its next send: pass only those whose
+ * replies you have not taken yet. PYBRIDGE_OK with *ready the index of an
+ * answered one (the lowest), PYBRIDGE_TIMEOUT, or
+ * PYBRIDGE_E_INVALID_ARGUMENT when none has a request pending or they do not
+ * share a doorbell. Each of the drivers may meanwhile be waited on alone by
+ * pybridge_driver_wait (not at the same time): the simulator posts whichever
+ * semaphore its driver sleeps on. */
 PYBRIDGE_API int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int64_t timeout_ns,
                                           size_t *ready);
 

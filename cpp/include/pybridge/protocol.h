@@ -11,9 +11,13 @@
  *
  *     shared memory   "/" NAME               the segment below
  *     semaphore       "/" NAME "-req"        driver -> simulator: a request (or a state change) is ready
- *     semaphore       "/" reply_semaphore    simulator -> driver: a reply (or the declaration) is ready;
- *                                            by default NAME "-rep", but the header names it so that
- *                                            one driver thread can wait on several channels at once
+ *     semaphore       "/" NAME "-rep"        simulator -> driver: a reply (or the declaration) is ready
+ *
+ * and optionally a "doorbell": a semaphore several channels share, named in
+ * the header, so that one driver thread can wait on all of them at once.
+ * The driver says which of the two it sleeps on (driver_sleeping), and the
+ * simulator posts that one: a thread waiting on one channel is never woken
+ * by another channel's reply, nor does it swallow another waiter's.
  *
  * Waiting: each side spins on the sequence numbers for up to spin_us, then
  * raises its *_sleeping flag and blocks on its semaphore. A side posts the
@@ -35,7 +39,7 @@
 
 /* "PYBRIDGE" read as a little-endian uint64. */
 #define PYBRIDGE_MAGIC UINT64_C(0x4547444952425950)
-#define PYBRIDGE_PROTOCOL_VERSION 2u
+#define PYBRIDGE_PROTOCOL_VERSION 3u
 
 /* The environment variable through which a launched simulator learns its channel. */
 #define PYBRIDGE_CHANNEL_ENV "PYBRIDGE_CHANNEL"
@@ -49,6 +53,10 @@
 /* Regions start on cache-line boundaries: no false sharing with the header,
  * and aligned loads for the simulator's maths. */
 #define PYBRIDGE_REGION_ALIGN 64u
+
+/* Values of pybridge_header.driver_sleeping: which semaphore the simulator posts. */
+#define PYBRIDGE_SLEEPING_ON_REPLY 1u    /* "/" NAME "-rep": the driver waits on this channel alone */
+#define PYBRIDGE_SLEEPING_ON_DOORBELL 2u /* "/" doorbell: the driver waits on several channels at once */
 
 /* Channel lifecycle (pybridge_header.state). See docs/protocol.md. */
 enum pybridge_state {
@@ -79,7 +87,7 @@ enum pybridge_reply_status {
     PYBRIDGE_REPLY_FAILED = 1 /* this evaluation failed; error[] holds the simulator's message */
 };
 
-#define PYBRIDGE_ERROR_TEXT_SIZE 704
+#define PYBRIDGE_ERROR_TEXT_SIZE 640
 
 typedef struct pybridge_header {
     /* Identity, written by the driver before the simulator starts. (offset 0) */
@@ -110,7 +118,7 @@ typedef struct pybridge_header {
     /* Request line: written by the driver only. Own cache line. (offset 128) */
     uint64_t request_seq; /* incremented once per request; 0 = none yet */
     uint32_t request_kind; /* enum pybridge_request_kind */
-    uint32_t driver_sleeping; /* 1 while the driver blocks on reply_semaphore: the simulator must post it */
+    uint32_t driver_sleeping; /* 0, or PYBRIDGE_SLEEPING_ON_*: the driver blocks, the simulator must post */
     uint8_t pad1[48];
 
     /* Reply line: written by the simulator only. Own cache line. (offset 192) */
@@ -120,12 +128,15 @@ typedef struct pybridge_header {
     double cost;
     uint8_t pad2[40];
 
-    /* Name (without '/') of the semaphore the simulator posts. Written by
-     * the driver before the simulator starts. (offset 256) */
+    /* Names (without '/') of the semaphores the simulator posts: the
+     * channel's own NAME "-rep", and the doorbell it shares with other
+     * channels ("" if none). Written by the driver before the simulator
+     * starts. (offset 256) */
     char reply_semaphore[PYBRIDGE_SEMAPHORE_NAME_SIZE];
+    char doorbell[PYBRIDGE_SEMAPHORE_NAME_SIZE];
 
     /* NUL-terminated message: why an evaluation failed (simulator) or why
-     * the declaration was rejected (driver). (offset 320) */
+     * the declaration was rejected (driver). (offset 384) */
     char error[PYBRIDGE_ERROR_TEXT_SIZE];
 } pybridge_header; /* 1024 bytes */
 
