@@ -57,6 +57,7 @@ from .errors import (
 )
 from .errors import ShimError as _ShimError
 from .paths import cmake_dir
+from .pool import FiniteDifferences, Pool
 from .protocol import Capability
 from .serve import serve
 from .simulator import Simulator
@@ -66,6 +67,8 @@ _native._set_shim_error(_ShimError)
 
 __all__ = [
     "Simulator",
+    "Pool",
+    "FiniteDifferences",
     "serve",
     "Capability",
     "cmake_dir",

@@ -93,6 +93,10 @@ class DriverPort:
         ...
     def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
+    def finish(self, kind: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
+        """
+        The value of the request start() sent, after at most one wait slice; None for the slow path.
+        """
     def reject(self, reason: str) -> None:
         ...
     def release(self) -> None:
@@ -107,6 +111,10 @@ class DriverPort:
         ...
     def shutdown(self) -> None:
         ...
+    def start(self, x: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex) -> bool:
+        """
+        Sends the request behind sim(x) (COST), value_and_grad (GRADIENT) or residuals (RESIDUALS); False when nothing was sent (the slow path decides).
+        """
     def wait(self) -> bool:
         ...
     def wait_declaration(self, slice_seconds: typing.SupportsFloat | typing.SupportsIndex) -> typing.Any:

@@ -170,7 +170,7 @@ class Simulator(_native.FastCall):
         self._agreed: Optional[Tuple[int, int, Capability]] = None
         self._set_fallbacks(Simulator._cost_slow, Simulator._value_and_grad_slow, Simulator._residuals_slow)
         cleanup.clean_once()  # channels of drivers that died earlier; never a live one, never an error
-        self._slot = _SessionSlot(_Session(DriverChannel()), close_timeout, self._owner_pid)
+        self._slot = _SessionSlot(_Session(self._new_channel()), close_timeout, self._owner_pid)
         # Runs at close(), at garbage collection or at interpreter exit,
         # whichever comes first: a forgotten Simulator leaks nothing.
         self._finalizer = weakref.finalize(self, self._slot.release)
@@ -461,6 +461,48 @@ class Simulator(_native.FastCall):
 
     # ---- sessions: one simulator process and its channel ---------------------------
 
+    def _new_channel(self) -> DriverChannel:
+        """A fresh channel for the next session (a pool's workers share a doorbell)."""
+        return DriverChannel()
+
+    # ---- one request in flight: how a pool drives several simulators from one thread ----
+
+    def _start_request(self, x: "np.typing.ArrayLike", kind: RequestKind) -> bool:
+        """Sends the request behind ``sim(x)`` / ``value_and_grad`` / ``residuals`` without waiting;
+        False when the fast path cannot (then evaluate with :meth:`_evaluate_now`). The caller
+        owns this Simulator exclusively until :meth:`_finish_request`."""
+        port = self._port
+        return port is not None and port.start(x, int(kind))
+
+    def _finish_request(self, x: "np.typing.ArrayLike", kind: RequestKind) -> Any:
+        """The value of the request :meth:`_start_request` sent, under the failure policy (a crash
+        or timeout may restart the simulator and retry ``x`` here, synchronously)."""
+        port = self._port
+        if port is not None:
+            value = port.finish(int(kind))
+            if value is not None:
+                return value
+        return self._evaluate_now(x, kind)
+
+    def _evaluate_now(self, x: "np.typing.ArrayLike", kind: RequestKind) -> Any:
+        """One whole evaluation through the slow path (it resumes a request already in flight)."""
+        slow = {RequestKind.COST: self._cost_slow, RequestKind.GRADIENT: self._value_and_grad_slow,
+                RequestKind.RESIDUALS: self._residuals_slow}[kind]  # fmt: skip
+        return self._locked(lambda: slow(x))
+
+    def _stalled(self) -> bool:
+        """Whether the request in flight can no longer be answered in time: the simulator died, or the
+        timeout passed (the slow path then stops it and applies the policy)."""
+        port = self._port
+        if port is None or port.outcome != _PENDING:
+            return False
+        if self.timeout is not None and port.elapsed >= self.timeout:
+            return True
+        session = self._session
+        if session.process is not None:
+            return session.process.exit_status() is not None
+        return not _native.process_alive(session.channel.simulator_pid)
+
     @property
     def _session(self) -> "_Session":
         return self._slot.session
@@ -487,7 +529,7 @@ class Simulator(_native.FastCall):
         for attempt in range(self._policy.restarts + 1):
             try:
                 if attempt:
-                    self._slot.replace(_Session(DriverChannel()))
+                    self._slot.replace(_Session(self._new_channel()))
                 self._launch()
                 self._connect(self.start_timeout)
                 return
@@ -545,7 +587,7 @@ class Simulator(_native.FastCall):
         """Replaces a dead or hung simulator by a fresh one on a fresh channel."""
         self._use_port(None)
         self._restart_pending = False
-        self._slot.replace(_Session(DriverChannel()))
+        self._slot.replace(_Session(self._new_channel()))
         self.restart_count += 1
         self._launch()
         self._connect(self.start_timeout)

@@ -44,6 +44,11 @@ void bind_driver_port(py::module_ &m) {
              py::arg("spin_us"))
         .def("shutdown", &DriverPort::shutdown)
         .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
+        .def("start", &DriverPort::start, py::arg("x"), py::arg("kind"),
+             "Sends the request behind sim(x) (COST), value_and_grad (GRADIENT) or residuals (RESIDUALS); "
+             "False when nothing was sent (the slow path decides).")
+        .def("finish", &DriverPort::finish, py::arg("kind"),
+             "The value of the request start() sent, after at most one wait slice; None for the slow path.")
         .def("serves", &DriverPort::serves, py::arg("kind"))
         .def("wait", &DriverPort::wait)
         .def("reply", &DriverPort::reply, "(reply_status, cost, error text) of the answered request.")

@@ -123,32 +123,58 @@ public:
         return py::make_tuple(reply_.status, reply_.cost, std::string(reply_.error));
     }
 
-    py::object cost(py::handle x) {
-        const bool residual = capabilities_ & PYBRIDGE_CAP_RESIDUALS;
-        if (!send(x, residual ? PYBRIDGE_REQUEST_RESIDUALS : PYBRIDGE_REQUEST_COST) || !wait() || !reply_ok()) {
-            return py::none();
-        }
-        const double value = residual ? pybridge::detail::half_sum_of_squares(reply_.residuals, n_residuals_) : reply_.cost;
-        if (!allow_nonfinite_ && !std::isfinite(value)) return py::none();
-        ++answers_;
-        return py::float_(value);
-    }
-
+    // The fast calls: one request, its reply, the value — or None for the slow path.
+    py::object cost(py::handle x) { return start(x, PYBRIDGE_REQUEST_COST) ? finish(PYBRIDGE_REQUEST_COST) : py::none(); }
     py::object value_and_grad(py::handle x) {
-        if (!send(x, PYBRIDGE_REQUEST_GRADIENT) || !wait() || !reply_ok()) return py::none();
-        const double value = reply_.cost;
-        if (!allow_nonfinite_ && (!std::isfinite(value) || !pybridge::detail::finite_values(reply_.gradient, n_params_))) {
-            return py::none();
-        }
-        ++answers_;
-        return py::make_tuple(value, copy_of(reply_.gradient, n_params_));
+        return start(x, PYBRIDGE_REQUEST_GRADIENT) ? finish(PYBRIDGE_REQUEST_GRADIENT) : py::none();
+    }
+    py::object residuals(py::handle x) {
+        return start(x, PYBRIDGE_REQUEST_RESIDUALS) ? finish(PYBRIDGE_REQUEST_RESIDUALS) : py::none();
     }
 
-    py::object residuals(py::handle x) {
-        if (!send(x, PYBRIDGE_REQUEST_RESIDUALS) || !wait() || !reply_ok()) return py::none();
-        if (!allow_nonfinite_ && !pybridge::detail::finite_values(reply_.residuals, n_residuals_)) return py::none();
-        ++answers_;
-        return copy_of(reply_.residuals, n_residuals_);
+    // A request for what sim(x) (COST), sim.value_and_grad(x) (GRADIENT) or
+    // sim.residuals(x) (RESIDUALS) returns, without waiting: the cost of a
+    // residual simulator is asked for as its residuals. A pool starts one
+    // request per simulator, waits on all of them at once (wait_any), then
+    // finishes each. False (nothing sent) as for send.
+    bool start(py::handle x, uint32_t kind) {
+        const bool residual_cost = kind == PYBRIDGE_REQUEST_COST && (capabilities_ & PYBRIDGE_CAP_RESIDUALS);
+        return send(x, residual_cost ? PYBRIDGE_REQUEST_RESIDUALS : kind);
+    }
+
+    // The value of the request `start(x, kind)` sent, after at most one wait
+    // slice: a float (COST), (cost, gradient copy) (GRADIENT) or a residual
+    // copy (RESIDUALS); None when the reply is still pending, reports a
+    // failure or is not finite (the slow path takes over from `outcome`).
+    py::object finish(uint32_t kind) {
+        if (!wait() || !reply_ok()) return py::none();
+        switch (kind) {
+            case PYBRIDGE_REQUEST_COST: {
+                const bool residual = capabilities_ & PYBRIDGE_CAP_RESIDUALS;
+                const double value =
+                    residual ? pybridge::detail::half_sum_of_squares(reply_.residuals, n_residuals_) : reply_.cost;
+                if (!allow_nonfinite_ && !std::isfinite(value)) return py::none();
+                ++answers_;
+                return py::float_(value);
+            }
+            case PYBRIDGE_REQUEST_GRADIENT: {
+                const double value = reply_.cost;
+                if (!allow_nonfinite_ &&
+                    (!std::isfinite(value) || !pybridge::detail::finite_values(reply_.gradient, n_params_))) {
+                    return py::none();
+                }
+                ++answers_;
+                return py::make_tuple(value, copy_of(reply_.gradient, n_params_));
+            }
+            case PYBRIDGE_REQUEST_RESIDUALS:
+                if (!allow_nonfinite_ && !pybridge::detail::finite_values(reply_.residuals, n_residuals_)) {
+                    return py::none();
+                }
+                ++answers_;
+                return copy_of(reply_.residuals, n_residuals_);
+            default:
+                throw py::value_error("unknown request kind");
+        }
     }
 
     int outcome() const { return outcome_; }

@@ -11,6 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -409,6 +410,22 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
     };
     if (first_answered()) return PYBRIDGE_OK;
     if (!pending) return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT, "none of the channels has a request pending");
+    // Spin as a single wait would, once per request: until the last of the
+    // pending requests' spin budgets (each adaptive, cpp/src/wait.hpp) ends.
+    auto spin_end = pybridge::detail::Clock::time_point::min();
+    for (size_t i = 0; i < count; ++i) {
+        pybridge_driver *d = drivers[i];
+        if (d->outcome != PYBRIDGE_OUTCOME_PENDING || d->spun) continue;
+        d->spun = true;
+        if (const int64_t spin_ns = d->spin.spin_ns(); spin_ns > 0) {
+            spin_end = std::max(spin_end, d->sent_at + std::chrono::nanoseconds(spin_ns));
+        }
+    }
+    for (unsigned i = 1; spin_end > pybridge::detail::Clock::time_point::min(); ++i) {
+        pybridge::detail::cpu_relax();
+        if (first_answered()) return PYBRIDGE_OK;
+        if ((i & 63) == 0 && pybridge::detail::Clock::now() >= spin_end) break;  // the clock costs more than a pause
+    }
     // As in wait.hpp's block(), for every pending channel at once: announce
     // sleep, look again, then block on the one semaphore they all post.
     for (size_t i = 0; i < count; ++i) {
