@@ -7,7 +7,10 @@ import importlib
 
 import pytest
 
-MODULES = ["pybridge", "pybridge.simulator", "pybridge.serve", "pybridge.core.cleanup", "pybridge.paths"]
+MODULES = [
+    "pybridge", "pybridge.simulator", "pybridge.serve", "pybridge.core.cleanup", "pybridge.paths",
+    "pybridge.pool.pool", "pybridge.pool.finite_diff",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

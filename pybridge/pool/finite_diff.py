@@ -45,6 +45,9 @@ class FiniteDifferences:
         ``"2-point"`` (forward: n + 1 evaluations) or ``"3-point"`` (central: 2n, more accurate).
     rel_step:
         The relative step, as SciPy's ``rel_step`` (default: sqrt(eps) or eps^(1/3)).
+    abs_step:
+        An absolute step instead, as SciPy's ``abs_step``. SciPy's own L-BFGS-B, BFGS and CG
+        use ``abs_step=1e-8`` (their ``eps`` option): pass it to get their gradients exactly.
     bounds:
         ``scipy.optimize.Bounds`` or a sequence of ``(low, high)`` pairs (None: unbounded): no
         point is evaluated outside them.
@@ -56,12 +59,16 @@ class FiniteDifferences:
         method: str = "2-point",
         rel_step: Optional[Union[float, Sequence[float]]] = None,
         bounds: Any = None,
+        abs_step: Optional[Union[float, Sequence[float]]] = None,
     ) -> None:
         if method not in _RELATIVE_STEP:
             raise ValueError(f"method must be '2-point' or '3-point', not {method!r}")
         self.pool = pool
         self.method = method
+        if rel_step is not None and abs_step is not None:
+            raise ValueError("give rel_step or abs_step, not both")
         self.rel_step = None if rel_step is None else np.asarray(rel_step, dtype=float)
+        self.abs_step = None if abs_step is None else np.asarray(abs_step, dtype=float)
         self._bounds = bounds
         #: Evaluations made for gradients so far.
         self.nfev = 0
@@ -106,9 +113,12 @@ class FiniteDifferences:
         relative = _RELATIVE_STEP[self.method]
         sign = (x0 >= 0).astype(float) * 2 - 1
         default = relative * sign * np.maximum(1.0, np.abs(x0))
-        if self.rel_step is None:
+        if self.abs_step is not None:
+            steps = np.broadcast_to(self.abs_step, x0.shape).astype(float)
+        elif self.rel_step is not None:
+            steps = self.rel_step * sign * np.abs(x0)
+        else:
             return default
-        steps = self.rel_step * sign * np.abs(x0)
         return np.where(((x0 + steps) - x0) == 0, default, steps)
 
 
