@@ -6,8 +6,9 @@ through what users otherwise pick — a subprocess with input/output files per
 evaluation, a persistent process over a pipe, a Unix socket, TCP loopback —
 next to the lower bounds: the same function called in-process through
 pybind11, an in-process numpy expression, and two C processes spinning on
-shared memory. Then end-to-end SciPy runs, and the CPU burned while waiting
-for a slow simulator. Transports are measured interleaved, in rounds, so
+shared memory. Then end-to-end SciPy runs, the CPU burned while waiting
+for a slow simulator, and the pool: dispatch overhead against the standard
+process pools, 2 simulators against 1, differential evolution in parallel. Transports are measured interleaved, in rounds, so
 that drift hits all alike; every target is a ratio within this one run.
 
     pybridge bench [--quick] [--json FILE]
@@ -29,6 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .measure import measure_end_to_end, measure_idle_cpu, measure_latency, measure_memcpy_8mb
+from .pool import measure_pool
 from .report import evaluate_targets, tables
 from .transports import SIZES
 
@@ -49,6 +51,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     results["end_to_end"] = measure_end_to_end(quick)
     log("CPU while waiting for 50 ms evaluations ...")
     results["idle_cpu"] = measure_idle_cpu(quick)
+    results["pool"] = measure_pool(quick, log)
     results["targets"] = evaluate_targets(results)
     return results
 

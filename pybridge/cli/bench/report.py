@@ -35,6 +35,13 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
     default = results["idle_cpu"][f"spin {DEFAULT_SPIN_US} us, then block"]
     rows.append(("50 ms evaluations: driver CPU (% of a core)", default["driver_percent"], "<=", 2))
     rows.append(("50 ms evaluations: simulator CPU (% of a core)", default["simulator_percent"], "<=", 2))
+    pool = results["pool"]
+    overhead = pool["overhead_us"]
+    rows.append(("pool dispatch: ProcessPoolExecutor / pybridge Pool, per evaluation",
+                 overhead["ProcessPoolExecutor.map"] / overhead["pybridge Pool.map(pool, xs)"], ">=", 10))
+    rows.append(("pool: 2 simulators over 1, 2 ms evaluations (ideal 2)", pool["speedup"]["speedup"], ">=", 1.8))
+    floors.append(("differential evolution, 1 ms evaluations: serial / workers=pool.map",
+                   pool["differential_evolution"]["speedup"]))
     return [
         {"target": name, "measured": value, "bound": f"{op} {bound}",
          "met": value <= bound if op == "<=" else value >= bound}
@@ -64,6 +71,18 @@ def tables(results: dict) -> Iterator[str]:
     yield "|---|---:|---:|"
     for label, cpu in results["idle_cpu"].items():
         yield f"| {label} | {cpu['driver_percent']:.2f} % | {cpu['simulator_percent']:.2f} % |"
+    pool = results["pool"]
+    yield "\n| dispatching trivial evaluations on 2 workers | µs per evaluation |"
+    yield "|---|---:|"
+    for label, us in pool["overhead_us"].items():
+        yield f"| {label} | {us:.1f} |"
+    speedup, de = pool["speedup"], pool["differential_evolution"]
+    yield (f"\n{speedup['evaluations']} evaluations of {speedup['model_ms']:g} ms CPU: 1 simulator "
+           f"{speedup['one_s']:.3f} s (ideal {speedup['ideal_1_s']:.3f} s), 2 simulators {speedup['two_s']:.3f} s: "
+           f"speed-up {speedup['speedup']:.2f} (ideal {speedup['ideal_speedup']:g})")
+    yield (f"differential evolution, {de['evaluations']} evaluations of {de['model_ms']:g} ms: serial "
+           f"{de['serial_s']:.3f} s, workers=pool.map {de['pool_s']:.3f} s: speed-up {de['speedup']:.2f} "
+           "(same result)")
     yield "\n| target | measured | bound | met |"
     yield "|---|---:|---|---|"
     for row in results["targets"]:

@@ -1,0 +1,108 @@
+"""The pool's figures for `pybridge bench`: dispatch overhead against the standard process pools,
+the speed-up of 2 simulators over 1, and differential evolution end to end.
+
+Every alternative evaluates the same C++ function (``benchmarks/native/cost.h``): the process
+pools call it in their worker processes through pybind11 (``pybridge._bench``), the Pool through
+its resident simulators.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+from scipy.optimize import differential_evolution
+
+from ...pool import Pool
+from ...simulator import Simulator
+from .measure import _program
+
+__all__ = ["measure_pool"]
+
+WORKERS = 2
+
+
+def measure_pool(quick: bool, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    log("pool: dispatch overhead ...")
+    overhead = _dispatch_overhead(2_000 if quick else 10_000)
+    log("pool: speed-up on 2 ms evaluations ...")
+    speedup = _speedup(40 if quick else 200, burn_us=2000)
+    log("pool: differential evolution ...")
+    de = _differential_evolution(quick, burn_us=1000)
+    return {"overhead_us": overhead, "speedup": speedup, "differential_evolution": de}
+
+
+def _dispatch_overhead(count: int) -> Dict[str, float]:
+    """Microseconds per trivial evaluation (n = 8), 2 workers, best of 3 (the evaluation itself takes
+    ~10 ns, so this is all dispatch)."""
+    from ... import _bench  # type: ignore[attr-defined]  # built with the package; no stubs
+
+    xs: List[np.ndarray] = list(np.random.default_rng(0).uniform(-2, 2, size=(count, 8)))
+    results: Dict[str, float] = {}
+    with Pool([_program("pybridge-bench-sim")], workers=WORKERS, n_params=8) as pool:
+        results["pybridge Pool.map(pool, xs)"] = _best(lambda: list(pool.map(pool, xs))) / count * 1e6
+        wrapper = _Wrapper(pool)  # what SciPy hands workers=: a callable that is not the pool
+        results["pybridge Pool.map(any callable, xs) (threads)"] = _best(lambda: list(pool.map(wrapper, xs))) / count * 1e6
+    with ProcessPoolExecutor(WORKERS) as executor:
+        list(executor.map(_bench.sum_squares, xs[:100]))  # workers started and warm
+        results["ProcessPoolExecutor.map"] = _best(lambda: list(executor.map(_bench.sum_squares, xs))) / count * 1e6
+    with multiprocessing.get_context("forkserver").Pool(WORKERS) as mp_pool:
+        mp_pool.map(_bench.sum_squares, xs[:100], chunksize=1)
+        results["multiprocessing.Pool.map, chunksize=1"] = (
+            _best(lambda: mp_pool.map(_bench.sum_squares, xs, chunksize=1)) / count * 1e6
+        )
+    return results
+
+
+def _speedup(count: int, burn_us: int) -> Dict[str, float]:
+    """Wall time of ``count`` evaluations that compute for ``burn_us`` each, on 1 and on 2 simulators."""
+    xs = list(np.random.default_rng(1).uniform(-2, 2, size=(count, 8)))
+    walls = {}
+    for workers in (1, WORKERS):
+        with Pool([_program("pybridge-bench-sim"), "--burn-us", str(burn_us)], workers=workers, n_params=8) as pool:
+            list(pool.map(pool, xs[:4]))
+            walls[workers] = _best(lambda: list(pool.map(pool, xs)), repeats=2)  # noqa: B023
+    ideal = count * burn_us * 1e-6
+    return {
+        "evaluations": count, "model_ms": burn_us / 1000, "ideal_1_s": ideal, "one_s": walls[1],
+        "two_s": walls[WORKERS], "speedup": walls[1] / walls[WORKERS], "ideal_speedup": float(WORKERS),
+    }  # fmt: skip
+
+
+def _differential_evolution(quick: bool, burn_us: int) -> Dict[str, float]:
+    """The same seeded differential evolution, serial on one Simulator and with workers=pool.map."""
+    command = [_program("pybridge-bench-sim"), "--rosenbrock", "--burn-us", str(burn_us)]
+    bounds = [(-2.0, 2.0)] * 4
+    options = dict(seed=3, maxiter=5 if quick else 25, popsize=10, polish=False, updating="deferred", tol=0)
+    with Simulator(command, n_params=4) as sim:
+        started = time.perf_counter()
+        serial = differential_evolution(sim, bounds, **options)
+        serial_s = time.perf_counter() - started
+    with Pool(command, workers=WORKERS, n_params=4) as pool:
+        started = time.perf_counter()
+        parallel = differential_evolution(pool, bounds, workers=pool.map, **options)
+        parallel_s = time.perf_counter() - started
+    if not (np.array_equal(serial.x, parallel.x) and serial.nfev == parallel.nfev):
+        raise AssertionError("differential evolution through the pool did not repeat the serial run")
+    return {"evaluations": serial.nfev, "model_ms": burn_us / 1000, "serial_s": serial_s, "pool_s": parallel_s,
+            "speedup": serial_s / parallel_s}  # fmt: skip
+
+
+class _Wrapper:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def __call__(self, x: np.ndarray) -> float:
+        return self.pool(x)
+
+
+def _best(run: Callable[[], object], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
