@@ -11,6 +11,7 @@ from typing import Callable, List
 
 import numpy as np
 import pytest
+import scipy
 from scipy.optimize import brute, differential_evolution, least_squares, minimize, shgo
 from scipy.optimize._numdiff import approx_derivative  # the reference FiniteDifferences must match
 
@@ -18,6 +19,11 @@ import pybridge
 from pybridge import ChannelClosed, EvaluationFailed, Pool, SimulatorCrashed
 
 ROSENBROCK = "pybridge-rosenbrock"
+# Python 3.9 gets SciPy 1.13 at most: there, FiniteDifferences is the way to parallel gradients.
+SCIPY_WORKERS = pytest.mark.skipif(
+    tuple(int(part) for part in scipy.__version__.split(".")[:2]) < (1, 16),
+    reason=f"SciPy {scipy.__version__} has no workers= in minimize and least_squares (added in 1.16)",
+)
 
 
 def points(n: int, dim: int, seed: int = 0) -> List[np.ndarray]:
@@ -139,6 +145,7 @@ def test_differential_evolution_with_pool_map_equals_serial(rosenbrock_pool: Poo
     np.testing.assert_allclose(polished.x, np.ones(3), atol=1e-4)
 
 
+@SCIPY_WORKERS
 @pytest.mark.parametrize(
     "method",
     ["L-BFGS-B", "BFGS", "CG", "SLSQP", "TNC",
@@ -156,6 +163,7 @@ def test_minimize_finite_differences_through_workers(rosenbrock_pool: Pool, rose
         np.testing.assert_allclose(parallel.x, np.ones(3), atol=1e-3)
 
 
+@SCIPY_WORKERS
 def test_least_squares_with_pool_map_equals_serial(bundled: Callable) -> None:
     with Pool([bundled("pybridge-decay")], workers=2) as pool, pybridge.Simulator([bundled("pybridge-decay")]) as sim:
         x0 = np.array([1.0, 1.0, 0.0])
