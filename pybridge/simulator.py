@@ -498,10 +498,11 @@ class Simulator(_native.FastCall):
             return False
         if self.timeout is not None and port.elapsed >= self.timeout:
             return True
-        session = self._session
-        if session.process is not None:
-            return session.process.exit_status() is not None
-        return not _native.process_alive(session.channel.simulator_pid)
+        try:
+            self._check_running(self._session, port.seq)
+        except SimulatorCrashed:
+            return True
+        return False
 
     @property
     def _session(self) -> "_Session":

@@ -269,7 +269,7 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
         }
         // State changes are always posted; the flag only makes block() complete.
         const auto changed = [ch] { return load(ch->header()->state) != PYBRIDGE_STATE_DECLARED; };
-        if (!pybridge::detail::block(changed, ch->header()->simulator_sleeping, 1u, ch->request_sem, kLivenessPeriod) &&
+        if (!pybridge::detail::block(changed, ch->header()->simulator_sleeping, ch->request_sem, kLivenessPeriod) &&
             !process_alive(ch->driver_pid)) {
             return driver_gone(ch);
         }
@@ -365,7 +365,7 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     const auto started = pybridge::detail::Clock::now();
     bool done = pybridge::detail::spin(ready, ch->spin, started);
     while (!done) {
-        done = pybridge::detail::block(ready, h->simulator_sleeping, 1u, ch->request_sem, kLivenessPeriod);
+        done = pybridge::detail::block(ready, h->simulator_sleeping, ch->request_sem, kLivenessPeriod);
         if (done) break;
         if (!process_alive(ch->driver_pid)) {
             ch->in_wait.store(false, std::memory_order_relaxed);

@@ -154,15 +154,6 @@ void record_answer(pybridge_driver *d) {
     d->outcome = PYBRIDGE_OUTCOME_ANSWERED;
 }
 
-timespec deadline_after(int64_t ns) {
-    timespec deadline;
-    ::clock_gettime(CLOCK_REALTIME, &deadline);
-    const int64_t total = deadline.tv_nsec + ns;
-    deadline.tv_sec += static_cast<time_t>(total / 1000000000);
-    deadline.tv_nsec = static_cast<long>(total % 1000000000);
-    return deadline;
-}
-
 int checked(pybridge_driver *d) {
     if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
     if (d->base == MAP_FAILED) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "the driver is not open");
@@ -250,11 +241,8 @@ int pybridge_driver_wait_declaration(pybridge_driver *d, int64_t timeout_ns, pyb
     pybridge_header *h = d->header();
     const auto declared = [h] { return load_acquire(h->state) == PYBRIDGE_STATE_DECLARED; };
     // The declaration is always posted. Look first: a post that came before this wait is not lost.
-    if (!declared()) {
-        const timespec deadline = deadline_after(timeout_ns);
-        while (!declared() && ::sem_timedwait(d->reply_sem, &deadline) == 0) {
-        }
-        if (!declared()) return PYBRIDGE_TIMEOUT;
+    if (!pybridge::detail::wait_posted(declared, d->reply_sem, pybridge::detail::deadline_after(timeout_ns))) {
+        return PYBRIDGE_TIMEOUT;
     }
     // The simulator wrote into the header: trust nothing before checking it.
     char message[512];
@@ -369,15 +357,10 @@ int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) {
     const auto ready = [d] { return answered(d); };
     bool done = !d->spun && pybridge::detail::spin(ready, d->spin, d->sent_at);
     d->spun = true;
-    if (!done && timeout_ns <= 0) done = ready();
-    if (!done && timeout_ns > 0) {
-        // A post may be stale (the declaration's, or a reply taken without sleeping): look again until the deadline.
-        const auto deadline = pybridge::detail::Clock::now() + std::chrono::nanoseconds(timeout_ns);
-        for (auto left = std::chrono::nanoseconds(timeout_ns); !done && left.count() > 0;
-             left = deadline - pybridge::detail::Clock::now()) {
-            done = pybridge::detail::block(ready, d->header()->driver_sleeping, PYBRIDGE_SLEEPING_ON_REPLY,
-                                           d->reply_sem, left);
-        }
+    if (!done) {
+        done = timeout_ns > 0 ? pybridge::detail::block(ready, d->header()->driver_sleeping, d->reply_sem,
+                                                        std::chrono::nanoseconds(timeout_ns), PYBRIDGE_SLEEPING_ON_REPLY)
+                              : ready();
     }
     if (!done) return PYBRIDGE_TIMEOUT;
     record_answer(d);
@@ -421,10 +404,8 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
             spin_end = std::max(spin_end, d->sent_at + std::chrono::nanoseconds(spin_ns));
         }
     }
-    for (unsigned i = 1; spin_end > pybridge::detail::Clock::time_point::min(); ++i) {
-        pybridge::detail::cpu_relax();
-        if (first_answered()) return PYBRIDGE_OK;
-        if ((i & 63) == 0 && pybridge::detail::Clock::now() >= spin_end) break;  // the clock costs more than a pause
+    if (spin_end > pybridge::detail::Clock::time_point::min() && pybridge::detail::spin_until(first_answered, spin_end)) {
+        return PYBRIDGE_OK;
     }
     // As in wait.hpp's block(), for every pending channel at once: announce
     // sleep, look again, then block on the one semaphore they all post.
@@ -434,13 +415,9 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
         }
     }
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    bool done = first_answered();
-    if (!done && timeout_ns > 0) {
-        // A post may be stale (a reply taken before we slept on it): look again after each.
-        const timespec deadline = deadline_after(timeout_ns);
-        while (!done && ::sem_timedwait(drivers[0]->doorbell_sem, &deadline) == 0) done = first_answered();
-        done = done || first_answered();
-    }
+    const bool done = timeout_ns > 0 ? pybridge::detail::wait_posted(first_answered, drivers[0]->doorbell_sem,
+                                                                     pybridge::detail::deadline_after(timeout_ns))
+                                     : first_answered();
     for (size_t i = 0; i < count; ++i) __atomic_store_n(&drivers[i]->header()->driver_sleeping, 0u, __ATOMIC_RELAXED);
     return done ? PYBRIDGE_OK : PYBRIDGE_TIMEOUT;
 }

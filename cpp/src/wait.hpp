@@ -86,13 +86,9 @@ inline int wake_driver(uint32_t &sleeping, sem_t *reply, sem_t *doorbell) noexce
     return 0;
 }
 
-// Spins until ready() holds, for at most policy.spin_ns(). True when ready.
+// Spins until ready() holds or spin_end passes. True when ready.
 template <typename Ready>
-bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noexcept {
-    if (ready()) return true;
-    const int64_t spin_ns = policy.spin_ns();
-    if (spin_ns <= 0) return false;
-    const auto spin_end = started + std::chrono::nanoseconds(spin_ns);
+bool spin_until(Ready ready, Clock::time_point spin_end) noexcept {
     for (unsigned i = 1;; ++i) {
         cpu_relax();
         if (ready()) return true;
@@ -100,23 +96,45 @@ bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noex
     }
 }
 
-// Announces sleep in `sleeping` (as `on`: which semaphore to post), then blocks on `sem` for at most `slice`
-// unless ready() already holds. True when ready; false when the slice ran out
-// (the caller checks its peer and deadlines, then waits again).
+// Spins until ready() holds, for at most policy.spin_ns(). True when ready.
 template <typename Ready>
-bool block(Ready ready, uint32_t &sleeping, uint32_t on, sem_t *sem, std::chrono::nanoseconds slice) noexcept {
+bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noexcept {
+    if (ready()) return true;
+    const int64_t spin_ns = policy.spin_ns();
+    return spin_ns > 0 && spin_until(ready, started + std::chrono::nanoseconds(spin_ns));
+}
+
+// The absolute CLOCK_REALTIME time `ns` from now, as sem_timedwait takes it.
+inline timespec deadline_after(int64_t ns) noexcept {
+    timespec deadline;
+    ::clock_gettime(CLOCK_REALTIME, &deadline);
+    const int64_t total = deadline.tv_nsec + ns;
+    deadline.tv_sec += static_cast<time_t>(total / 1000000000);
+    deadline.tv_nsec = static_cast<long>(total % 1000000000);
+    return deadline;
+}
+
+// Blocks on `sem` until ready() holds, for at most `deadline` (from deadline_after).
+// A post may be stale (one a waiter did not need because it saw its number
+// first): each is followed by a look, and the wait goes on until the deadline.
+// False at the deadline, or at once on an interrupt (EINTR) so that the caller
+// can look at its signals, its peer and its own deadlines.
+template <typename Ready>
+bool wait_posted(Ready ready, sem_t *sem, const timespec &deadline) noexcept {
+    bool done = ready();
+    while (!done && ::sem_timedwait(sem, &deadline) == 0) done = ready();
+    return done || ready();
+}
+
+// Announces sleep in `sleeping` (as `on`: which semaphore the peer must post),
+// then blocks on `sem` for at most `slice` unless ready() already holds. True
+// when ready; false when the slice ran out (the caller checks its peer and
+// deadlines, then waits again).
+template <typename Ready>
+bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds slice, uint32_t on = 1u) noexcept {
     __atomic_store_n(&sleeping, on, __ATOMIC_SEQ_CST);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    bool done = ready();
-    if (!done) {
-        timespec deadline;
-        ::clock_gettime(CLOCK_REALTIME, &deadline);
-        const int64_t ns = deadline.tv_nsec + slice.count();
-        deadline.tv_sec += static_cast<time_t>(ns / 1000000000);
-        deadline.tv_nsec = static_cast<long>(ns % 1000000000);
-        ::sem_timedwait(sem, &deadline);  // posted, timed out or interrupted: look again either way
-        done = ready();
-    }
+    const bool done = wait_posted(ready, sem, deadline_after(slice.count()));
     __atomic_store_n(&sleeping, 0u, __ATOMIC_RELAXED);
     return done;
 }

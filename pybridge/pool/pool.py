@@ -349,8 +349,7 @@ class Pool(Executor):
         taken = self._take(at_most=len(xs))
         workers = [self._workers[index] for index in taken]
         free: List[_Worker] = [w for w in workers if w is not None]
-        busy: List[Tuple[_Worker, int]] = []
-        ports: List[_native.DriverPort] = []
+        busy: List[Tuple[_Worker, int]] = []  # (simulator, index of its vector), in sending order
         following = iter(range(len(xs)))
         stop = False
         try:
@@ -362,18 +361,17 @@ class Pool(Executor):
                     worker = free.pop()
                     if worker._start_request(xs[i], kind):
                         busy.append((worker, i))
-                        ports.append(worker._port)  # type: ignore[arg-type]
                         continue
                     outcomes[i] = _evaluated(worker._evaluate_now, xs[i], kind)
                     stop = isinstance(outcomes[i], _Failed)
                     free.append(worker)
                 if not busy:
                     break
-                ready = _native.wait_any(ports, self._slice(busy))
+                ports = [busy_worker._port for busy_worker, _ in busy]
+                ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
                 finished = [ready] if ready is not None else [j for j, (w, _) in enumerate(busy) if w._stalled()]
                 for j in sorted(finished, reverse=True):
                     worker, i = busy.pop(j)
-                    ports.pop(j)
                     # A stalled request goes to the slow path at once: it stops the simulator, applies the policy.
                     evaluate = worker._finish_request if ready is not None else worker._evaluate_now
                     outcomes[i] = _evaluated(evaluate, xs[i], kind)
