@@ -12,7 +12,7 @@ class SimulatorChannel:
     """
     The simulator's end of a channel (pybridge_channel_*).
     """
-    def __init__(self, name: str | None = None, n_params: typing.SupportsInt | typing.SupportsIndex = 0, n_residuals: typing.SupportsInt | typing.SupportsIndex = 0, capabilities: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def __init__(self, name: str | None = None, n_params: typing.SupportsInt | typing.SupportsIndex = 0, n_residuals: typing.SupportsInt | typing.SupportsIndex = 0, capabilities: typing.SupportsInt | typing.SupportsIndex = 0, max_batch: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
     def driver_alive(self) -> bool:
         """
@@ -20,6 +20,10 @@ class SimulatorChannel:
         """
     def reply(self, cost: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
+    def reply_batch(self) -> None:
+        """
+        Replies to the current request: its costs (and gradients or residuals) are filled in place.
+        """
     def reply_error(self, message: str) -> None:
         ...
     def reply_residuals(self) -> None:
@@ -91,11 +95,19 @@ class DriverPort:
     allow_nonfinite: bool
     def __init__(self, name: str, doorbell: str | None, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
-    def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex) -> None:
+    def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, max_batch: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
+    def batch_values(self, kind: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
+        """
+        The answered batch's costs (COST), (costs, gradients) (GRADIENT) or residuals (RESIDUALS), every value as the simulator sent it; None unless answered without a reported failure.
+        """
     def finish(self, kind: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
         """
         The value of the request start() sent, after at most one wait slice; None for the slow path.
+        """
+    def finish_batch(self, kind: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
+        """
+        The values of the batch start_batch() sent, after at most one wait slice; None while pending or failed.
         """
     def reject(self, reason: str) -> None:
         ...
@@ -115,6 +127,10 @@ class DriverPort:
         """
         Sends the request behind sim(x) (COST), value_and_grad (GRADIENT) or residuals (RESIDUALS); False when nothing was sent (the slow path decides).
         """
+    def start_batch(self, xs: numpy.ndarray, kind: typing.SupportsInt | typing.SupportsIndex) -> bool:
+        """
+        As start() for the rows of xs, shape (count, n_params), in one request; False when nothing was sent.
+        """
     def wait(self) -> bool:
         ...
     def wait_declaration(self, slice_seconds: typing.SupportsFloat | typing.SupportsIndex) -> typing.Any:
@@ -127,6 +143,9 @@ class DriverPort:
         ...
     @property
     def last_error(self) -> str:
+        ...
+    @property
+    def max_batch(self) -> int:
         ...
     @property
     def outcome(self) -> DriverPort.Outcome:
@@ -184,7 +203,7 @@ def header_fields() -> list[tuple[str, int, str]]:
     """
     (name, offset, numpy dtype) of every field of pybridge_header.
     """
-def layout(n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex) -> dict:
+def layout(n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, max_batch: typing.SupportsInt | typing.SupportsIndex = 1) -> dict:
     """
     Region offsets and segment size for a channel of this shape (pybridge_layout_compute).
     """
@@ -215,7 +234,7 @@ ERROR_TEXT_SIZE: int = 640
 HEADER_SIZE: int = 1024
 LIVENESS_PERIOD_MS: int = 100
 MAGIC: int = 4992033793666865488
-PROTOCOL_VERSION: int = 3
+PROTOCOL_VERSION: int = 4
 REGION_ALIGN: int = 64
 REPLY_SEM_SUFFIX: str = '-rep'
 REPLY_STATUSES: dict = {'OK': 0, 'FAILED': 1}
@@ -224,4 +243,4 @@ REQUEST_SEM_SUFFIX: str = '-req'
 SEMAPHORE_NAME_SIZE: int = 64
 STATES: dict = {'CREATED': 1, 'DECLARED': 2, 'READY': 3, 'REJECTED': 4, 'CLOSED': 5}
 STATUS_CODES: dict = {'OK': 0, 'CLOSED': 1, 'TIMEOUT': 2, 'E_INVALID_ARGUMENT': -1, 'E_NO_CHANNEL': -2, 'E_SYSTEM': -3, 'E_PROTOCOL': -4, 'E_REJECTED': -5, 'E_DRIVER_GONE': -6, 'E_TAKEN': -7, 'E_NO_SPACE': -8}
-__version__: str = '0.1.0'
+__version__: str = '0.2.0'

@@ -23,6 +23,7 @@ def serve(
     n_params: int = 0,
     n_residuals: int = 0,
     gradient: bool = False,
+    max_batch: int = 0,
     channel: Optional[str] = None,
 ) -> int:
     """Serves ``function`` on a channel until the driver closes it; returns the number of evaluations.
@@ -33,6 +34,11 @@ def serve(
     view of the shared parameters. An exception inside ``function`` is
     reported to the driver as a failed evaluation (its message reaches the
     driver's :class:`pybridge.EvaluationFailed`), and serving goes on.
+
+    ``max_batch > 1`` declares a vectorised function: ``x`` then has shape
+    ``(count, n_params)`` with ``1 <= count <= max_batch``, and ``function``
+    returns ``count`` costs (a NaN fails that one vector), ``(costs,
+    gradients)``, or residuals of shape ``(count, n_residuals)``.
 
     ``n_params=0`` lets the driver choose the dimension. ``channel`` defaults
     to the ``PYBRIDGE_CHANNEL`` environment variable. It runs in the simulator
@@ -49,22 +55,23 @@ def serve(
         capabilities |= Capability.GRADIENT
     if n_residuals:
         capabilities |= Capability.RESIDUALS
-    endpoint = _native.SimulatorChannel(channel, n_params, n_residuals, int(capabilities))
+    endpoint = _native.SimulatorChannel(channel, n_params, n_residuals, int(capabilities), max_batch)
     served = 0
     while (request := endpoint.wait()) is not None:
-        _, kind, x, gradient_out, residuals_out = request
+        _, kind, x, gradient_out, residuals_out, costs_out = request
         try:
             if kind == RequestKind.RESIDUALS:
                 residuals_out[:] = function(x)
                 endpoint.reply_residuals()
-            elif gradient:
-                cost, grad = function(x)
-                if kind == RequestKind.GRADIENT:
-                    gradient_out[:] = grad
-                endpoint.reply(float(cost))
             else:
-                endpoint.reply(float(function(x)))
+                if gradient:
+                    costs_out[:], grad = function(x)
+                    if kind == RequestKind.GRADIENT:
+                        gradient_out[:] = grad
+                else:
+                    costs_out[:] = function(x)
+                endpoint.reply_batch()  # of any count: the costs are in place
         except Exception as error:  # reported to the driver; KeyboardInterrupt still stops us
             endpoint.reply_error(f"{type(error).__name__}: {error}")
-        served += 1
+        served += len(costs_out)
     return served

@@ -13,7 +13,7 @@ import math
 import os
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -105,6 +105,12 @@ class Simulator(_native.FastCall):
         By default a NaN or infinite cost, gradient or residual counts as a
         failed evaluation (:class:`EvaluationFailed`, or the penalty). True
         hands such values to the optimiser unchanged.
+    max_batch:
+        The most parameter vectors to send in one request to a simulator that
+        declares batches (a vectorised or GPU code, ``max_batch`` in its
+        declaration); None takes what it declares. :meth:`vectorized` and a
+        pool's ``map`` pack requests to match. A simulator without batches
+        takes one vector per request whatever this says.
     spin_us:
         How long each side spins on the shared sequence numbers before it
         blocks on a semaphore, in microseconds. Spinning makes a round trip
@@ -135,6 +141,7 @@ class Simulator(_native.FastCall):
         restarts: int = 0,
         penalty: Optional[float] = None,
         allow_nonfinite: bool = False,
+        max_batch: Optional[int] = None,
         spin_us: int = DEFAULT_SPIN_US,
         cwd: Optional[PathLike] = None,
         env: Optional[Mapping[str, str]] = None,
@@ -143,6 +150,7 @@ class Simulator(_native.FastCall):
         # Everything is checked before anything is created or started.
         self._requested_params = _optional_count("n_params", n_params)
         self._requested_residuals = _optional_count("n_residuals", n_residuals)
+        self._requested_batch = _optional_count("max_batch", max_batch)
         self.timeout = _seconds("timeout", timeout, none_ok=True)
         self.start_timeout = _seconds("start_timeout", start_timeout)
         close_timeout = _seconds("close_timeout", close_timeout, zero_ok=True)
@@ -165,9 +173,9 @@ class Simulator(_native.FastCall):
         self.restart_count = 0
         self._failed: Optional[Error] = None
         self._restart_pending = False
-        # (n_params, n_residuals, capabilities) agreed at the first handshake; every later simulator
-        # process of this Simulator must agree to the same.
-        self._agreed: Optional[Tuple[int, int, Capability]] = None
+        # (n_params, n_residuals, capabilities, max_batch) agreed at the first handshake; every later
+        # simulator process of this Simulator must agree to the same.
+        self._agreed: Optional[Tuple[int, int, Capability, int]] = None
         self._set_fallbacks(Simulator._cost_slow, Simulator._value_and_grad_slow, Simulator._residuals_slow)
         cleanup.clean_once()  # channels of drivers that died earlier; never a live one, never an error
         self._slot = _SessionSlot(_Session(self._new_channel()), close_timeout, self._owner_pid)
@@ -263,7 +271,12 @@ class Simulator(_native.FastCall):
     def capabilities(self) -> Capability:
         return self._shape()[2]
 
-    def _shape(self) -> Tuple[int, int, Capability]:
+    @property
+    def max_batch(self) -> int:
+        """Parameter vectors one request carries at most: 1, unless the simulator declared batches."""
+        return self._shape()[3]
+
+    def _shape(self) -> Tuple[int, int, Capability, int]:
         if self._agreed is None:
             self._locked(self._ensure_connected)
         assert self._agreed is not None
@@ -353,20 +366,24 @@ class Simulator(_native.FastCall):
         The first attempt takes over where the fast path stopped (it may have
         sent the request already, or even have its reply); retries start anew.
         """
+        return self._under_policy(lambda resume: self._round_trip(x, kind, resume), 1)
+
+    def _under_policy(self, round_trip: Callable[[bool], Any], count: int, resume: bool = True) -> Any:
+        """``round_trip(resume)`` — one request of ``count`` evaluations — under the failure policy:
+        its result, None for "failed, use the penalty", or the error raised. The first attempt resumes
+        the request in flight unless ``resume`` is False; retries start anew."""
         retries_left = self._policy.restarts
         failed_launches = 0
-        resume = True
         while True:
             starting = True
             try:
                 self._ensure_connected()
                 starting = False
-                self._check_capability(kind)
-                result = self._round_trip(x, kind, resume)
-                self._evaluations += 1
+                result = round_trip(resume)
+                self._evaluations += count
                 return result
             except (SimulatorCrashed, EvaluationTimeout, SimulatorStartError) as error:
-                self.failures += 1
+                self.failures += count
                 resume = False
                 self._drop_session()
                 decision = self._policy.decide(error, retries_left, can_restart=self._argv is not None)
@@ -376,19 +393,20 @@ class Simulator(_native.FastCall):
                     time.sleep(self._policy.backoff(failed_launches))
                     continue
                 if decision is Decision.PENALTY:
-                    self._evaluations += 1
+                    self._evaluations += count
                     return None
                 if not (self._policy.recovers and self._argv is not None):
                     self._failed = error
                 raise
             except EvaluationFailed as error:
-                self.failures += 1
+                self.failures += count
                 if self._policy.decide(error, retries_left, self._argv is not None) is Decision.PENALTY:
-                    self._evaluations += 1
+                    self._evaluations += count
                     return None
                 raise
 
     def _round_trip(self, x: "np.typing.ArrayLike", kind: RequestKind, resume: bool):  # -> float | ndarray
+        self._check_capability(kind)
         session = self._session
         channel = session.channel
         port = channel.port
@@ -403,15 +421,7 @@ class Simulator(_native.FastCall):
                 self._check_running(session, seq)
         else:
             seq = channel.request(_as_params(x), wire_kind)
-        try:
-            cost = channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
-        except TimeoutError:
-            session.stop()
-            raise EvaluationTimeout(
-                f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was stopped"
-                + ("" if self._policy.recovers else ". Raise the timeout, or pass restarts= "
-                   "or penalty= to carry on past such evaluations")
-            ) from None
+        cost = self._wait_reply(seq)
         if wire_kind == RequestKind.RESIDUALS:
             assert channel.residuals is not None
             self._check_finite("residual", channel.residuals, seq)
@@ -423,6 +433,20 @@ class Simulator(_native.FastCall):
             assert channel.gradient is not None
             self._check_finite("gradient", channel.gradient, seq)
         return cost
+
+    def _wait_reply(self, seq: int) -> float:
+        """The cost of the reply to request ``seq`` (the latest), within the timeout: else the simulator
+        is stopped and :class:`EvaluationTimeout` raised."""
+        session = self._session
+        try:
+            return session.channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
+        except TimeoutError:
+            session.stop()
+            raise EvaluationTimeout(
+                f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was stopped"
+                + ("" if self._policy.recovers else ". Raise the timeout, or pass restarts= "
+                   "or penalty= to carry on past such evaluations")
+            ) from None
 
     def _check_capability(self, kind: RequestKind) -> None:
         capabilities = self._session.channel.capabilities
@@ -437,7 +461,7 @@ class Simulator(_native.FastCall):
                 "minimize its scalar cost instead"
             )
 
-    def _check_finite(self, what: str, values: "float | np.ndarray", seq: int) -> None:
+    def _check_finite(self, what: str, values: "float | np.ndarray", seq: int, vector: Optional[int] = None) -> None:
         if self._policy.allow_nonfinite:
             return
         if isinstance(values, float):
@@ -450,8 +474,9 @@ class Simulator(_native.FastCall):
                 return
             bad = int(np.flatnonzero(~finite)[0])
             shown = f"[{bad}] = {values[bad]}"
+        where = f"evaluation {seq}" if vector is None else f"vector {vector} of request {seq}"
         raise EvaluationFailed(
-            f"the simulator returned a non-finite {what} {shown} in evaluation {seq}; pass penalty= to replace "
+            f"the simulator returned a non-finite {what} {shown} in {where}; pass penalty= to replace "
             "such values, or allow_nonfinite=True to hand them to the optimiser"
         )
 
@@ -503,6 +528,102 @@ class Simulator(_native.FastCall):
         except SimulatorCrashed:
             return True
         return False
+
+    # ---- batches: several parameter vectors in one request ------------------------------
+
+    def vectorized(self, xs: "np.typing.ArrayLike") -> np.ndarray:
+        """The costs of the columns of ``xs`` (shape ``(n_params, S)``), as an array of shape ``(S,)``:
+        SciPy's convention for ``differential_evolution(sim.vectorized, bounds, vectorized=True)``.
+
+        The columns travel ``max_batch`` to a request. An evaluation that fails under the policy
+        raises, after the others of its request have been judged.
+        """
+        rows = _columns(xs, self.n_params)
+        outcomes: List[Any] = []
+        for start in range(0, len(rows), self.max_batch):
+            outcomes += self._evaluate_batch(rows[start : start + self.max_batch], RequestKind.COST, resume=False)
+        return np.array(list(values_of(outcomes)), dtype=np.float64)
+
+    def _start_batch(self, rows: np.ndarray, kind: RequestKind) -> bool:
+        """As :meth:`_start_request`, for the rows of ``rows`` (shape (count, n_params)) in one request."""
+        port = self._port
+        return port is not None and port.start_batch(rows, int(kind))
+
+    def _finish_batch(self, rows: np.ndarray, kind: RequestKind) -> List[Any]:
+        """The outcomes of the batch :meth:`_start_batch` sent: one per row, a value or a :class:`Failed`."""
+        port = self._port
+        if port is not None:
+            values = port.finish_batch(int(kind))
+            if values is not None:
+                self._evaluations += len(rows)
+                return self._judge_batch(values, kind, port.seq)
+        return self._evaluate_batch(rows, kind)
+
+    def _evaluate_batch(self, rows: np.ndarray, kind: RequestKind, resume: bool = True) -> List[Any]:
+        """One request of ``len(rows)`` vectors under the failure policy — resuming the request
+        :meth:`_start_batch` sent, unless ``resume`` is False: a crash, a timeout or a reported failure
+        concerns the whole request; a non-finite value only its vector. One outcome per row: a value or
+        a :class:`Failed`."""
+
+        def round_trip(resume: bool) -> Tuple[Any, int]:
+            self._check_capability(kind)
+            channel = self._session.channel
+            port = channel.port
+            assert port is not None
+            if resume and port.outcome != _NOT_SENT:
+                seq = port.seq
+                if port.outcome == _PENDING:
+                    self._check_running(self._session, seq)
+            else:
+                seq = channel.request_batch(rows, kind)
+            self._wait_reply(seq)
+            return port.batch_values(int(kind)), seq
+
+        def evaluate() -> List[Any]:
+            self._check_usable()
+            answer = self._under_policy(round_trip, len(rows), resume)
+            if answer is None:
+                return [self._penalty_for(kind) for _ in rows]
+            return self._judge_batch(answer[0], kind, answer[1])
+
+        try:
+            return self._locked(evaluate)
+        except Exception as error:  # this request's verdict; KeyboardInterrupt still stops the caller
+            return [Failed(error)] * len(rows)
+
+    def _judge_batch(self, values: Any, kind: RequestKind, seq: int) -> List[Any]:
+        """A batch's values, one outcome per vector under the policy: a non-finite one fails alone."""
+        answers: List[Any]
+        if kind == RequestKind.GRADIENT:
+            costs, gradients = values
+            answers = [(float(cost), gradient) for cost, gradient in zip(costs, gradients)]
+        else:
+            answers = [float(value) for value in values] if kind == RequestKind.COST else list(values)
+        outcomes: List[Any] = []
+        for i, answer in enumerate(answers):
+            try:
+                if kind == RequestKind.GRADIENT:
+                    self._check_finite("cost", answer[0], seq, i)
+                    self._check_finite("gradient", answer[1], seq, i)
+                else:
+                    self._check_finite("cost" if kind == RequestKind.COST else "residual", answer, seq, i)
+                outcomes.append(answer)
+            except EvaluationFailed as error:
+                self.failures += 1
+                if self._policy.penalty is None:
+                    self._evaluations -= 1  # answered, but not with a value
+                    outcomes.append(Failed(error))
+                else:
+                    outcomes.append(self._penalty_for(kind))
+        return outcomes
+
+    def _penalty_for(self, kind: RequestKind) -> Any:
+        """What a failed evaluation of this kind answers under the penalty."""
+        if kind == RequestKind.GRADIENT:
+            return self._penalty(), np.zeros(self.n_params)
+        if kind == RequestKind.RESIDUALS:
+            return np.full(self.n_residuals, self._penalty())
+        return self._penalty()
 
     @property
     def _session(self) -> "_Session":
@@ -559,10 +680,10 @@ class Simulator(_native.FastCall):
                 "pybridge_channel_open (or pybridge::Channel::open), and does it see PYBRIDGE_CHANNEL?",
                 stderr_tail=self.stderr_tail(),
             ) from None
-        n_params, n_residuals = self._reconcile(declaration)
-        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us)
+        n_params, n_residuals, max_batch = self._reconcile(declaration)
+        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us, max_batch)
         if self._agreed is None:
-            self._agreed = (n_params, n_residuals, declaration.capabilities)
+            self._agreed = (n_params, n_residuals, declaration.capabilities, max_batch)
             # A restarted simulator must take the same shape, whoever named it first.
             self._requested_params, self._requested_residuals = n_params, n_residuals
         port = session.channel.port
@@ -593,13 +714,21 @@ class Simulator(_native.FastCall):
         self._launch()
         self._connect(self.start_timeout)
 
-    def _reconcile(self, declaration: Declaration) -> Tuple[int, int]:
-        """The agreed vector lengths; rejects the simulator (and raises) on a mismatch."""
+    def _reconcile(self, declaration: Declaration) -> Tuple[int, int, int]:
+        """The agreed vector lengths and batch size; rejects the simulator (and raises) on a mismatch."""
+        max_batch = max(declaration.max_batch, 1)
+        if self._requested_batch:
+            max_batch = min(max_batch, self._requested_batch)
         try:
             if self._agreed is not None and declaration.capabilities != self._agreed[2]:
                 raise HandshakeError(
                     f"the restarted simulator declares capabilities {declaration.capabilities!r}, its "
                     f"predecessor declared {self._agreed[2]!r}"
+                )
+            if self._agreed is not None and max_batch != self._agreed[3]:
+                raise HandshakeError(
+                    f"the restarted simulator takes batches of {max_batch} vectors, its predecessor took "
+                    f"{self._agreed[3]}"
                 )
             n_params = _agree("parameters", "n_params", declaration.n_params, self._requested_params)
             n_residuals = 0
@@ -614,7 +743,7 @@ class Simulator(_native.FastCall):
             self._session.channel.reject(str(error))
             self._failed = error
             raise
-        return n_params, n_residuals
+        return n_params, n_residuals, max_batch
 
     def _check_started(self, session: "_Session") -> None:
         returncode = None if session.process is None else session.process.exit_status()
@@ -774,6 +903,39 @@ def _as_params(x: "np.typing.ArrayLike") -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"parameters must be real numbers, not an array of dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float64)
+
+
+class Failed:
+    """An evaluation's exception, kept in its place among the outcomes of a batch or a map."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def values_of(outcomes: Iterable[Any]) -> Iterator[Any]:
+    """The values among ``outcomes``, in order; a :class:`Failed` raises its error when its turn comes."""
+    for outcome in outcomes:
+        if isinstance(outcome, Failed):
+            raise outcome.error
+        yield outcome
+
+
+def _columns(xs: "np.typing.ArrayLike", n_params: int) -> np.ndarray:
+    """The columns of ``xs`` (shape (n_params, S)) as finite rows, C-contiguous float64 (shape (S, n_params))."""
+    array = np.asarray(xs)
+    if array.ndim != 2 or array.shape[0] != n_params:
+        raise ValueError(
+            f"expected an array of shape ({n_params}, S) — one parameter vector per column, as "
+            f"differential_evolution(vectorized=True) passes them — not shape {array.shape}"
+        )
+    rows = _as_params(array.T)
+    finite = np.isfinite(rows)
+    if not finite.all():
+        column, index = (int(k) for k in np.argwhere(~finite)[0])
+        raise ValueError(f"parameters must be finite; column {column} has x[{index}] = {rows[column, index]}")
+    return rows
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ void bind_driver_port(py::module_ &m) {
         .def("wait_declaration", &DriverPort::wait_declaration, py::arg("slice_seconds"))
         .def("reject", &DriverPort::reject, py::arg("reason"))
         .def("accept", &DriverPort::accept, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),
-             py::arg("spin_us"))
+             py::arg("max_batch"), py::arg("spin_us"))
         .def("shutdown", &DriverPort::shutdown)
         .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
         .def("start", &DriverPort::start, py::arg("x"), py::arg("kind"),
@@ -49,6 +49,13 @@ void bind_driver_port(py::module_ &m) {
              "False when nothing was sent (the slow path decides).")
         .def("finish", &DriverPort::finish, py::arg("kind"),
              "The value of the request start() sent, after at most one wait slice; None for the slow path.")
+        .def("start_batch", &DriverPort::start_batch, py::arg("xs"), py::arg("kind"),
+             "As start() for the rows of xs, shape (count, n_params), in one request; False when nothing was sent.")
+        .def("finish_batch", &DriverPort::finish_batch, py::arg("kind"),
+             "The values of the batch start_batch() sent, after at most one wait slice; None while pending or failed.")
+        .def("batch_values", &DriverPort::batch_values, py::arg("kind"),
+             "The answered batch's costs (COST), (costs, gradients) (GRADIENT) or residuals (RESIDUALS), every "
+             "value as the simulator sent it; None unless answered without a reported failure.")
         .def("serves", &DriverPort::serves, py::arg("kind"))
         .def("wait", &DriverPort::wait)
         .def("reply", &DriverPort::reply, "(reply_status, cost, error text) of the answered request.")
@@ -56,6 +63,7 @@ void bind_driver_port(py::module_ &m) {
         .def_property("timeout", &DriverPort::timeout, &DriverPort::set_timeout,
                       "Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.")
         .def_property_readonly("answers", &DriverPort::answers)
+        .def_property_readonly("max_batch", &DriverPort::max_batch)
         .def_property_readonly("outcome", [](const DriverPort &port) { return DriverPort::Outcome(port.outcome()); })
         .def_property_readonly("seq", &DriverPort::seq)
         .def_property_readonly("last_error", &DriverPort::last_error)

@@ -50,7 +50,7 @@ public:
         d_ = nullptr;
     }
 
-    // (n_params, n_residuals, capabilities, simulator_pid) once declared, None when the slice ran out.
+    // (n_params, n_residuals, capabilities, max_batch, simulator_pid) once declared, None when the slice ran out.
     py::object wait_declaration(double slice_seconds) {
         pybridge_declaration declaration{};
         int32_t pid = 0;
@@ -61,12 +61,13 @@ public:
         }
         if (status == PYBRIDGE_TIMEOUT) return py::none();
         check(status);
-        return py::make_tuple(declaration.n_params, declaration.n_residuals, declaration.capabilities, pid);
+        return py::make_tuple(declaration.n_params, declaration.n_residuals, declaration.capabilities,
+                              declaration.max_batch, pid);
     }
     void reject(const std::string &reason) { check(pybridge_driver_reject(open(), reason.c_str())); }
-    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us) {
-        check(pybridge_driver_accept(open(), n_params, n_residuals, capabilities, spin_us));
-        pybridge_driver_shape(d_, &n_params_, &n_residuals_, &capabilities_);
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t max_batch, uint32_t spin_us) {
+        check(pybridge_driver_accept(open(), n_params, n_residuals, capabilities, max_batch, spin_us));
+        pybridge_driver_shape(d_, &n_params_, &n_residuals_, &capabilities_, &max_batch_);
         params_ = pybridge_driver_params(d_);
     }
     void shutdown() { check(pybridge_driver_shutdown(open())); }
@@ -132,6 +133,51 @@ public:
         return start(x, PYBRIDGE_REQUEST_RESIDUALS) ? finish(PYBRIDGE_REQUEST_RESIDUALS) : py::none();
     }
 
+    // A batch: start(x, kind) for the rows of xs, a C-contiguous float64 array of shape (count, n_params),
+    // 1 <= count <= max_batch. Off the hot path: pybind11's own checks will do.
+    bool start_batch(const py::array &xs, uint32_t kind) {
+        outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
+        if (d_ == nullptr || params_ == nullptr) return false;
+        const auto rows = py::array_t<double, py::array::c_style>::ensure(xs);
+        if (!rows || rows.ndim() != 2 || rows.shape(1) != static_cast<py::ssize_t>(n_params_) || rows.shape(0) < 1) {
+            return false;
+        }
+        const bool residual_cost = kind == PYBRIDGE_REQUEST_COST && (capabilities_ & PYBRIDGE_CAP_RESIDUALS);
+        if (pybridge_driver_send_batch(d_, residual_cost ? PYBRIDGE_REQUEST_RESIDUALS : kind,
+                                       static_cast<uint32_t>(rows.shape(0)), rows.data()) != PYBRIDGE_OK) {
+            return false;
+        }
+        outcome_ = PYBRIDGE_OUTCOME_PENDING;
+        return true;
+    }
+
+    // The values of the answered batch as arrays, whatever they are (the caller judges each vector):
+    // costs of shape (count,) for COST (0.5 * sum(r^2) per row for a residual simulator), (costs,
+    // gradients of shape (count, n_params)) for GRADIENT, residuals of shape (count, n_residuals) for
+    // RESIDUALS. None while the reply is pending or when it reports a failure (see reply()).
+    py::object batch_values(uint32_t kind) const {
+        if (outcome_ != PYBRIDGE_OUTCOME_ANSWERED || !reply_ok()) return py::none();
+        const py::ssize_t count = reply_.count;
+        switch (kind) {
+            case PYBRIDGE_REQUEST_COST: {
+                py::array_t<double> costs(count);
+                double *out = costs.mutable_data();
+                for (py::ssize_t i = 0; i < count; ++i) {
+                    out[i] = (capabilities_ & PYBRIDGE_CAP_RESIDUALS)
+                                 ? pybridge::detail::half_sum_of_squares(reply_.residuals + i * n_residuals_, n_residuals_)
+                                 : reply_.costs[i];
+                }
+                return std::move(costs);
+            }
+            case PYBRIDGE_REQUEST_GRADIENT:
+                return py::make_tuple(copy_of(reply_.costs, count, 1), copy_of(reply_.gradient, count, n_params_));
+            case PYBRIDGE_REQUEST_RESIDUALS:
+                return copy_of(reply_.residuals, count, n_residuals_);
+            default:
+                throw py::value_error("unknown request kind");
+        }
+    }
+
     // A request for what sim(x) (COST), sim.value_and_grad(x) (GRADIENT) or
     // sim.residuals(x) (RESIDUALS) returns, without waiting: the cost of a
     // residual simulator is asked for as its residuals. A pool starts one
@@ -177,7 +223,11 @@ public:
         }
     }
 
+    // Waits up to one slice for the batch start_batch sent; its values as batch_values gives them.
+    py::object finish_batch(uint32_t kind) { return wait() ? batch_values(kind) : py::none(); }
+
     int outcome() const { return outcome_; }
+    uint32_t max_batch() const { return max_batch_; }
     uint64_t answers() const { return answers_; }
     uint64_t seq() const { return pybridge_driver_seq(d_); }
     std::string last_error() const { return pybridge_driver_last_error(d_); }
@@ -202,11 +252,17 @@ private:
         std::memcpy(out.mutable_data(), values, count * sizeof(double));
         return out;
     }
+    // rows x columns values (a batch's gradients or residuals); columns == 1 gives a vector.
+    static py::array_t<double> copy_of(const double *values, py::ssize_t rows, py::ssize_t columns) {
+        py::array_t<double> out = columns == 1 ? py::array_t<double>(rows) : py::array_t<double>({rows, columns});
+        std::memcpy(out.mutable_data(), values, static_cast<size_t>(rows * columns) * sizeof(double));
+        return out;
+    }
 
     pybridge_driver *d_ = nullptr;
     std::chrono::nanoseconds poll_;
     std::chrono::nanoseconds timeout_{0};  // 0: none
-    uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0;
+    uint32_t n_params_ = 0, n_residuals_ = 0, capabilities_ = 0, max_batch_ = 1;
     double *params_ = nullptr;
     // Kept here, not read from the C driver: an array refused before the C call (wrong dtype or length)
     // leaves the C driver's outcome at the previous request, which the slow path must not resume.

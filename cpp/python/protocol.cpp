@@ -42,9 +42,13 @@ std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
     PYBRIDGE_FIELD(params_offset);
     PYBRIDGE_FIELD(gradient_offset);
     PYBRIDGE_FIELD(residuals_offset);
+    PYBRIDGE_FIELD(declared_max_batch);
+    PYBRIDGE_FIELD(max_batch);
+    PYBRIDGE_FIELD(costs_offset);
     PYBRIDGE_FIELD(request_seq);
     PYBRIDGE_FIELD(request_kind);
     PYBRIDGE_FIELD(driver_sleeping);
+    PYBRIDGE_FIELD(request_count);
     PYBRIDGE_FIELD(reply_seq);
     PYBRIDGE_FIELD(reply_status);
     PYBRIDGE_FIELD(simulator_sleeping);
@@ -57,17 +61,18 @@ std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
     return fields;
 }
 
-py::dict layout(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities) {
+py::dict layout(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t max_batch) {
     pybridge_layout out{};
-    if (pybridge_layout_compute(n_params, n_residuals, capabilities, &out) != PYBRIDGE_OK) {
+    if (pybridge_layout_compute(n_params, n_residuals, capabilities, max_batch, &out) != PYBRIDGE_OK) {
         throw py::value_error("no layout for " + std::to_string(n_params) + " parameters, " +
                               std::to_string(n_residuals) + " residuals, capabilities " +
-                              std::to_string(capabilities));
+                              std::to_string(capabilities) + ", batches of " + std::to_string(max_batch));
     }
     py::dict result;
     result["params_offset"] = out.params_offset;
     result["gradient_offset"] = out.gradient_offset;
     result["residuals_offset"] = out.residuals_offset;
+    result["costs_offset"] = out.costs_offset;
     result["segment_size"] = out.segment_size;
     return result;
 }
@@ -144,6 +149,7 @@ void bind_protocol(py::module_ &m) {
 
     m.def("header_fields", &header_fields, "(name, offset, numpy dtype) of every field of pybridge_header.");
     m.def("layout", &layout, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),
+          py::arg("max_batch") = 1,
           "Region offsets and segment size for a channel of this shape (pybridge_layout_compute).");
     m.def("validate_header", &validate_header, py::arg("segment"),
           "None if the buffer starts with a valid header, else the reason (pybridge_header_validate).");

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <csignal>
 #include <cstring>
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -33,9 +34,11 @@ struct agreed_layout {
     uint32_t n_params = 0;
     uint32_t n_residuals = 0;
     uint32_t capabilities = 0;
+    uint32_t max_batch = 1;
     double *params = nullptr;
     double *gradient = nullptr;
     double *residuals = nullptr;
+    double *costs = nullptr;  // the costs region, or the reply line's `cost` when max_batch is 1
 };
 
 struct pybridge_channel {
@@ -51,6 +54,7 @@ struct pybridge_channel {
     uint64_t last_seq = 0;   // the last request handed to the caller
     bool pending = false;    // a request waits for its reply
     uint32_t pending_kind = 0;
+    uint32_t pending_count = 0;
     pybridge::detail::SpinPolicy spin;
     char error[1024] = "";  // fixed size: reporting an error must not allocate
 
@@ -177,6 +181,13 @@ void stop_watchdog(pybridge_channel *ch) {
     ch->watchdog.join();
 }
 
+int taken(pybridge_channel *ch, int32_t owner) {
+    return fail(ch, PYBRIDGE_E_TAKEN,
+                "channel '%s' is already taken by simulator pid %d: exactly one simulator may attach to a "
+                "channel (start one per channel, e.g. one per pybridge.Simulator or pool worker)",
+                ch->name.c_str(), static_cast<int>(owner));
+}
+
 int check_declaration(pybridge_channel *ch, const pybridge_declaration *d) {
     if ((d->capabilities & ~PYBRIDGE_CAP_ALL) != 0) {
         return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT, "unknown capability flags 0x%x", d->capabilities);
@@ -226,10 +237,7 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     int32_t unclaimed = 0;
     if (!__atomic_compare_exchange_n(&h->simulator_pid, &unclaimed, static_cast<int32_t>(::getpid()), false,
                                      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-        return fail(ch, PYBRIDGE_E_TAKEN,
-                    "channel '%s' is already taken by simulator pid %d: exactly one simulator may attach to a "
-                    "channel (start one per channel, e.g. one per pybridge.Simulator or pool worker)",
-                    ch->name.c_str(), static_cast<int>(unclaimed));
+        return taken(ch, unclaimed);
     }
     if (const uint32_t state = load(h->state); state != PYBRIDGE_STATE_CREATED) {
         return fail(ch, PYBRIDGE_E_PROTOCOL, "channel '%s' is not waiting for a simulator (state %u)",
@@ -251,6 +259,7 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     h->declared_n_params = declaration->n_params;
     h->declared_n_residuals = declaration->n_residuals;
     h->declared_capabilities = declaration->capabilities;
+    h->declared_max_batch = declaration->max_batch;
     store(h->state, static_cast<uint32_t>(PYBRIDGE_STATE_DECLARED));
     if (::sem_post(ch->reply_sem) != 0) return fail_errno(ch, "sem_post (declaration)");
 
@@ -279,17 +288,20 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
     h = ch->header();
     const auto mismatch = [](uint32_t declared, uint32_t actual) { return declared != 0 && declared != actual; };
     if (mismatch(declaration->n_params, h->n_params) || mismatch(declaration->n_residuals, h->n_residuals) ||
-        (declaration->capabilities & ~h->capabilities) != 0) {
+        (declaration->capabilities & ~h->capabilities) != 0 ||
+        h->max_batch > std::max<uint32_t>(declaration->max_batch, 1)) {
         return fail(ch, PYBRIDGE_E_PROTOCOL,
-                    "the driver fixed a shape (%u parameters, %u residuals, capabilities 0x%x) that contradicts "
-                    "the declaration (%u, %u, 0x%x)",
-                    h->n_params, h->n_residuals, h->capabilities, declaration->n_params, declaration->n_residuals,
-                    declaration->capabilities);
+                    "the driver fixed a shape (%u parameters, %u residuals, capabilities 0x%x, batches of %u) that "
+                    "contradicts the declaration (%u, %u, 0x%x, %u)",
+                    h->n_params, h->n_residuals, h->capabilities, h->max_batch, declaration->n_params,
+                    declaration->n_residuals, declaration->capabilities, declaration->max_batch);
     }
     // map_segment validated every region against the mapping: keep our own copy from now on.
     ch->layout.n_params = h->n_params;
     ch->layout.n_residuals = h->n_residuals;
     ch->layout.capabilities = h->capabilities;
+    ch->layout.max_batch = h->max_batch;
+    ch->layout.costs = h->max_batch > 1 ? region(ch, h->costs_offset) : &h->cost;
     ch->layout.params = region(ch, h->params_offset);
     ch->layout.gradient = (h->capabilities & PYBRIDGE_CAP_GRADIENT) ? region(ch, h->gradient_offset) : nullptr;
     ch->layout.residuals = (h->capabilities & PYBRIDGE_CAP_RESIDUALS) ? region(ch, h->residuals_offset) : nullptr;
@@ -377,6 +389,7 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
     const uint64_t seq = load(h->request_seq);
     const uint32_t kind = h->request_kind;
+    const uint32_t count = h->request_count;
     const agreed_layout &layout = ch->layout;
     const bool kind_ok = kind == PYBRIDGE_REQUEST_COST ||
                          (kind == PYBRIDGE_REQUEST_GRADIENT && (layout.capabilities & PYBRIDGE_CAP_GRADIENT)) ||
@@ -385,9 +398,14 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
         return fail(ch, PYBRIDGE_E_PROTOCOL, "request %llu has kind %u, which this channel does not support",
                     static_cast<unsigned long long>(seq), kind);
     }
+    if (count < 1 || count > layout.max_batch) {
+        return fail(ch, PYBRIDGE_E_PROTOCOL, "request %llu carries %u parameter vectors; this channel takes 1 to %u",
+                    static_cast<unsigned long long>(seq), count, layout.max_batch);
+    }
     ch->last_seq = seq;
     ch->pending = true;
     ch->pending_kind = kind;
+    ch->pending_count = count;
     request->seq = seq;
     request->kind = kind;
     request->n_params = layout.n_params;
@@ -395,13 +413,27 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     request->gradient = kind == PYBRIDGE_REQUEST_GRADIENT ? layout.gradient : nullptr;
     request->n_residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? layout.n_residuals : 0;
     request->residuals = kind == PYBRIDGE_REQUEST_RESIDUALS ? layout.residuals : nullptr;
+    request->count = count;
+    request->costs = layout.costs;
     return PYBRIDGE_OK;
 }
 
 int pybridge_channel_reply(pybridge_channel *ch, double cost) {
     if (ch == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
     if (int rc = check_pending(ch); rc != PYBRIDGE_OK) return rc;
-    ch->header()->cost = cost;
+    if (ch->pending_count != 1) {
+        return fail(ch, PYBRIDGE_E_INVALID_ARGUMENT,
+                    "request %llu carries %u parameter vectors: fill request->costs and call "
+                    "pybridge_channel_reply_batch",
+                    static_cast<unsigned long long>(ch->last_seq), ch->pending_count);
+    }
+    ch->layout.costs[0] = cost;
+    return finish_reply(ch, PYBRIDGE_REPLY_OK);
+}
+
+int pybridge_channel_reply_batch(pybridge_channel *ch) {
+    if (ch == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (int rc = check_pending(ch); rc != PYBRIDGE_OK) return rc;
     return finish_reply(ch, PYBRIDGE_REPLY_OK);
 }
 
@@ -413,7 +445,7 @@ int pybridge_channel_reply_residuals(pybridge_channel *ch) {
                     "request %llu asked for a cost, not residuals: use pybridge_channel_reply",
                     static_cast<unsigned long long>(ch->last_seq));
     }
-    ch->header()->cost = std::nan("");
+    std::fill_n(ch->layout.costs, ch->pending_count, std::nan(""));
     return finish_reply(ch, PYBRIDGE_REPLY_OK);
 }
 

@@ -37,11 +37,13 @@ struct pybridge_driver {
     sem_t *doorbell_sem = SEM_FAILED;  // shared with other channels: wait_any
     // The layout fixed at accept, never read from shared memory again.
     bool accepted = false;
-    uint32_t n_params = 0, n_residuals = 0, capabilities = 0;
+    uint32_t n_params = 0, n_residuals = 0, capabilities = 0, max_batch = 1;
     double *params = nullptr, *gradient = nullptr, *residuals = nullptr;
+    double *costs = nullptr;  // the costs region, or the reply line's `cost` when max_batch is 1
     // The latest request.
     uint64_t seq = 0;
     uint32_t kind = 0;
+    uint32_t count = 0;
     int outcome = PYBRIDGE_OUTCOME_NOT_SENT;
     bool spun = false;  // its one spin is spent
     pybridge::detail::Clock::time_point sent_at{};
@@ -259,6 +261,7 @@ int pybridge_driver_wait_declaration(pybridge_driver *d, int64_t timeout_ns, pyb
     declaration->n_params = h->declared_n_params;
     declaration->n_residuals = h->declared_n_residuals;
     declaration->capabilities = h->declared_capabilities;
+    declaration->max_batch = h->declared_max_batch;
     *simulator_pid = h->simulator_pid;
     return PYBRIDGE_OK;
 }
@@ -271,13 +274,20 @@ int pybridge_driver_reject(pybridge_driver *d, const char *reason) {
 }
 
 int pybridge_driver_accept(pybridge_driver *d, uint32_t n_params, uint32_t n_residuals, uint32_t capabilities,
-                           uint32_t spin_us) {
+                           uint32_t max_batch, uint32_t spin_us) {
     if (int rc = checked(d); rc != PYBRIDGE_OK) return rc;
     if (d->accepted) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' was accepted already", d->name.c_str());
+    const uint32_t declared_batch = std::max<uint32_t>(d->header()->declared_max_batch, 1);
+    if (max_batch < 1 || max_batch > declared_batch) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT,
+                    "batches of %u vectors: the simulator of channel '%s' takes 1 to %u per request", max_batch,
+                    d->name.c_str(), declared_batch);
+    }
     pybridge_layout layout;
-    if (pybridge_layout_compute(n_params, n_residuals, capabilities, &layout) != PYBRIDGE_OK) {
-        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no layout for %u parameters, %u residuals, capabilities 0x%x",
-                    n_params, n_residuals, capabilities);
+    if (pybridge_layout_compute(n_params, n_residuals, capabilities, max_batch, &layout) != PYBRIDGE_OK) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT,
+                    "no layout for %u parameters, %u residuals, capabilities 0x%x, batches of %u", n_params,
+                    n_residuals, capabilities, max_batch);
     }
     if (int rc = reserve(d, layout.segment_size); rc != PYBRIDGE_OK) {
         pybridge_driver_reject(d, "the driver's /dev/shm has no room for this channel");
@@ -292,6 +302,8 @@ int pybridge_driver_accept(pybridge_driver *d, uint32_t n_params, uint32_t n_res
     h->params_offset = layout.params_offset;
     h->gradient_offset = layout.gradient_offset;
     h->residuals_offset = layout.residuals_offset;
+    h->max_batch = max_batch;
+    h->costs_offset = layout.costs_offset;
     h->segment_size = layout.segment_size;
     char message[512];
     if (pybridge_header_validate(d->base, d->mapped_size, message, sizeof message) != PYBRIDGE_OK) {
@@ -304,6 +316,8 @@ int pybridge_driver_accept(pybridge_driver *d, uint32_t n_params, uint32_t n_res
     d->params = reinterpret_cast<double *>(base + layout.params_offset);
     d->gradient = (capabilities & PYBRIDGE_CAP_GRADIENT) ? reinterpret_cast<double *>(base + layout.gradient_offset) : nullptr;
     d->residuals = (capabilities & PYBRIDGE_CAP_RESIDUALS) ? reinterpret_cast<double *>(base + layout.residuals_offset) : nullptr;
+    d->max_batch = max_batch;
+    d->costs = max_batch > 1 ? reinterpret_cast<double *>(base + layout.costs_offset) : &h->cost;
     d->spin.set_budget(spin_us);
     d->seq = h->request_seq;
     d->accepted = true;
@@ -312,17 +326,22 @@ int pybridge_driver_accept(pybridge_driver *d, uint32_t n_params, uint32_t n_res
 }
 
 int pybridge_driver_shape(const pybridge_driver *d, uint32_t *n_params, uint32_t *n_residuals,
-                          uint32_t *capabilities) {
+                          uint32_t *capabilities, uint32_t *max_batch) {
     if (d == nullptr || !d->accepted) return PYBRIDGE_E_INVALID_ARGUMENT;
     if (n_params) *n_params = d->n_params;
     if (n_residuals) *n_residuals = d->n_residuals;
     if (capabilities) *capabilities = d->capabilities;
+    if (max_batch) *max_batch = d->max_batch;
     return PYBRIDGE_OK;
 }
 
 double *pybridge_driver_params(pybridge_driver *d) { return d == nullptr ? nullptr : d->params; }
 
 int pybridge_driver_send(pybridge_driver *d, uint32_t kind, const double *params) {
+    return pybridge_driver_send_batch(d, kind, 1, params);
+}
+
+int pybridge_driver_send_batch(pybridge_driver *d, uint32_t kind, uint32_t count, const double *params) {
     if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
     d->outcome = PYBRIDGE_OUTCOME_NOT_SENT;
     if (!d->accepted) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "accept the simulator before sending requests");
@@ -332,16 +351,27 @@ int pybridge_driver_send(pybridge_driver *d, uint32_t kind, const double *params
         return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not serve requests of kind %u (capabilities 0x%x)",
                     d->name.c_str(), kind, d->capabilities);
     }
+    if (count < 1 || count > d->max_batch) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "%u parameter vectors in one request: channel '%s' takes 1 to %u",
+                    count, d->name.c_str(), d->max_batch);
+    }
+    const size_t values = size_t{count} * d->n_params;
     const bool in_place = params == nullptr || params == d->params;
-    const bool finite = in_place ? pybridge::detail::finite_values(d->params, d->n_params)
-                                 : pybridge::detail::copy_if_finite(d->params, params, d->n_params);
+    const bool finite = in_place ? pybridge::detail::finite_values(d->params, values)
+                                 : pybridge::detail::copy_if_finite(d->params, params, values);
     if (!finite) {
-        const size_t bad = pybridge::detail::first_non_finite(d->params, d->n_params);
-        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; x[%zu] = %g", bad, d->params[bad]);
+        const size_t bad = pybridge::detail::first_non_finite(d->params, values);
+        if (count == 1) {
+            return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; x[%zu] = %g", bad, d->params[bad]);
+        }
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; vector %zu has x[%zu] = %g",
+                    bad / d->n_params, bad % d->n_params, d->params[bad]);
     }
     pybridge_header *h = d->header();
     h->request_kind = kind;
+    h->request_count = count;
     d->kind = kind;
+    d->count = count;
     __atomic_store_n(&h->request_seq, ++d->seq, __ATOMIC_SEQ_CST);
     pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
     d->sent_at = pybridge::detail::Clock::now();
@@ -429,7 +459,9 @@ int pybridge_driver_reply(const pybridge_driver *d, pybridge_reply *reply) {
     const pybridge_header *h = d->header();
     reply->seq = d->seq;
     reply->status = h->reply_status;
-    reply->cost = h->cost;
+    reply->count = d->count;
+    reply->costs = d->costs;
+    reply->cost = d->costs[0];
     reply->gradient = d->kind == PYBRIDGE_REQUEST_GRADIENT ? d->gradient : nullptr;
     reply->residuals = d->kind == PYBRIDGE_REQUEST_RESIDUALS ? d->residuals : nullptr;
     // A bounded copy: the peer's text need not be terminated.

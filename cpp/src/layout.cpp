@@ -1,6 +1,7 @@
 // Where the regions of a segment go, and the check every peer runs on a
 // header before trusting a single offset in it.
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdio>
@@ -13,6 +14,8 @@
 static_assert(sizeof(pybridge_header) == 1024, "pybridge_header must stay 1024 bytes");
 static_assert(offsetof(pybridge_header, declared_n_params) == 36, "declaration block moved");
 static_assert(offsetof(pybridge_header, n_params) == 48, "layout block moved");
+static_assert(offsetof(pybridge_header, declared_max_batch) == 88, "batch block moved");
+static_assert(offsetof(pybridge_header, request_count) == 144, "request count moved");
 static_assert(offsetof(pybridge_header, request_seq) == 128, "request line must start a cache line");
 static_assert(offsetof(pybridge_header, reply_seq) == 192, "reply line must start a cache line");
 static_assert(offsetof(pybridge_header, reply_semaphore) == 256, "reply semaphore name moved");
@@ -38,11 +41,16 @@ void write_message(char *message, size_t size, const char *format, ...) {
 }  // namespace
 
 extern "C" int pybridge_layout_compute(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities,
-                                       pybridge_layout *out) {
+                                       uint32_t max_batch, pybridge_layout *out) {
     if (out == nullptr || (capabilities & ~PYBRIDGE_CAP_ALL) != 0) return PYBRIDGE_E_INVALID_ARGUMENT;
     if (n_residuals != 0 && (capabilities & PYBRIDGE_CAP_RESIDUALS) == 0) return PYBRIDGE_E_INVALID_ARGUMENT;
-    // uint32 counts of 8-byte values cannot overflow 64 bits; no further check is needed.
-    const uint64_t vector_bytes = uint64_t{n_params} * sizeof(double);
+    const uint64_t batch = max_batch == 0 ? 1 : max_batch;
+    // Each region is at most 2^32 * 2^32 * 8 bytes: bound the product before it can wrap, so that
+    // a hostile header cannot pass validation with offsets that overflowed.
+    constexpr uint64_t limit = uint64_t{1} << 60;
+    const uint64_t widest = std::max(n_params, n_residuals);
+    if (widest != 0 && batch > limit / sizeof(double) / widest) return PYBRIDGE_E_INVALID_ARGUMENT;
+    const uint64_t vector_bytes = batch * n_params * sizeof(double);
     uint64_t end = align_up(sizeof(pybridge_header));
     out->params_offset = end;
     end = align_up(end + vector_bytes);
@@ -54,7 +62,12 @@ extern "C" int pybridge_layout_compute(uint32_t n_params, uint32_t n_residuals, 
     out->residuals_offset = 0;
     if (capabilities & PYBRIDGE_CAP_RESIDUALS) {
         out->residuals_offset = end;
-        end = align_up(end + uint64_t{n_residuals} * sizeof(double));
+        end = align_up(end + batch * n_residuals * sizeof(double));
+    }
+    out->costs_offset = 0;
+    if (batch > 1) {
+        out->costs_offset = end;
+        end = align_up(end + batch * sizeof(double));
     }
     out->segment_size = end;
     return PYBRIDGE_OK;
@@ -104,13 +117,15 @@ extern "C" int pybridge_header_validate(const void *segment, uint64_t mapped_siz
     if (h.state != PYBRIDGE_STATE_READY) return PYBRIDGE_OK;  // no layout to check yet
 
     pybridge_layout expected;
-    if (pybridge_layout_compute(h.n_params, h.n_residuals, h.capabilities, &expected) != PYBRIDGE_OK) {
-        write_message(message, message_size, "invalid shape: %u parameters, %u residuals, capabilities 0x%x",
-                      h.n_params, h.n_residuals, h.capabilities);
+    if (h.max_batch == 0 ||
+        pybridge_layout_compute(h.n_params, h.n_residuals, h.capabilities, h.max_batch, &expected) != PYBRIDGE_OK) {
+        write_message(message, message_size,
+                      "invalid shape: %u parameters, %u residuals, capabilities 0x%x, batches of %u",
+                      h.n_params, h.n_residuals, h.capabilities, h.max_batch);
         return PYBRIDGE_E_PROTOCOL;
     }
     if (h.params_offset != expected.params_offset || h.gradient_offset != expected.gradient_offset ||
-        h.residuals_offset != expected.residuals_offset) {
+        h.residuals_offset != expected.residuals_offset || h.costs_offset != expected.costs_offset) {
         write_message(message, message_size, "region offsets do not match the layout for this shape");
         return PYBRIDGE_E_PROTOCOL;
     }

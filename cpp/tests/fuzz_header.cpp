@@ -36,9 +36,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         pybridge_header h;
         std::memcpy(&h, segment, sizeof h);
         if (h.state == PYBRIDGE_STATE_READY) {
-            touch(segment, h.params_offset, h.n_params);
-            if (h.capabilities & PYBRIDGE_CAP_GRADIENT) touch(segment, h.gradient_offset, h.n_params);
-            if (h.capabilities & PYBRIDGE_CAP_RESIDUALS) touch(segment, h.residuals_offset, h.n_residuals);
+            const uint64_t batch = h.max_batch;
+            touch(segment, h.params_offset, batch * h.n_params);
+            if (h.capabilities & PYBRIDGE_CAP_GRADIENT) touch(segment, h.gradient_offset, batch * h.n_params);
+            if (h.capabilities & PYBRIDGE_CAP_RESIDUALS) touch(segment, h.residuals_offset, batch * h.n_residuals);
+            if (batch > 1) touch(segment, h.costs_offset, batch);
         }
     }
     std::free(segment);
@@ -53,13 +55,14 @@ struct Field {
 };
 // Every field a mutation may target, with the widths of protocol.h.
 const Field kFields[] = {{0, 8},  {8, 4},  {12, 4}, {16, 8}, {24, 4}, {28, 4},  {32, 4},  {36, 4},  {40, 4},
-                         {44, 4}, {48, 4}, {52, 4}, {56, 4}, {64, 8}, {72, 8},  {80, 8},  {128, 8}, {136, 4},
-                         {192, 8}, {200, 4}, {208, 8}};
+                         {44, 4}, {48, 4}, {52, 4}, {56, 4}, {64, 8}, {72, 8},  {80, 8},  {88, 4},  {92, 4},
+                         {96, 8}, {128, 8}, {136, 4}, {144, 4}, {192, 8}, {200, 4}, {208, 8}};
 
 std::vector<uint8_t> valid_segment(std::mt19937_64 &random) {
     const uint32_t n_params = random() % 64, n_residuals = random() % 64, caps = random() % 4;
+    const uint32_t max_batch = random() % 2 ? 1 : 1 + random() % 8;
     pybridge_layout layout;
-    pybridge_layout_compute(n_params, (caps & PYBRIDGE_CAP_RESIDUALS) ? n_residuals : 0, caps, &layout);
+    pybridge_layout_compute(n_params, (caps & PYBRIDGE_CAP_RESIDUALS) ? n_residuals : 0, caps, max_batch, &layout);
     std::vector<uint8_t> bytes(layout.segment_size + random() % 256);
     pybridge_header h{};
     h.magic = PYBRIDGE_MAGIC;
@@ -73,6 +76,8 @@ std::vector<uint8_t> valid_segment(std::mt19937_64 &random) {
     h.params_offset = layout.params_offset;
     h.gradient_offset = layout.gradient_offset;
     h.residuals_offset = layout.residuals_offset;
+    h.max_batch = max_batch;
+    h.costs_offset = layout.costs_offset;
     std::memcpy(bytes.data(), &h, sizeof h);
     return bytes;
 }

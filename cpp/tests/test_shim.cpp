@@ -86,8 +86,9 @@ public:
         }
         return false;
     }
-    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us = 0) {
-        CHECK(pybridge_driver_accept(d_, n_params, n_residuals, capabilities, spin_us) == PYBRIDGE_OK);
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t spin_us = 0,
+                uint32_t max_batch = 1) {
+        CHECK(pybridge_driver_accept(d_, n_params, n_residuals, capabilities, max_batch, spin_us) == PYBRIDGE_OK);
     }
     void reject(const char *reason) { CHECK(pybridge_driver_reject(d_, reason) == PYBRIDGE_OK); }
     void shut_down() { CHECK(pybridge_driver_shutdown(d_) == PYBRIDGE_OK); }
@@ -334,6 +335,64 @@ void test_cpp_api_residuals_and_reported_failures() {
     simulator.join();
 }
 
+// A simulator that declares batches gets up to max_batch vectors per request
+// and answers them all at once; the driver may agree to fewer, never to more,
+// and a batch channel still takes single requests.
+void test_batches_carry_several_vectors_per_request() {
+    TestDriver driver;
+    std::thread simulator([&] {
+        pybridge::Channel channel =
+            pybridge::Channel::open({3, 0, PYBRIDGE_CAP_GRADIENT, 8}, driver.name().c_str());
+        while (auto request = channel.wait()) {
+            for (std::size_t i = 0; i < request->count(); ++i) {
+                const auto x = request->params(i);
+                const double cost = rosenbrock(x.data(), 3, request->wants_gradient() ? request->gradient(i).data() : nullptr);
+                request->costs()[i] = x[0] < -5.0 ? std::nan("") : cost;  // NaN: this vector failed
+            }
+            if (request->count() == 1 && request->params()[0] == 7.0) {
+                channel.reply(-1.0);  // the single-vector reply works on a batch channel too
+            } else {
+                channel.reply_batch();
+            }
+        }
+    });
+    pybridge_declaration declared{};
+    CHECK(driver.wait_declared(&declared));
+    CHECK(declared.max_batch == 8);
+    CHECK(pybridge_driver_accept(driver.get(), 3, 0, PYBRIDGE_CAP_GRADIENT, 9, 0) == PYBRIDGE_E_INVALID_ARGUMENT);
+    CHECK(std::string(pybridge_driver_last_error(driver.get())).find("1 to 8") != std::string::npos);
+    driver.accept(3, 0, PYBRIDGE_CAP_GRADIENT, 0, 4);  // fewer than declared: the driver's choice
+    uint32_t max_batch = 0;
+    CHECK(pybridge_driver_shape(driver.get(), nullptr, nullptr, nullptr, &max_batch) == PYBRIDGE_OK && max_batch == 4);
+    const double xs[4 * 3] = {1, 1, 1, 0, 0, 0, -6, 0, 0, 2, 4, 16};
+    CHECK(pybridge_driver_send_batch(driver.get(), PYBRIDGE_REQUEST_GRADIENT, 5, xs) == PYBRIDGE_E_INVALID_ARGUMENT);
+    CHECK(pybridge_driver_send_batch(driver.get(), PYBRIDGE_REQUEST_GRADIENT, 4, xs) == PYBRIDGE_OK);
+    bool answered = false;
+    for (int i = 0; i < 50 && !answered; ++i) answered = pybridge_driver_wait(driver.get(), 100000000) == PYBRIDGE_OK;
+    CHECK(answered);
+    pybridge_reply reply = driver.reply();
+    CHECK(reply.status == PYBRIDGE_REPLY_OK && reply.count == 4);
+    for (int i = 0; i < 4; ++i) {
+        double gradient[3];
+        const double expected = rosenbrock(xs + 3 * i, 3, gradient);
+        if (i == 2) {
+            CHECK(std::isnan(reply.costs[i]));
+            continue;
+        }
+        CHECK(reply.costs[i] == expected);
+        CHECK(std::memcmp(reply.gradient + 3 * i, gradient, sizeof gradient) == 0);
+    }
+    CHECK(reply.cost == reply.costs[0]);
+    CHECK(driver.request(PYBRIDGE_REQUEST_COST, {7.0, 0.0, 0.0}));
+    reply = driver.reply();
+    CHECK(reply.count == 1 && reply.cost == -1.0 && reply.costs[0] == -1.0);
+    const double bad[6] = {0, 0, 0, 0, std::nan(""), 0};
+    CHECK(pybridge_driver_send_batch(driver.get(), PYBRIDGE_REQUEST_COST, 2, bad) == PYBRIDGE_E_INVALID_ARGUMENT);
+    CHECK(std::string(pybridge_driver_last_error(driver.get())).find("vector 1 has x[1]") != std::string::npos);
+    driver.shut_down();
+    simulator.join();
+}
+
 void test_rejection_reaches_the_simulator() {
     TestDriver driver;
     int status = 0;
@@ -403,6 +462,7 @@ int main() {
     test_one_thread_waits_on_two_channels_through_a_shared_doorbell();
     test_threads_waiting_alone_on_channels_that_share_a_doorbell();
     test_cpp_api_residuals_and_reported_failures();
+    test_batches_carry_several_vectors_per_request();
     test_rejection_reaches_the_simulator();
     test_version_mismatch_names_both_versions();
     test_dead_driver_is_noticed_and_its_channel_removed();

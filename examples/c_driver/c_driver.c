@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
         if (!simulator_alive()) break;
     }
     if (rc != PYBRIDGE_OK || (declaration.n_params != 0 && declaration.n_params != N) ||
-        pybridge_driver_accept(d, N, 0, declaration.capabilities & PYBRIDGE_CAP_GRADIENT, 500) != PYBRIDGE_OK) {
+        pybridge_driver_accept(d, N, 0, declaration.capabilities & PYBRIDGE_CAP_GRADIENT, 1, 500) != PYBRIDGE_OK) {
         fprintf(stderr, "pybridge-c-driver: handshake failed: %s\n", pybridge_driver_last_error(d));
         goto done;
     }

@@ -84,6 +84,7 @@ class Declaration:
     n_params: int
     n_residuals: int
     capabilities: Capability
+    max_batch: int  # parameter vectors one request may carry; 0 or 1 = one
     simulator_pid: int
 
 
@@ -102,6 +103,7 @@ class DriverChannel:
         self.n_params = 0
         self.n_residuals = 0
         self.capabilities = Capability.NONE
+        self.max_batch = 1
         self.params: np.ndarray = np.empty(0)
         self.gradient: Optional[np.ndarray] = None
         self.residuals: Optional[np.ndarray] = None
@@ -147,17 +149,20 @@ class DriverChannel:
             check_peer()
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError
-        n_params, n_residuals, capabilities, self.simulator_pid = declared
-        return Declaration(n_params, n_residuals, Capability(capabilities), self.simulator_pid)
+        n_params, n_residuals, capabilities, max_batch, self.simulator_pid = declared
+        return Declaration(n_params, n_residuals, Capability(capabilities), max_batch, self.simulator_pid)
 
-    def accept(self, n_params: int, n_residuals: int, capabilities: Capability, spin_us: int = 0) -> None:
+    def accept(
+        self, n_params: int, n_residuals: int, capabilities: Capability, spin_us: int = 0, max_batch: int = 1
+    ) -> None:
         """Fixes the layout for this shape, grows the segment and lets requests flow.
 
-        ``spin_us``: how long each side spins before blocking (0 = block at once).
+        ``spin_us``: how long each side spins before blocking (0 = block at once). ``max_batch``:
+        parameter vectors one request may carry (at most what the simulator declared).
         """
-        layout = _native.layout(n_params, n_residuals, int(capabilities))
+        layout = _native.layout(n_params, n_residuals, int(capabilities), max_batch)
         try:
-            self._port().accept(n_params, n_residuals, int(capabilities), spin_us)
+            self._port().accept(n_params, n_residuals, int(capabilities), max_batch, spin_us)
         except ShimError as error:
             if error.code == Status.E_NO_SPACE:
                 shape = f"{n_params} parameters" + (f", {n_residuals} residuals" if n_residuals else "")
@@ -169,6 +174,8 @@ class DriverChannel:
         old, self._segment = self._segment, _open_segment(self.name)
         old.close()
         self.n_params, self.n_residuals, self.capabilities = n_params, n_residuals, capabilities
+        self.max_batch = max_batch
+        # The views show the first vector of each region (all there is without batches).
         self.params = self._region(layout["params_offset"], n_params)
         if capabilities & Capability.GRADIENT:
             self.gradient = self._region(layout["gradient_offset"], n_params)
@@ -193,6 +200,18 @@ class DriverChannel:
             if params.shape != (self.n_params,):  # refused before the C API looked at it
                 raise ValueError(f"expected {self.n_params} parameters as a 1-D array, got shape {params.shape}")
             raise ValueError(port.last_error)  # the C API's verdict, naming the first bad value
+        return port.seq
+
+    def request_batch(self, rows: np.ndarray, kind: RequestKind) -> int:
+        """As :meth:`request`, for the rows of ``rows`` (shape (count, n_params), 1 <= count <= max_batch)
+        in one request."""
+        port = self._port()
+        if not port.start_batch(rows, kind):
+            if rows.ndim != 2 or rows.shape[1] != self.n_params or not 1 <= rows.shape[0] <= self.max_batch:
+                raise ValueError(
+                    f"expected 1 to {self.max_batch} vectors of {self.n_params} parameters, got shape {rows.shape}"
+                )
+            raise ValueError(port.last_error)
         return port.seq
 
     def wait_reply(self, seq: int, timeout: Optional[float], check_peer: PeerCheck) -> float:

@@ -35,7 +35,7 @@ from ..core.channel import POLL_PERIOD, DriverChannel
 from ..core.doorbell import Doorbell
 from ..errors import ChannelClosed
 from ..protocol import Capability, RequestKind
-from ..simulator import Command, Simulator
+from ..simulator import Command, Failed, Simulator, _columns, values_of
 
 __all__ = ["Pool", "WORKER_ENV"]
 
@@ -53,15 +53,6 @@ class _Worker(Simulator):
 
     def _new_channel(self) -> DriverChannel:
         return DriverChannel(doorbell=self._doorbell_name)
-
-
-class _Failed:
-    """An evaluation's exception, kept in its place among the results."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 class Pool(Executor):
@@ -153,6 +144,11 @@ class Pool(Executor):
         return self._any_worker().capabilities
 
     @property
+    def max_batch(self) -> int:
+        """Parameter vectors one request carries at most (1 unless the simulator declared batches)."""
+        return self._any_worker().max_batch
+
+    @property
     def evaluations(self) -> int:
         """Evaluations answered (with a value or with the penalty), by all workers so far."""
         return self._retired.evaluations + sum(w.evaluations for w in self._workers if w is not None)
@@ -184,6 +180,13 @@ class Pool(Executor):
         """The residual vector at ``x``, for ``least_squares``."""
         return self._on_idle_worker(lambda worker: worker.residuals(x))
 
+    def vectorized(self, xs: "np.typing.ArrayLike") -> np.ndarray:
+        """The costs of the columns of ``xs`` (shape ``(n_params, S)``), shape ``(S,)``, evaluated across
+        the simulators (``max_batch`` to a request): ``differential_evolution(pool.vectorized, bounds,
+        vectorized=True)``. An evaluation that fails under the policy raises, after the rest are in."""
+        self._check_open()
+        return np.array(list(values_of(self._dispatch(RequestKind.COST, list(_columns(xs, self.n_params))))))
+
     # ---- Executor ----------------------------------------------------------------------
 
     def map(
@@ -208,7 +211,7 @@ class Pool(Executor):
             outcomes = self._dispatch(kind, [args[0] for args in arguments])
         else:
             outcomes = self._gang_for_map().run(fn, arguments)
-        return _results(outcomes)
+        return values_of(outcomes)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> "Future[Any]":
         """Runs ``fn(*args, **kwargs)`` on a thread of the pool; evaluations in it take an idle
@@ -340,42 +343,48 @@ class Pool(Executor):
         return None
 
     def _dispatch(self, kind: RequestKind, xs: Sequence[Any]) -> List[Any]:
-        """Every ``x`` evaluated, in order (a :class:`_Failed` where one raised). One request per idle
-        simulator; the next vector goes to whichever answers first. After a failure that raises,
-        nothing new is sent, but every evaluation in flight is still collected."""
+        """Every ``x`` evaluated, in order (a :class:`Failed` where one raised). One request per idle
+        simulator — of one vector, or of several for simulators that take batches, so that the map is
+        spread evenly — and the next request goes to whichever answers first. After a failure that
+        raises, nothing new is sent, but every request in flight is still collected."""
         outcomes: List[Any] = [None] * len(xs)
         if not xs:
             return outcomes
         taken = self._take(at_most=len(xs))
         workers = [self._workers[index] for index in taken]
         free: List[_Worker] = [w for w in workers if w is not None]
-        busy: List[Tuple[_Worker, int]] = []  # (simulator, index of its vector), in sending order
-        following = iter(range(len(xs)))
+        share = -(-len(xs) // len(free))  # a batch simulator's share of the map, if its batches are that large
+        busy: List[Tuple[_Worker, int, int, Optional[np.ndarray]]] = []  # (simulator, first, end, rows), in sending order
+        sent = 0
         stop = False
         try:
             while True:
-                while free and not stop:
-                    i = next(following, None)
-                    if i is None:
-                        break
+                while free and not stop and sent < len(xs):
                     worker = free.pop()
-                    if worker._start_request(xs[i], kind):
-                        busy.append((worker, i))
+                    first, end = sent, min(sent + min(worker.max_batch, share), len(xs))
+                    sent = end
+                    rows = _rows(xs[first:end], worker.n_params) if end - first > 1 else None
+                    started = (
+                        worker._start_request(xs[first], kind) if rows is None else worker._start_batch(rows, kind)
+                    )
+                    if started:
+                        busy.append((worker, first, end, rows))
                         continue
-                    outcomes[i] = _evaluated(worker._evaluate_now, xs[i], kind)
-                    stop = isinstance(outcomes[i], _Failed)
+                    stop = _collect(outcomes, first, end, worker._evaluate_now, worker._evaluate_batch, xs, rows, kind)
                     free.append(worker)
                 if not busy:
                     break
-                ports = [busy_worker._port for busy_worker, _ in busy]
+                ports = [busy_worker._port for busy_worker, *_ in busy]
                 ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
-                finished = [ready] if ready is not None else [j for j, (w, _) in enumerate(busy) if w._stalled()]
+                finished = [ready] if ready is not None else [j for j, (w, *_) in enumerate(busy) if w._stalled()]
                 for j in sorted(finished, reverse=True):
-                    worker, i = busy.pop(j)
+                    worker, first, end, rows = busy.pop(j)
                     # A stalled request goes to the slow path at once: it stops the simulator, applies the policy.
-                    evaluate = worker._finish_request if ready is not None else worker._evaluate_now
-                    outcomes[i] = _evaluated(evaluate, xs[i], kind)
-                    stop = stop or isinstance(outcomes[i], _Failed)
+                    if ready is not None:
+                        single, batch = worker._finish_request, worker._finish_batch
+                    else:
+                        single, batch = worker._evaluate_now, worker._evaluate_batch
+                    stop = _collect(outcomes, first, end, single, batch, xs, rows, kind) or stop
                     free.append(worker)
         finally:
             # Interrupted (Ctrl-C): requests still in flight are abandoned; sequence numbers make
@@ -384,10 +393,10 @@ class Pool(Executor):
         return outcomes
 
     @staticmethod
-    def _slice(busy: Sequence[Tuple[_Worker, int]]) -> float:
+    def _slice(busy: Sequence[Tuple[Any, ...]]) -> float:
         """How long the next wait may block: a poll period, or less when a timeout falls due sooner."""
         slice_ = POLL_PERIOD
-        for worker, _ in busy:
+        for worker, *_ in busy:
             if worker.timeout is not None and worker._port is not None:
                 slice_ = min(slice_, max(worker.timeout - worker._port.elapsed, 0.0))
         return slice_
@@ -404,14 +413,38 @@ def _evaluated(evaluate: Callable[..., Any], *args: Any) -> Any:
     try:
         return evaluate(*args)
     except Exception as error:
-        return _Failed(error)
+        return Failed(error)
 
 
-def _results(outcomes: List[Any]) -> Iterator[Any]:
-    for outcome in outcomes:
-        if isinstance(outcome, _Failed):
-            raise outcome.error
-        yield outcome
+def _collect(
+    outcomes: List[Any],
+    first: int,
+    end: int,
+    single: Callable[[Any, RequestKind], Any],
+    batch: Callable[[np.ndarray, RequestKind], List[Any]],
+    xs: Sequence[Any],
+    rows: Optional[np.ndarray],
+    kind: RequestKind,
+) -> bool:
+    """Puts the outcomes of ``xs[first:end]`` in place — through ``batch`` for a request of ``rows``,
+    else through ``single`` for each vector — and says whether one of them failed."""
+    if rows is not None:
+        outcomes[first:end] = batch(rows, kind)
+    else:
+        outcomes[first:end] = [_evaluated(single, xs[i], kind) for i in range(first, end)]
+    return any(isinstance(outcome, Failed) for outcome in outcomes[first:end])
+
+
+def _rows(xs: Sequence[Any], n_params: int) -> Optional[np.ndarray]:
+    """``xs`` as the rows of one batch (C-contiguous float64), or None when one of them is not a finite
+    vector of ``n_params`` reals: those are then evaluated one by one, each with its own error."""
+    try:
+        rows = np.array(xs, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if rows.shape != (len(xs), n_params) or not np.isfinite(rows).all():
+        return None
+    return rows
 
 
 class _Counts:
@@ -506,7 +539,7 @@ class _Job:
             try:
                 self.outcomes[i] = self.fn(*self.arguments[i])
             except Exception as error:
-                self.outcomes[i] = _Failed(error)
+                self.outcomes[i] = Failed(error)
             with self._lock:
                 self._left -= 1
                 if self._left == 0:

@@ -16,7 +16,7 @@ from scipy.optimize import brute, differential_evolution, least_squares, minimiz
 from scipy.optimize._numdiff import approx_derivative  # the reference FiniteDifferences must match
 
 import pybridge
-from pybridge import ChannelClosed, EvaluationFailed, Pool, SimulatorCrashed
+from pybridge import ChannelClosed, EvaluationFailed, FiniteDifferences, Pool, SimulatorCrashed
 
 ROSENBROCK = "pybridge-rosenbrock"
 # Python 3.9 gets SciPy 1.13 at most: there, FiniteDifferences is the way to parallel gradients.
@@ -217,6 +217,117 @@ def test_l_bfgs_b_with_parallel_jac_reaches_the_serial_result(rosenbrock_pool: P
     assert np.array_equal(parallel.x, serial.x)
     np.testing.assert_allclose(parallel.x, np.ones(3), atol=1e-3)
     assert jac.nfev == parallel.njev * 4
+
+
+# ---- batches: simulators that evaluate several vectors per request ----------------------------------
+
+# A vectorised Python simulator that logs the size of every request it serves, one file per worker.
+LOGGING_BATCH = """
+log = open({dir!r} + "/sizes-" + os.environ.get("PYBRIDGE_WORKER", "solo"), "a")
+def cost(xs):
+    log.write(f"{{len(xs)}}\\n"); log.flush()
+    costs = ((xs - 1.0) ** 2).sum(axis=1)
+    costs[xs[:, 0] == 13.0] = float("nan")  # that one vector fails
+    if (xs[:, 0] == 99.0).any():
+        raise ValueError("the solver diverged")  # the whole request fails
+    return costs
+pybridge.serve(cost, n_params=2, max_batch=8)
+"""
+
+
+def request_sizes(directory: Path) -> List[int]:
+    return [int(line) for log in sorted(directory.glob("sizes-*")) for line in log.read_text().split()]
+
+
+def test_map_packs_requests_to_the_declared_batch_size(python_simulator: Callable, tmp_path: Path) -> None:
+    with Pool(python_simulator(LOGGING_BATCH.format(dir=str(tmp_path))), workers=2) as pool:
+        assert pool.max_batch == 8
+        xs = points(40, 2)
+        assert list(pool.map(pool, xs)) == [float(((x - 1.0) ** 2).sum()) for x in xs]
+        # 40 vectors over 2 simulators taking 8 at a time: five full requests, shared by both.
+        assert request_sizes(tmp_path) == [8] * 5 and len(list(tmp_path.glob("sizes-*"))) == 2
+        # A small map is spread evenly rather than filling one request.
+        for log in tmp_path.glob("sizes-*"):
+            log.write_text("")  # the simulators append (O_APPEND): they go on at the new end
+        assert len(list(pool.map(pool, xs[:6]))) == 6
+        assert sorted(request_sizes(tmp_path)) == [3, 3]
+        assert pool.evaluations == 46
+
+
+def test_batches_are_bit_identical_to_serial(bundled: Callable, rosenbrock_sim) -> None:
+    xs = points(300, 3, seed=4)
+    with Pool([bundled(ROSENBROCK), "--batch", "16"], workers=2, n_params=3) as pool:
+        assert pool.max_batch == 16
+        assert list(pool.map(pool, xs)) == [rosenbrock_sim(x) for x in xs]
+        for x, (cost, gradient) in zip(xs, pool.map(pool.value_and_grad, xs[:40])):
+            serial_cost, serial_gradient = rosenbrock_sim.value_and_grad(x)
+            assert cost == serial_cost and np.array_equal(gradient, serial_gradient)
+        assert np.array_equal(pool.vectorized(np.array(xs).T), [rosenbrock_sim(x) for x in xs])
+        # Parallel finite differences pack their points too, and stay SciPy's bit for bit.
+        x0 = np.array([0.3, -0.2, 0.5])
+        assert np.array_equal(
+            FiniteDifferences(pool)(x0), approx_derivative(rosenbrock_sim, x0, method="2-point")
+        )
+    with pybridge.Simulator([bundled(ROSENBROCK), "--batch", "16"], n_params=3, max_batch=4) as sim:
+        assert sim.max_batch == 4  # the driver may take fewer than declared
+        assert np.array_equal(sim.vectorized(np.array(xs[:10]).T), [rosenbrock_sim(x) for x in xs[:10]])
+        assert sim(xs[0]) == rosenbrock_sim(xs[0])  # single requests on a batch channel
+
+
+def test_differential_evolution_vectorized_equals_serial(bundled: Callable, rosenbrock_sim) -> None:
+    bounds = [(-2.0, 2.0)] * 3
+    options = dict(updating="deferred", rng=7, maxiter=60, tol=1e-10, polish=False)
+    serial = differential_evolution(rosenbrock_sim, bounds, **options)
+    with Pool([bundled(ROSENBROCK), "--batch", "64"], workers=2, n_params=3) as pool:
+        batched = differential_evolution(pool.vectorized, bounds, vectorized=True, **options)
+        assert pool.evaluations == serial.nfev  # with vectorized=True SciPy counts calls in nfev, not points
+    assert np.array_equal(batched.x, serial.x) and batched.fun == serial.fun
+    with pybridge.Simulator([bundled(ROSENBROCK), "--batch", "64"], n_params=3) as sim:
+        alone = differential_evolution(sim.vectorized, bounds, vectorized=True, **options)
+    assert np.array_equal(alone.x, serial.x)
+
+
+def test_a_failed_vector_fails_alone_and_a_failed_request_fails_whole(
+    python_simulator: Callable, tmp_path: Path
+) -> None:
+    command = python_simulator(LOGGING_BATCH.format(dir=str(tmp_path)))
+    xs = [np.array([float(k), 1.0]) for k in range(10, 18)]
+    expected = [float((k - 1.0) ** 2) for k in range(10, 18)]
+    with Pool(command, workers=2, penalty=1e6) as pool:
+        assert list(pool.map(pool, xs)) == [1e6 if k == 13 else e for k, e in zip(range(10, 18), expected)]
+        assert pool.failures == 1
+        diverged = [np.array([99.0, 1.0])] + xs[:3]  # one request with the others: all of it fails
+        assert list(pool.map(pool, diverged)) == [1e6, 1e6, expected[1], expected[2]]  # requests of 2 and 2
+    with Pool(command, workers=2) as pool:
+        results = pool.map(pool, xs)
+        assert [next(results) for _ in range(3)] == expected[:3]
+        with pytest.raises(EvaluationFailed, match="non-finite cost nan in vector 3 of request"):
+            next(results)
+        with pybridge.Simulator(command) as sim:
+            with pytest.raises(EvaluationFailed, match="the solver diverged"):
+                sim.vectorized(np.array([[1.0, 99.0], [1.0, 1.0]]))
+            with pytest.raises(ValueError, match=r"shape \(2, S\)"):
+                sim.vectorized(np.zeros(2))
+            with pytest.raises(ValueError, match=r"column 1 has x\[0\] = nan"):
+                sim.vectorized(np.array([[0.0, np.nan], [0.0, 0.0]]))
+
+
+CRASH_IN_A_BATCH = """
+def cost(xs):
+    marker = {dir!r} + "/crashed"
+    if len(xs) > 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), 9)
+    return (xs ** 2).sum(axis=1)
+pybridge.serve(cost, n_params=2, max_batch=4)
+"""
+
+
+def test_a_crash_in_a_batch_restarts_and_retries_the_whole_request(python_simulator: Callable, tmp_path: Path) -> None:
+    xs = points(24, 2)
+    with Pool(python_simulator(CRASH_IN_A_BATCH.format(dir=str(tmp_path))), workers=2, restarts=1) as pool:
+        assert list(pool.map(pool, xs)) == [float((x**2).sum()) for x in xs]
+        assert pool.restart_count == 1 and pool.failures == 4 and pool.evaluations == 24
 
 
 # ---- faults in a pool ------------------------------------------------------------------------------

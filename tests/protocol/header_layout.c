@@ -30,9 +30,13 @@ int main(void) {
     FIELD(params_offset);
     FIELD(gradient_offset);
     FIELD(residuals_offset);
+    FIELD(declared_max_batch);
+    FIELD(max_batch);
+    FIELD(costs_offset);
     FIELD(request_seq);
     FIELD(request_kind);
     FIELD(driver_sleeping);
+    FIELD(request_count);
     FIELD(reply_seq);
     FIELD(reply_status);
     FIELD(simulator_sleeping);

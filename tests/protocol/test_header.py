@@ -81,20 +81,31 @@ def test_magic_spells_pybridge() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n_params", "n_residuals", "capabilities"),
-    [(1, 0, 0), (3, 0, Capability.GRADIENT), (3, 50, Capability.RESIDUALS), (7, 5, Capability.GRADIENT | Capability.RESIDUALS)],
+    ("n_params", "n_residuals", "capabilities", "max_batch"),
+    [
+        (1, 0, 0, 1),
+        (3, 0, Capability.GRADIENT, 1),
+        (3, 50, Capability.RESIDUALS, 1),
+        (7, 5, Capability.GRADIENT | Capability.RESIDUALS, 1),
+        (3, 0, Capability.GRADIENT, 16),
+        (7, 5, Capability.GRADIENT | Capability.RESIDUALS, 3),
+    ],
 )
-def test_layout_places_aligned_disjoint_regions(n_params: int, n_residuals: int, capabilities: int) -> None:
-    layout = _native.layout(n_params, n_residuals, int(capabilities))
-    regions = [(layout["params_offset"], 8 * n_params)]
+def test_layout_places_aligned_disjoint_regions(n_params: int, n_residuals: int, capabilities: int, max_batch: int) -> None:
+    layout = _native.layout(n_params, n_residuals, int(capabilities), max_batch)
+    regions = [(layout["params_offset"], 8 * n_params * max_batch)]
     if capabilities & Capability.GRADIENT:
-        regions.append((layout["gradient_offset"], 8 * n_params))
+        regions.append((layout["gradient_offset"], 8 * n_params * max_batch))
     else:
         assert layout["gradient_offset"] == 0
     if capabilities & Capability.RESIDUALS:
-        regions.append((layout["residuals_offset"], 8 * n_residuals))
+        regions.append((layout["residuals_offset"], 8 * n_residuals * max_batch))
     else:
         assert layout["residuals_offset"] == 0
+    if max_batch > 1:  # a batch's costs have a region; a single cost travels in the reply line
+        regions.append((layout["costs_offset"], 8 * max_batch))
+    else:
+        assert layout["costs_offset"] == 0
     end = HEADER_SIZE
     for offset, size in regions:
         assert offset % 64 == 0 and offset >= end
@@ -107,17 +118,19 @@ def test_layout_rejects_residuals_without_the_capability() -> None:
         _native.layout(3, 5, 0)
     with pytest.raises(ValueError):
         _native.layout(3, 0, 0x80)
+    with pytest.raises(ValueError, match="batches of 4294967295"):  # a segment beyond 2^60 bytes
+        _native.layout(2**32 - 1, 0, 0, 2**32 - 1)
 
 
-def ready_header(n_params: int = 3, n_residuals: int = 0, capabilities: int = 0) -> np.ndarray:
-    layout = _native.layout(n_params, n_residuals, capabilities)
+def ready_header(n_params: int = 3, n_residuals: int = 0, capabilities: int = 0, max_batch: int = 1) -> np.ndarray:
+    layout = _native.layout(n_params, n_residuals, capabilities, max_batch)
     segment = np.zeros(layout["segment_size"], dtype=np.uint8)
     header = segment[:HEADER_SIZE].view(HEADER_DTYPE)[0:1]
     values = dict(
         magic=MAGIC, version=PROTOCOL_VERSION, header_size=HEADER_SIZE, segment_size=layout["segment_size"],
         state=State.READY, n_params=n_params, n_residuals=n_residuals, capabilities=capabilities,
         params_offset=layout["params_offset"], gradient_offset=layout["gradient_offset"],
-        residuals_offset=layout["residuals_offset"],
+        residuals_offset=layout["residuals_offset"], max_batch=max_batch, costs_offset=layout["costs_offset"],
     )  # fmt: skip
     for key, value in values.items():
         header[key] = value
@@ -130,6 +143,7 @@ def header_of(segment: np.ndarray) -> np.ndarray:
 
 def test_validator_accepts_a_well_formed_ready_header() -> None:
     assert _native.validate_header(ready_header(4, 9, int(Capability.RESIDUALS))) is None
+    assert _native.validate_header(ready_header(4, 9, int(Capability.RESIDUALS), max_batch=5)) is None
 
 
 def test_validator_names_both_versions_on_a_mismatch() -> None:
@@ -149,6 +163,9 @@ def test_validator_names_both_versions_on_a_mismatch() -> None:
         ("params_offset", 8, "offsets"),
         ("capabilities", 0x80, "invalid shape"),
         ("n_params", 10_000, "regions need"),
+        ("max_batch", 0, "invalid shape"),
+        ("max_batch", 2, "offsets"),  # a batch needs a costs region
+        ("max_batch", 2**32 - 1, "offsets"),
     ],
 )
 def test_validator_rejects_corrupt_fields(field: str, value: int, expected: str) -> None:

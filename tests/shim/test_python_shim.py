@@ -83,7 +83,7 @@ def test_handshake_declaration_reaches_the_driver_and_requests_flow() -> None:
 
         hs.driver.params[:] = [1.0, 2.0, 3.0]
         seq = hs.driver.request(hs.driver.params, RequestKind.RESIDUALS)
-        got_seq, kind, x, gradient, residuals = endpoint.wait()  # type: ignore[attr-defined]
+        got_seq, kind, x, gradient, residuals, _ = endpoint.wait()  # type: ignore[attr-defined]
         assert (got_seq, kind, gradient) == (seq, RequestKind.RESIDUALS, None)
         assert x.tolist() == [1.0, 2.0, 3.0] and not x.flags.writeable
         residuals[:] = np.arange(4.0)
@@ -143,7 +143,7 @@ def test_a_late_reply_is_never_taken_for_a_newer_request() -> None:
         endpoint.reply(10.0)  # type: ignore[attr-defined]  # the late answer to `first`
         with pytest.raises(TimeoutError):
             hs.driver.wait_reply(second, 0.3, lambda: None)
-        seq, _, x, _, _ = endpoint.wait()  # type: ignore[attr-defined]
+        seq, _, x, _, _, _ = endpoint.wait()  # type: ignore[attr-defined]
         assert (seq, x[0]) == (second, 2.0)
         endpoint.reply(20.0)  # type: ignore[attr-defined]
         assert hs.driver.wait_reply(second, 5.0, lambda: None) == 20.0

@@ -16,7 +16,7 @@
  *     while ((rc = pybridge_driver_wait_declaration(d, 100000000, &decl, &simulator_pid)) == PYBRIDGE_TIMEOUT) {
  *         // every 100 ms: is the simulator still running?
  *     }
- *     rc = pybridge_driver_accept(d, 3, 0, 0, 500);          // 3 parameters, cost only, spin 500 us
+ *     rc = pybridge_driver_accept(d, 3, 0, 0, 1, 500);       // 3 parameters, cost only, 1 per request, spin 500 us
  *     memcpy(pybridge_driver_params(d), x, 3 * sizeof(double));
  *     rc = pybridge_driver_send(d, PYBRIDGE_REQUEST_COST, NULL);
  *     while ((rc = pybridge_driver_wait(d, 100000000)) == PYBRIDGE_TIMEOUT) { ... }
@@ -65,10 +65,12 @@ enum pybridge_outcome {
 typedef struct pybridge_reply {
     uint64_t seq;             /* the request it answers */
     int32_t status;           /* enum pybridge_reply_status */
-    double cost;              /* NaN for a residual request */
-    const double *gradient;   /* n_params values, or NULL unless a gradient was requested */
-    const double *residuals;  /* n_residuals values, or NULL unless residuals were requested */
+    double cost;              /* = costs[0]; NaN for a residual request */
+    const double *gradient;   /* count * n_params values, or NULL unless a gradient was requested */
+    const double *residuals;  /* count * n_residuals values, or NULL unless residuals were requested */
     const char *error;        /* the simulator's message when status is PYBRIDGE_REPLY_FAILED, else "" */
+    uint32_t count;           /* parameter vectors the request carried */
+    const double *costs;      /* count costs (NaN for a residual request) */
 } pybridge_reply;
 
 /* Creates a channel — segment (memory reserved), request and reply
@@ -103,17 +105,19 @@ PYBRIDGE_API int pybridge_driver_reject(pybridge_driver *driver, const char *rea
 
 /* Fixes the shape, grows the segment (reserving the memory: PYBRIDGE_E_NO_SPACE
  * when /dev/shm is too small, with the sizes in the message), writes the
- * layout and lets requests flow. spin_us: how long either side spins before
- * it blocks (0 = block at once). The driver's view of the layout is copied
- * now and never read from shared memory again. */
+ * layout and lets requests flow. max_batch: parameter vectors one request
+ * may carry, from 1 to what the simulator declared (its max_batch, or 1).
+ * spin_us: how long either side spins before it blocks (0 = block at once).
+ * The driver's view of the layout is copied now and never read from shared
+ * memory again. */
 PYBRIDGE_API int pybridge_driver_accept(pybridge_driver *driver, uint32_t n_params, uint32_t n_residuals,
-                                        uint32_t capabilities, uint32_t spin_us);
+                                        uint32_t capabilities, uint32_t max_batch, uint32_t spin_us);
 
 /* The agreed shape (after accept); any pointer may be NULL. */
 PYBRIDGE_API int pybridge_driver_shape(const pybridge_driver *driver, uint32_t *n_params, uint32_t *n_residuals,
-                                       uint32_t *capabilities);
+                                       uint32_t *capabilities, uint32_t *max_batch);
 
-/* The parameter region (n_params doubles), to fill in place; NULL before accept. */
+/* The parameter region (max_batch * n_params doubles), to fill in place; NULL before accept. */
 PYBRIDGE_API double *pybridge_driver_params(pybridge_driver *driver);
 
 /* Sends a request of this kind for params (n_params values, copied in), or
@@ -121,6 +125,11 @@ PYBRIDGE_API double *pybridge_driver_params(pybridge_driver *driver);
  * it). PYBRIDGE_E_INVALID_ARGUMENT, nothing sent, when a value is not finite
  * (the message names the first) or the channel does not serve this kind. */
 PYBRIDGE_API int pybridge_driver_send(pybridge_driver *driver, uint32_t kind, const double *params);
+
+/* As pybridge_driver_send, for count parameter vectors (1 to max_batch)
+ * stored one after the other in params (count * n_params values). */
+PYBRIDGE_API int pybridge_driver_send_batch(pybridge_driver *driver, uint32_t kind, uint32_t count,
+                                            const double *params);
 
 /* Waits for the reply to the latest request. The first wait after a send
  * spins up to the spin budget (adaptive, see cpp/src/wait.hpp); then it blocks

@@ -23,9 +23,17 @@
  * raises its *_sleeping flag and blocks on its semaphore. A side posts the
  * other's semaphore only if that flag is raised (state changes always post).
  *
- * The segment starts with a pybridge_header; the parameter, gradient and
- * residual regions follow at the offsets the header gives. Every offset and
- * size is validated against the mapped size before it is used.
+ * The segment starts with a pybridge_header; the parameter, gradient,
+ * residual and cost regions follow at the offsets the header gives. Every
+ * offset and size is validated against the mapped size before it is used.
+ *
+ * Batches: a simulator that evaluates several parameter vectors at once (a
+ * vectorised or GPU code) declares how many one request may carry. Each
+ * region then holds max_batch vectors, one after the other (vector i of the
+ * parameters starts at params_offset + i * n_params doubles), and the costs
+ * come back in a region of their own; a request says how many vectors it
+ * carries (request_count). Without batches (max_batch = 1) the one cost
+ * travels in the reply line's `cost`.
  *
  * Plain C99 with fixed-width fields and explicit padding, so C, C++,
  * Fortran (via iso_c_binding) and numpy all see the same bytes. Fields that
@@ -39,7 +47,7 @@
 
 /* "PYBRIDGE" read as a little-endian uint64. */
 #define PYBRIDGE_MAGIC UINT64_C(0x4547444952425950)
-#define PYBRIDGE_PROTOCOL_VERSION 3u
+#define PYBRIDGE_PROTOCOL_VERSION 4u
 
 /* The environment variable through which a launched simulator learns its channel. */
 #define PYBRIDGE_CHANNEL_ENV "PYBRIDGE_CHANNEL"
@@ -110,22 +118,29 @@ typedef struct pybridge_header {
     uint32_t n_residuals;
     uint32_t capabilities;
     uint32_t spin_us;          /* how long either side spins before blocking; 0 = block at once */
-    uint64_t params_offset;    /* n_params doubles */
-    uint64_t gradient_offset;  /* n_params doubles, or 0 without PYBRIDGE_CAP_GRADIENT */
-    uint64_t residuals_offset; /* n_residuals doubles, or 0 without PYBRIDGE_CAP_RESIDUALS */
-    uint8_t pad0[40];
+    uint64_t params_offset;    /* max_batch * n_params doubles */
+    uint64_t gradient_offset;  /* max_batch * n_params doubles, or 0 without PYBRIDGE_CAP_GRADIENT */
+    uint64_t residuals_offset; /* max_batch * n_residuals doubles, or 0 without PYBRIDGE_CAP_RESIDUALS */
+
+    /* Batches. (offset 88) The declared count sits here, not in the declaration block above,
+     * which is full; it is written by the simulator with the rest of its declaration. */
+    uint32_t declared_max_batch; /* vectors one request may carry; 0 or 1 = one */
+    uint32_t max_batch;          /* fixed by the driver at READY: 1 <= max_batch <= declared_max_batch (or 1) */
+    uint64_t costs_offset;       /* max_batch doubles, or 0 when max_batch is 1 (the cost is in `cost`) */
+    uint8_t pad0[24];
 
     /* Request line: written by the driver only. Own cache line. (offset 128) */
     uint64_t request_seq; /* incremented once per request; 0 = none yet */
     uint32_t request_kind; /* enum pybridge_request_kind */
     uint32_t driver_sleeping; /* 0, or PYBRIDGE_SLEEPING_ON_*: the driver blocks, the simulator must post */
-    uint8_t pad1[48];
+    uint32_t request_count; /* parameter vectors in this request: 1 to max_batch */
+    uint8_t pad1[44];
 
     /* Reply line: written by the simulator only. Own cache line. (offset 192) */
     uint64_t reply_seq; /* = the request_seq this reply answers */
     int32_t reply_status; /* enum pybridge_reply_status */
     uint32_t simulator_sleeping; /* 1 while the simulator blocks on "-req": the driver must post it */
-    double cost;
+    double cost; /* the cost when max_batch is 1 (NaN for residuals); else the costs region has them */
     uint8_t pad2[40];
 
     /* Names (without '/') of the semaphores the simulator posts: the

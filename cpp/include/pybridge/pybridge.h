@@ -76,19 +76,25 @@ typedef struct pybridge_declaration {
     uint32_t n_params;     /* length of the parameter vector, or 0 */
     uint32_t n_residuals;  /* length of the residual vector (needs PYBRIDGE_CAP_RESIDUALS), or 0 */
     uint32_t capabilities; /* PYBRIDGE_CAP_* flags; 0 = cost only */
+    uint32_t max_batch;    /* parameter vectors one request may carry (a vectorised code); 0 or 1 = one */
 } pybridge_declaration;
 
-/* One evaluation request. Every pointer points into the shared segment and is
- * valid until the reply to this request: read the parameters in place and
- * write the gradient or the residuals in place, then reply. */
+/* One evaluation request: `count` parameter vectors (always 1 unless the
+ * simulator declared max_batch > 1), stored one after the other: vector i is
+ * params[i * n_params ... (i + 1) * n_params - 1], and its gradient and
+ * residuals go at the same place in their regions. Every pointer points into
+ * the shared segment and is valid until the reply to this request: read the
+ * parameters in place and write the results in place, then reply. */
 typedef struct pybridge_request {
     uint64_t seq;            /* sequence number of this request (1, 2, ...) */
     uint32_t kind;           /* enum pybridge_request_kind */
     uint32_t n_params;
-    const double *params;    /* n_params values */
-    double *gradient;        /* n_params values to fill, or NULL if kind != PYBRIDGE_REQUEST_GRADIENT */
+    const double *params;    /* count * n_params values */
+    double *gradient;        /* count * n_params values to fill, or NULL if kind != PYBRIDGE_REQUEST_GRADIENT */
     uint32_t n_residuals;
-    double *residuals;       /* n_residuals values to fill, or NULL if kind != PYBRIDGE_REQUEST_RESIDUALS */
+    double *residuals;       /* count * n_residuals values to fill, or NULL if kind != PYBRIDGE_REQUEST_RESIDUALS */
+    uint32_t count;          /* parameter vectors in this request, 1 to the declared max_batch */
+    double *costs;           /* count costs to fill before pybridge_channel_reply_batch */
 } pybridge_request;
 
 typedef struct pybridge_channel pybridge_channel;
@@ -125,19 +131,25 @@ PYBRIDGE_API void pybridge_channel_close(pybridge_channel *channel);
  * negative status on error. Calling it again before replying is an error. */
 PYBRIDGE_API int pybridge_channel_wait(pybridge_channel *channel, pybridge_request *request);
 
-/* Replies to the current request with its cost. For a gradient request,
- * write request->gradient first. For a residual request the cost argument
- * is ignored (the driver derives 0.5 * sum(r^2)); pybridge_channel_reply_residuals
- * says so more plainly. A non-finite cost is sent as it is; the driver applies
- * its policy to it. */
+/* Replies to the current request (of one vector) with its cost. For a
+ * gradient request, write request->gradient first. For a residual request
+ * the cost argument is ignored (the driver derives 0.5 * sum(r^2));
+ * pybridge_channel_reply_residuals says so more plainly. A non-finite cost is
+ * sent as it is; the driver applies its policy to it. A request of several
+ * vectors is answered with pybridge_channel_reply_batch instead. */
 PYBRIDGE_API int pybridge_channel_reply(pybridge_channel *channel, double cost);
+
+/* Replies to the current request, of any count: request->costs (and the
+ * gradients or residuals it asked for) are filled. A NaN cost marks that one
+ * vector's evaluation as failed; the driver applies its policy to it alone. */
+PYBRIDGE_API int pybridge_channel_reply_batch(pybridge_channel *channel);
 
 /* Replies to the current residual request: request->residuals is filled. */
 PYBRIDGE_API int pybridge_channel_reply_residuals(pybridge_channel *channel);
 
-/* Reports that this one evaluation failed; the message (truncated to
- * PYBRIDGE_ERROR_TEXT_SIZE - 1 bytes) reaches the driver's exception. The
- * channel stays usable: wait for the next request as usual. */
+/* Reports that this evaluation failed (every vector of it, for a batch); the
+ * message (truncated to PYBRIDGE_ERROR_TEXT_SIZE - 1 bytes) reaches the
+ * driver's exception. The channel stays usable: wait for the next request. */
 PYBRIDGE_API int pybridge_channel_reply_error(pybridge_channel *channel, const char *message);
 
 /* The message of the last failed call on this channel ("" if none). Valid
@@ -171,14 +183,16 @@ typedef struct pybridge_layout {
     uint64_t params_offset;
     uint64_t gradient_offset;  /* 0 without PYBRIDGE_CAP_GRADIENT */
     uint64_t residuals_offset; /* 0 without PYBRIDGE_CAP_RESIDUALS */
+    uint64_t costs_offset;     /* 0 when max_batch is 1 */
     uint64_t segment_size;
 } pybridge_layout;
 
-/* Computes where the regions go. Returns PYBRIDGE_E_INVALID_ARGUMENT for an
- * unknown capability, residuals without PYBRIDGE_CAP_RESIDUALS, or a
- * segment that would not fit in 64 bits. */
+/* Computes where the regions go for max_batch vectors per request (0 counts
+ * as 1). Returns PYBRIDGE_E_INVALID_ARGUMENT for an unknown capability,
+ * residuals without PYBRIDGE_CAP_RESIDUALS, or a segment that would not fit
+ * in 63 bits. */
 PYBRIDGE_API int pybridge_layout_compute(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities,
-                                         pybridge_layout *out);
+                                         uint32_t max_batch, pybridge_layout *out);
 
 /* Checks a segment's header before anything trusts it: magic, version, the
  * header and segment sizes against mapped_size and, once the state is READY,

@@ -21,6 +21,12 @@
 // fills request->residuals() and calls reply_residuals(). To report that one
 // evaluation failed without stopping, call reply_error(message).
 //
+// A vectorised (or GPU) simulator declares max_batch = K: a request then
+// carries request->count() <= K vectors; vector i is request->params(i), its
+// cost goes to request->costs()[i] (NaN marks that one vector as failed), its
+// gradient or residuals to request->gradient(i) or request->residuals(i);
+// then reply_batch().
+//
 // Thread safety: one Channel per thread; distinct Channels are independent.
 #ifndef PYBRIDGE_PYBRIDGE_HPP
 #define PYBRIDGE_PYBRIDGE_HPP
@@ -68,6 +74,7 @@ struct Declaration {
     uint32_t n_params = 0;
     uint32_t n_residuals = 0;
     uint32_t capabilities = 0;  ///< PYBRIDGE_CAP_* flags
+    uint32_t max_batch = 0;     ///< parameter vectors one request may carry; 0 or 1 = one
 };
 
 /// One evaluation request; its views are valid until the reply.
@@ -75,14 +82,24 @@ class Request {
 public:
     explicit Request(const pybridge_request &raw) : raw_(raw) {}
     uint64_t seq() const noexcept { return raw_.seq; }
-    /// The parameter vector, read in place.
-    Span<const double> params() const noexcept { return {raw_.params, raw_.n_params}; }
+    /// How many parameter vectors this request carries (1 unless max_batch was declared).
+    std::size_t count() const noexcept { return raw_.count; }
+    /// Parameter vector i (of count()), read in place.
+    Span<const double> params(std::size_t i = 0) const noexcept {
+        return {raw_.params + i * raw_.n_params, raw_.n_params};
+    }
     bool wants_gradient() const noexcept { return raw_.kind == PYBRIDGE_REQUEST_GRADIENT; }
     bool wants_residuals() const noexcept { return raw_.kind == PYBRIDGE_REQUEST_RESIDUALS; }
-    /// Where to write the gradient (empty unless wants_gradient()).
-    Span<double> gradient() const noexcept { return {raw_.gradient, raw_.gradient ? raw_.n_params : 0}; }
-    /// Where to write the residuals (empty unless wants_residuals()).
-    Span<double> residuals() const noexcept { return {raw_.residuals, raw_.n_residuals}; }
+    /// Where to write the gradient of vector i (empty unless wants_gradient()).
+    Span<double> gradient(std::size_t i = 0) const noexcept {
+        return raw_.gradient ? Span<double>{raw_.gradient + i * raw_.n_params, raw_.n_params} : Span<double>{};
+    }
+    /// Where to write the residuals of vector i (empty unless wants_residuals()).
+    Span<double> residuals(std::size_t i = 0) const noexcept {
+        return raw_.residuals ? Span<double>{raw_.residuals + i * raw_.n_residuals, raw_.n_residuals} : Span<double>{};
+    }
+    /// Where to write the count() costs before Channel::reply_batch().
+    Span<double> costs() const noexcept { return {raw_.costs, raw_.count}; }
     const pybridge_request &raw() const noexcept { return raw_; }
 
 private:
@@ -95,7 +112,8 @@ public:
     /// Attaches to the channel named by $PYBRIDGE_CHANNEL (or `name`) and
     /// performs the handshake. Throws pybridge::Error on failure.
     static Channel open(const Declaration &declaration, const char *name = nullptr) {
-        const pybridge_declaration raw{declaration.n_params, declaration.n_residuals, declaration.capabilities};
+        const pybridge_declaration raw{declaration.n_params, declaration.n_residuals, declaration.capabilities,
+                                       declaration.max_batch};
         pybridge_channel *handle = nullptr;
         const int status = pybridge_channel_open(name, &raw, &handle);
         Channel channel(handle);  // owns the handle even on failure
@@ -127,6 +145,8 @@ public:
 
     /// Replies with the cost (write the gradient into request.gradient() first).
     void reply(double cost) { check(pybridge_channel_reply(handle_, cost)); }
+    /// Replies to a request of any count: request.costs() (and its gradients or residuals) are filled.
+    void reply_batch() { check(pybridge_channel_reply_batch(handle_)); }
     /// Replies to a residual request (request.residuals() is filled).
     void reply_residuals() { check(pybridge_channel_reply_residuals(handle_)); }
     /// Reports that this evaluation failed; the channel stays usable.
