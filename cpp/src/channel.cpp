@@ -228,7 +228,15 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
         }
         return fail_errno(ch, "shm_open");
     }
-    if (int rc = map_segment(ch); rc != PYBRIDGE_OK) return rc;
+    if (int rc = map_segment(ch); rc != PYBRIDGE_OK) {
+        // Came late: another simulator attached, and the driver grew the segment between our fstat
+        // and our look at the header. "Taken" is the news, not the size.
+        if (rc == PYBRIDGE_E_PROTOCOL && ch->base != MAP_FAILED && ch->header()->magic == PYBRIDGE_MAGIC &&
+            ch->header()->version == PYBRIDGE_PROTOCOL_VERSION) {
+            if (const int32_t owner = load(ch->header()->simulator_pid); owner != 0) return taken(ch, owner);
+        }
+        return rc;
+    }
     pybridge_header *h = ch->header();
     ch->driver_pid = h->driver_pid;
     // Claim the channel: of several simulators racing to attach, exactly one
