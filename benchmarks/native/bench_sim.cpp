@@ -1,7 +1,7 @@
 // The benchmark's pybridge simulator: sum-of-squares or Rosenbrock (with
 // gradient), any dimension, optionally sleeping or computing (burning CPU)
-// for a fixed time per evaluation.
-//   pybridge-bench-sim [--rosenbrock] [--sleep-us N] [--burn-us N]
+// for a fixed time per evaluation; with --batch K, up to K vectors per request.
+//   pybridge-bench-sim [--rosenbrock] [--sleep-us N] [--burn-us N] [--batch K]
 #include <pybridge/pybridge.hpp>
 
 #include <chrono>
@@ -29,20 +29,24 @@ static void burn(long us) {
 int main(int argc, char **argv) {
     bool rosenbrock = false;
     long sleep_us = 0, burn_us = 0;
+    uint32_t max_batch = 0;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--rosenbrock") == 0) rosenbrock = true;
         if (std::strcmp(argv[i], "--sleep-us") == 0 && i + 1 < argc) sleep_us = std::atol(argv[++i]);
         if (std::strcmp(argv[i], "--burn-us") == 0 && i + 1 < argc) burn_us = std::atol(argv[++i]);
+        if (std::strcmp(argv[i], "--batch") == 0 && i + 1 < argc) max_batch = std::atol(argv[++i]);
     }
     try {
-        auto channel = pybridge::Channel::open({0, 0, rosenbrock ? PYBRIDGE_CAP_GRADIENT : 0u});
+        auto channel = pybridge::Channel::open({0, 0, rosenbrock ? PYBRIDGE_CAP_GRADIENT : 0u, max_batch});
         while (auto request = channel.wait()) {
-            if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
-            if (burn_us > 0) burn(burn_us);
-            const auto x = request->params();
-            const double cost = rosenbrock ? bench_rosenbrock(x.data(), x.size(), request->gradient().data())
-                                           : bench_sum_squares(x.data(), x.size());
-            channel.reply(cost);
+            for (std::size_t k = 0; k < request->count(); ++k) {
+                if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+                if (burn_us > 0) burn(burn_us);
+                const auto x = request->params(k);
+                request->costs()[k] = rosenbrock ? bench_rosenbrock(x.data(), x.size(), request->gradient(k).data())
+                                                 : bench_sum_squares(x.data(), x.size());
+            }
+            channel.reply_batch();
         }
         return 0;
     } catch (const pybridge::Error &error) {

@@ -177,6 +177,47 @@ int new_driver(pybridge_driver **out) {
     return *out == nullptr ? PYBRIDGE_E_SYSTEM : PYBRIDGE_OK;
 }
 
+// One request of count vectors (the body of both sends: inlined into each, since a call between two
+// exported functions of a shared library goes through the PLT on the hot path).
+int send_request(pybridge_driver *d, uint32_t kind, uint32_t count, const double *params) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    d->outcome = PYBRIDGE_OUTCOME_NOT_SENT;
+    if (!d->accepted) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "accept the simulator before sending requests");
+    const bool served = kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && d->gradient) ||
+                        (kind == PYBRIDGE_REQUEST_RESIDUALS && d->residuals);
+    if (!served) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not serve requests of kind %u (capabilities 0x%x)",
+                    d->name.c_str(), kind, d->capabilities);
+    }
+    if (count < 1 || count > d->max_batch) {
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "%u parameter vectors in one request: channel '%s' takes 1 to %u",
+                    count, d->name.c_str(), d->max_batch);
+    }
+    const size_t values = size_t{count} * d->n_params;
+    const bool in_place = params == nullptr || params == d->params;
+    const bool finite = in_place ? pybridge::detail::finite_values(d->params, values)
+                                 : pybridge::detail::copy_if_finite(d->params, params, values);
+    if (!finite) {
+        const size_t bad = pybridge::detail::first_non_finite(d->params, values);
+        if (count == 1) {
+            return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; x[%zu] = %g", bad, d->params[bad]);
+        }
+        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; vector %zu has x[%zu] = %g",
+                    bad / d->n_params, bad % d->n_params, d->params[bad]);
+    }
+    pybridge_header *h = d->header();
+    h->request_kind = kind;
+    h->request_count = count;
+    d->kind = kind;
+    d->count = count;
+    __atomic_store_n(&h->request_seq, ++d->seq, __ATOMIC_SEQ_CST);
+    pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
+    d->sent_at = pybridge::detail::Clock::now();
+    d->spun = false;
+    d->outcome = PYBRIDGE_OUTCOME_PENDING;
+    return PYBRIDGE_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -338,46 +379,11 @@ int pybridge_driver_shape(const pybridge_driver *d, uint32_t *n_params, uint32_t
 double *pybridge_driver_params(pybridge_driver *d) { return d == nullptr ? nullptr : d->params; }
 
 int pybridge_driver_send(pybridge_driver *d, uint32_t kind, const double *params) {
-    return pybridge_driver_send_batch(d, kind, 1, params);
+    return send_request(d, kind, 1, params);
 }
 
 int pybridge_driver_send_batch(pybridge_driver *d, uint32_t kind, uint32_t count, const double *params) {
-    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
-    d->outcome = PYBRIDGE_OUTCOME_NOT_SENT;
-    if (!d->accepted) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "accept the simulator before sending requests");
-    const bool served = kind == PYBRIDGE_REQUEST_COST || (kind == PYBRIDGE_REQUEST_GRADIENT && d->gradient) ||
-                        (kind == PYBRIDGE_REQUEST_RESIDUALS && d->residuals);
-    if (!served) {
-        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "channel '%s' does not serve requests of kind %u (capabilities 0x%x)",
-                    d->name.c_str(), kind, d->capabilities);
-    }
-    if (count < 1 || count > d->max_batch) {
-        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "%u parameter vectors in one request: channel '%s' takes 1 to %u",
-                    count, d->name.c_str(), d->max_batch);
-    }
-    const size_t values = size_t{count} * d->n_params;
-    const bool in_place = params == nullptr || params == d->params;
-    const bool finite = in_place ? pybridge::detail::finite_values(d->params, values)
-                                 : pybridge::detail::copy_if_finite(d->params, params, values);
-    if (!finite) {
-        const size_t bad = pybridge::detail::first_non_finite(d->params, values);
-        if (count == 1) {
-            return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; x[%zu] = %g", bad, d->params[bad]);
-        }
-        return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "parameters must be finite; vector %zu has x[%zu] = %g",
-                    bad / d->n_params, bad % d->n_params, d->params[bad]);
-    }
-    pybridge_header *h = d->header();
-    h->request_kind = kind;
-    h->request_count = count;
-    d->kind = kind;
-    d->count = count;
-    __atomic_store_n(&h->request_seq, ++d->seq, __ATOMIC_SEQ_CST);
-    pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
-    d->sent_at = pybridge::detail::Clock::now();
-    d->spun = false;
-    d->outcome = PYBRIDGE_OUTCOME_PENDING;
-    return PYBRIDGE_OK;
+    return send_request(d, kind, count, params);
 }
 
 int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) {

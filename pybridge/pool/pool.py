@@ -354,37 +354,50 @@ class Pool(Executor):
         workers = [self._workers[index] for index in taken]
         free: List[_Worker] = [w for w in workers if w is not None]
         share = -(-len(xs) // len(free))  # a batch simulator's share of the map, if its batches are that large
-        busy: List[Tuple[_Worker, int, int, Optional[np.ndarray]]] = []  # (simulator, first, end, rows), in sending order
+        request_size = {worker: min(worker.max_batch, share) for worker in free}
+        # In flight, in sending order: (simulator, index of its first vector, its rows — None for one vector).
+        busy: List[Tuple[_Worker, int, Optional[np.ndarray]]] = []
         sent = 0
         stop = False
         try:
             while True:
                 while free and not stop and sent < len(xs):
                     worker = free.pop()
-                    first, end = sent, min(sent + min(worker.max_batch, share), len(xs))
-                    sent = end
-                    rows = _rows(xs[first:end], worker.n_params) if end - first > 1 else None
-                    started = (
-                        worker._start_request(xs[first], kind) if rows is None else worker._start_batch(rows, kind)
-                    )
-                    if started:
-                        busy.append((worker, first, end, rows))
-                        continue
-                    stop = _collect(outcomes, first, end, worker._evaluate_now, worker._evaluate_batch, xs, rows, kind)
+                    first = sent
+                    if request_size[worker] == 1:  # the common case, kept lean: it is paid per evaluation
+                        sent += 1
+                        if worker._start_request(xs[first], kind):
+                            busy.append((worker, first, None))
+                            continue
+                        outcome = outcomes[first] = _evaluated(worker._evaluate_now, xs[first], kind)
+                        stop = isinstance(outcome, Failed)
+                    else:
+                        sent = min(first + request_size[worker], len(xs))
+                        rows = _rows(xs[first:sent], worker.n_params)
+                        if rows is not None and worker._start_batch(rows, kind):
+                            busy.append((worker, first, rows))
+                            continue
+                        if rows is not None:
+                            batch = worker._evaluate_batch(rows, kind)
+                        else:  # not a batch of finite vectors: one by one, each with its own error
+                            batch = [_evaluated(worker._evaluate_now, x, kind) for x in xs[first:sent]]
+                        stop = _put(outcomes, first, batch)
                     free.append(worker)
                 if not busy:
                     break
-                ports = [busy_worker._port for busy_worker, *_ in busy]
+                ports = [entry[0]._port for entry in busy]
                 ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
-                finished = [ready] if ready is not None else [j for j, (w, *_) in enumerate(busy) if w._stalled()]
+                finished = [ready] if ready is not None else [j for j, entry in enumerate(busy) if entry[0]._stalled()]
                 for j in sorted(finished, reverse=True):
-                    worker, first, end, rows = busy.pop(j)
+                    worker, first, rows = busy.pop(j)
                     # A stalled request goes to the slow path at once: it stops the simulator, applies the policy.
-                    if ready is not None:
-                        single, batch = worker._finish_request, worker._finish_batch
+                    if rows is None:
+                        evaluate = worker._finish_request if ready is not None else worker._evaluate_now
+                        outcome = outcomes[first] = _evaluated(evaluate, xs[first], kind)
+                        stop = stop or isinstance(outcome, Failed)
                     else:
-                        single, batch = worker._evaluate_now, worker._evaluate_batch
-                    stop = _collect(outcomes, first, end, single, batch, xs, rows, kind) or stop
+                        finish = worker._finish_batch if ready is not None else worker._evaluate_batch
+                        stop = _put(outcomes, first, finish(rows, kind)) or stop
                     free.append(worker)
         finally:
             # Interrupted (Ctrl-C): requests still in flight are abandoned; sequence numbers make
@@ -396,7 +409,8 @@ class Pool(Executor):
     def _slice(busy: Sequence[Tuple[Any, ...]]) -> float:
         """How long the next wait may block: a poll period, or less when a timeout falls due sooner."""
         slice_ = POLL_PERIOD
-        for worker, *_ in busy:
+        for entry in busy:
+            worker = entry[0]
             if worker.timeout is not None and worker._port is not None:
                 slice_ = min(slice_, max(worker.timeout - worker._port.elapsed, 0.0))
         return slice_
@@ -416,23 +430,10 @@ def _evaluated(evaluate: Callable[..., Any], *args: Any) -> Any:
         return Failed(error)
 
 
-def _collect(
-    outcomes: List[Any],
-    first: int,
-    end: int,
-    single: Callable[[Any, RequestKind], Any],
-    batch: Callable[[np.ndarray, RequestKind], List[Any]],
-    xs: Sequence[Any],
-    rows: Optional[np.ndarray],
-    kind: RequestKind,
-) -> bool:
-    """Puts the outcomes of ``xs[first:end]`` in place — through ``batch`` for a request of ``rows``,
-    else through ``single`` for each vector — and says whether one of them failed."""
-    if rows is not None:
-        outcomes[first:end] = batch(rows, kind)
-    else:
-        outcomes[first:end] = [_evaluated(single, xs[i], kind) for i in range(first, end)]
-    return any(isinstance(outcome, Failed) for outcome in outcomes[first:end])
+def _put(outcomes: List[Any], first: int, batch: List[Any]) -> bool:
+    """Puts a request's outcomes in place from ``first``; says whether one of them failed."""
+    outcomes[first : first + len(batch)] = batch
+    return any(isinstance(outcome, Failed) for outcome in batch)
 
 
 def _rows(xs: Sequence[Any], n_params: int) -> Optional[np.ndarray]:

@@ -23,6 +23,7 @@ from .measure import _program
 __all__ = ["measure_pool"]
 
 WORKERS = 2
+BATCH = 64  # vectors per request for a simulator that declares batches
 
 
 def measure_pool(quick: bool, log: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -46,6 +47,10 @@ def _dispatch_overhead(count: int) -> Dict[str, float]:
         results["pybridge Pool.map(pool, xs)"] = _best(lambda: list(pool.map(pool, xs))) / count * 1e6
         wrapper = _Wrapper(pool)  # what SciPy hands workers=: a callable that is not the pool
         results["pybridge Pool.map(any callable, xs) (threads)"] = _best(lambda: list(pool.map(wrapper, xs))) / count * 1e6
+    with Pool([_program("pybridge-bench-sim"), "--batch", str(BATCH)], workers=WORKERS, n_params=8) as pool:
+        results[f"pybridge Pool.map(pool, xs), batches of {BATCH}"] = (
+            _best(lambda: list(pool.map(pool, xs))) / count * 1e6
+        )
     with ProcessPoolExecutor(WORKERS) as executor:
         list(executor.map(_bench.sum_squares, xs[:100]))  # workers started and warm
         results["ProcessPoolExecutor.map"] = _best(lambda: list(executor.map(_bench.sum_squares, xs))) / count * 1e6
