@@ -596,9 +596,13 @@ class Simulator(_native.FastCall):
         answers: List[Any]
         if kind == RequestKind.GRADIENT:
             costs, gradients = values
-            answers = [(float(cost), gradient) for cost, gradient in zip(costs, gradients)]
+            answers = list(zip(costs.tolist(), gradients))
+            finite = np.isfinite(costs).all() and np.isfinite(gradients).all()
         else:
-            answers = [float(value) for value in values] if kind == RequestKind.COST else list(values)
+            answers = values.tolist() if kind == RequestKind.COST else list(values)
+            finite = np.isfinite(values).all()
+        if finite or self._policy.allow_nonfinite:  # the common case, one look at the whole batch
+            return answers
         outcomes: List[Any] = []
         for i, answer in enumerate(answers):
             try:
