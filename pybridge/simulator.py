@@ -536,12 +536,15 @@ class Simulator(_native.FastCall):
         SciPy's convention for ``differential_evolution(sim.vectorized, bounds, vectorized=True)``.
 
         The columns travel ``max_batch`` to a request. An evaluation that fails under the policy
-        raises, after the others of its request have been judged.
+        raises, after the others of its request have been judged; no further request is sent.
         """
         rows = _columns(xs, self.n_params)
         outcomes: List[Any] = []
         for start in range(0, len(rows), self.max_batch):
-            outcomes += self._evaluate_batch(rows[start : start + self.max_batch], RequestKind.COST, resume=False)
+            batch = self._evaluate_batch(rows[start : start + self.max_batch], RequestKind.COST, resume=False)
+            outcomes += batch
+            if any(isinstance(outcome, Failed) for outcome in batch):
+                break
         return np.array(list(values_of(outcomes)), dtype=np.float64)
 
     def _start_batch(self, rows: np.ndarray, kind: RequestKind) -> bool:
