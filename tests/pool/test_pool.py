@@ -16,7 +16,7 @@ from scipy.optimize import brute, differential_evolution, least_squares, minimiz
 from scipy.optimize._numdiff import approx_derivative  # the reference FiniteDifferences must match
 
 import pybridge
-from pybridge import ChannelClosed, EvaluationFailed, FiniteDifferences, Pool, SimulatorCrashed
+from pybridge import ChannelClosed, EvaluationFailed, FiniteDifferences, Pool, SimulatorCrashed, _native
 
 ROSENBROCK = "pybridge-rosenbrock"
 # Python 3.9 gets SciPy 1.13 at most: there, FiniteDifferences is the way to parallel gradients.
@@ -272,6 +272,25 @@ def test_batches_are_bit_identical_to_serial(bundled: Callable, rosenbrock_sim) 
         assert sim.max_batch == 4  # the driver may take fewer than declared
         assert np.array_equal(sim.vectorized(np.array(xs[:10]).T), [rosenbrock_sim(x) for x in xs[:10]])
         assert sim(xs[0]) == rosenbrock_sim(xs[0])  # single requests on a batch channel
+
+
+def test_residual_batches_give_each_vector_its_residuals_and_cost(python_simulator: Callable) -> None:
+    command = python_simulator(
+        """
+        def residuals(xs):
+            return np.stack([xs[:, 0] - 1.0, 2.0 * xs[:, 1], xs.sum(axis=1)], axis=1)
+        pybridge.serve(residuals, n_params=2, n_residuals=3, max_batch=4)
+        """
+    )
+    xs = points(10, 2, seed=5)
+    expected = [np.array([x[0] - 1.0, 2.0 * x[1], x.sum()]) for x in xs]
+    with Pool(command, workers=2) as pool:
+        assert pool.max_batch == 4
+        for got, want in zip(pool.map(pool.residuals, xs), expected):
+            assert np.array_equal(got, want)
+        costs = [_native.residual_cost(want) for want in expected]  # the single path's own arithmetic
+        assert list(pool.map(pool, xs)) == costs
+        assert pool.vectorized(np.array(xs).T).tolist() == costs
 
 
 def test_differential_evolution_vectorized_equals_serial(bundled: Callable, rosenbrock_sim) -> None:
