@@ -295,7 +295,7 @@ def test_residual_batches_give_each_vector_its_residuals_and_cost(python_simulat
 
 def test_differential_evolution_vectorized_equals_serial(bundled: Callable, rosenbrock_sim) -> None:
     bounds = [(-2.0, 2.0)] * 3
-    options = dict(updating="deferred", rng=7, maxiter=60, tol=1e-10, polish=False)
+    options = dict(updating="deferred", seed=7, maxiter=60, tol=1e-10, polish=False)
     serial = differential_evolution(rosenbrock_sim, bounds, **options)
     with Pool([bundled(ROSENBROCK), "--batch", "64"], workers=2, n_params=3) as pool:
         batched = differential_evolution(pool.vectorized, bounds, vectorized=True, **options)
