@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 
 def _installed_elsewhere() -> "str | None":
     """The installed package's directory, when this one is the source tree (no compiled module).
@@ -48,6 +50,8 @@ from .errors import (
     EvaluationTimeout,
     HandshakeError,
     InheritedSimulatorError,
+    JournalError,
+    ParameterError,
     ProtocolError,
     SharedMemoryFull,
     ShimError,
@@ -63,12 +67,32 @@ from .serve import serve
 from .simulator import Simulator
 
 __version__: str = _native.__version__
+
+# The calibration front end imports SciPy (a few hundred ms): only when first used.
+_FRONT_END = ("minimize", "Parameter", "Parameters", "CalibrationResult")
+
+
+if TYPE_CHECKING:
+    from .optimize.params import Parameter, Parameters  # noqa: F401
+    from .optimize.solve import CalibrationResult, minimize  # noqa: F401
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name in _FRONT_END:
+            from . import optimize
+
+            return getattr(optimize, name)
+        raise AttributeError(f"module 'pybridge' has no attribute {name!r}")
 _native._set_shim_error(_ShimError)
 
 __all__ = [
     "Simulator",
     "Pool",
     "FiniteDifferences",
+    "minimize",
+    "Parameter",
+    "Parameters",
+    "CalibrationResult",
     "serve",
     "Capability",
     "cmake_dir",
@@ -79,6 +103,8 @@ __all__ = [
     "EvaluationTimeout",
     "HandshakeError",
     "InheritedSimulatorError",
+    "JournalError",
+    "ParameterError",
     "ProtocolError",
     "SharedMemoryFull",
     "ShimError",

@@ -21,6 +21,8 @@ __all__ = [
     "CapabilityError",
     "InheritedSimulatorError",
     "SharedMemoryFull",
+    "ParameterError",
+    "JournalError",
 ]
 
 
@@ -94,3 +96,13 @@ class InheritedSimulatorError(Error):
 
 class SharedMemoryFull(Error):
     """``/dev/shm`` has no room for a channel; the message names the size needed and the space free."""
+
+
+class ParameterError(Error, ValueError):
+    """A declaration of named parameters, or a value given for them, is invalid (bounds the wrong way
+    round, an unknown name, a wrong shape, a start outside the bounds). Raised before any evaluation."""
+
+
+class JournalError(Error):
+    """A calibration journal cannot be used: not a pybridge journal, from another problem, written by
+    an incompatible version, or already holding evaluations when ``resume=True`` was not given."""

@@ -13,7 +13,20 @@ import math
 import os
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
@@ -35,7 +48,7 @@ from .errors import (
 )
 from .protocol import CHANNEL_ENV, Capability, RequestKind
 
-__all__ = ["Simulator", "CapabilityError", "DEFAULT_SPIN_US"]
+__all__ = ["Simulator", "Outcome", "CapabilityError", "DEFAULT_SPIN_US"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Command = Union[PathLike, Sequence[PathLike]]
@@ -191,6 +204,11 @@ class Simulator(_native.FastCall):
                 raise
 
     # ---- lifecycle -----------------------------------------------------------
+
+    @property
+    def command(self) -> Optional[List[str]]:
+        """The simulator's argument vector (None when you start it yourself)."""
+        return None if self._argv is None else list(self._argv)
 
     @property
     def channel_name(self) -> str:
@@ -546,6 +564,29 @@ class Simulator(_native.FastCall):
             if any(isinstance(outcome, Failed) for outcome in batch):
                 break
         return np.array(list(values_of(outcomes)), dtype=np.float64)
+
+    def evaluate(self, xs: Sequence["np.typing.ArrayLike"], kind: RequestKind = RequestKind.COST) -> List["Outcome"]:
+        """Every ``x`` evaluated in turn, each as an :class:`Outcome` (value or error, where and when).
+
+        The *evaluator protocol*: what :func:`pybridge.minimize` needs from a Simulator, a Pool or
+        another executor of evaluations. An error under the failure policy is kept in its outcome;
+        the rest are still evaluated.
+
+        >>> from pybridge.paths import bundled_simulator
+        >>> with Simulator([bundled_simulator("pybridge-rosenbrock")], n_params=2) as sim:
+        ...     [outcome.value for outcome in sim.evaluate([[0.0, 0.0], [1.0, 1.0]])]
+        [1.0, 0.0]
+        """
+        evaluate = {RequestKind.COST: self.__call__, RequestKind.GRADIENT: self.value_and_grad,
+                    RequestKind.RESIDUALS: self.residuals}[RequestKind(kind)]  # fmt: skip
+        outcomes = []
+        for x in xs:
+            started = time.time()
+            try:
+                outcomes.append(Outcome(evaluate(x), None, 0, started, time.time()))
+            except Exception as error:
+                outcomes.append(Outcome(None, error, 0, started, time.time()))
+        return outcomes
 
     def _start_batch(self, rows: np.ndarray, kind: RequestKind) -> bool:
         """As :meth:`_start_request`, for the rows of ``rows`` (shape (count, n_params)) in one request."""
@@ -919,6 +960,18 @@ class Failed:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class Outcome(NamedTuple):
+    """One evaluation's result in :meth:`Simulator.evaluate` (and a pool's): its value (a cost, a
+    ``(cost, gradient)`` pair or residuals) or the error it raised, which simulator of a pool
+    answered (0 for a single simulator), and the wall-clock times of request and reply."""
+
+    value: Any
+    error: Optional[BaseException]
+    worker: int
+    started: float
+    finished: float
 
 
 def values_of(outcomes: Iterable[Any]) -> Iterator[Any]:

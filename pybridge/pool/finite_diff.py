@@ -55,7 +55,7 @@ class FiniteDifferences:
 
     def __init__(
         self,
-        pool: "Pool",
+        pool: "Pool | Any",  # anything with the pool's map and call (pybridge.minimize passes its objective)
         method: str = "2-point",
         rel_step: Optional[Union[float, Sequence[float]]] = None,
         bounds: Any = None,

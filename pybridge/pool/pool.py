@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -35,7 +36,7 @@ from ..core.channel import POLL_PERIOD, DriverChannel
 from ..core.doorbell import Doorbell
 from ..errors import ChannelClosed
 from ..protocol import Capability, RequestKind
-from ..simulator import Command, Failed, Simulator, _columns, values_of
+from ..simulator import Command, Failed, Outcome, Simulator, _columns, values_of
 
 __all__ = ["Pool", "WORKER_ENV"]
 
@@ -47,8 +48,9 @@ WORKER_ENV = "PYBRIDGE_WORKER"
 class _Worker(Simulator):
     """A Simulator whose channels share the pool's doorbell."""
 
-    def __init__(self, command: Command, doorbell: str, **options: Any) -> None:
+    def __init__(self, command: Command, doorbell: str, index: int, **options: Any) -> None:
         self._doorbell_name = doorbell
+        self.index = index
         super().__init__(command, **options)
 
     def _new_channel(self) -> DriverChannel:
@@ -132,6 +134,15 @@ class Pool(Executor):
         return self._size
 
     @property
+    def command(self) -> List[str]:
+        """The simulators' argument vector."""
+        return self._any_worker().command or []
+
+    @property
+    def penalty(self) -> Optional[float]:
+        return self._any_worker().penalty
+
+    @property
     def n_params(self) -> int:
         return self._any_worker().n_params
 
@@ -186,6 +197,18 @@ class Pool(Executor):
         vectorized=True)``. An evaluation that fails under the policy raises, after the rest are in."""
         self._check_open()
         return np.array(list(values_of(self._dispatch(RequestKind.COST, list(_columns(xs, self.n_params))))))
+
+    def evaluate(self, xs: Sequence["np.typing.ArrayLike"], kind: RequestKind = RequestKind.COST) -> List[Outcome]:
+        """Every ``x`` evaluated across the simulators, as :class:`~pybridge.simulator.Outcome` s in
+        order (the evaluator protocol :func:`pybridge.minimize` uses). Unlike :meth:`map`, an
+        error does not stop the others from being sent: each outcome carries its own."""
+        self._check_open()
+        trace: List[Any] = [None] * len(xs)
+        outcomes = self._dispatch(RequestKind(kind), list(xs), trace, stop_on_failure=False)
+        return [
+            Outcome(None, outcome.error, *where) if isinstance(outcome, Failed) else Outcome(outcome, None, *where)
+            for outcome, where in zip(outcomes, trace)
+        ]
 
     # ---- Executor ----------------------------------------------------------------------
 
@@ -272,7 +295,7 @@ class Pool(Executor):
         environment = dict(os.environ if options.get("env") is None else options["env"])
         environment[WORKER_ENV] = str(index)
         options["env"] = environment
-        return _Worker(self._command, self._doorbell.name, **options)
+        return _Worker(self._command, self._doorbell.name, index, **options)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -342,11 +365,14 @@ class Pool(Executor):
             return RequestKind.RESIDUALS
         return None
 
-    def _dispatch(self, kind: RequestKind, xs: Sequence[Any]) -> List[Any]:
+    def _dispatch(
+        self, kind: RequestKind, xs: Sequence[Any], trace: Optional[List[Any]] = None, stop_on_failure: bool = True
+    ) -> List[Any]:
         """Every ``x`` evaluated, in order (a :class:`Failed` where one raised). One request per idle
         simulator — of one vector, or of several for simulators that take batches, so that the map is
         spread evenly — and the next request goes to whichever answers first. After a failure that
-        raises, nothing new is sent, but every request in flight is still collected."""
+        raises, nothing new is sent (unless not ``stop_on_failure``), but every request in flight is
+        still collected. ``trace``, if given, receives ``(worker index, sent, answered)`` per vector."""
         outcomes: List[Any] = [None] * len(xs)
         if not xs:
             return outcomes
@@ -355,8 +381,9 @@ class Pool(Executor):
         free: List[_Worker] = [w for w in workers if w is not None]
         share = -(-len(xs) // len(free))  # a batch simulator's share of the map, if its batches are that large
         request_size = {worker: min(worker.max_batch, share) for worker in free}
-        # In flight, in sending order: (simulator, index of its first vector, its rows — None for one vector).
-        busy: List[Tuple[_Worker, int, Optional[np.ndarray]]] = []
+        # In flight, in sending order: (simulator, index of its first vector, its rows — None for one
+        # vector, when it was sent if traced).
+        busy: List[Tuple[_Worker, int, Optional[np.ndarray], float]] = []
         sent = 0
         stop = False
         try:
@@ -364,24 +391,27 @@ class Pool(Executor):
                 while free and not stop and sent < len(xs):
                     worker = free.pop()
                     first = sent
+                    started = time.time() if trace is not None else 0.0
                     if request_size[worker] == 1:  # the common case, kept lean: it is paid per evaluation
                         sent += 1
                         if worker._start_request(xs[first], kind):
-                            busy.append((worker, first, None))
+                            busy.append((worker, first, None, started))
                             continue
                         outcome = outcomes[first] = _evaluated(worker._evaluate_now, xs[first], kind)
-                        stop = isinstance(outcome, Failed)
+                        stop = isinstance(outcome, Failed) and stop_on_failure
                     else:
                         sent = min(first + request_size[worker], len(xs))
                         rows = _rows(xs[first:sent], worker.n_params)
                         if rows is not None and worker._start_batch(rows, kind):
-                            busy.append((worker, first, rows))
+                            busy.append((worker, first, rows, started))
                             continue
                         if rows is not None:
                             batch = worker._evaluate_batch(rows, kind)
                         else:  # not a batch of finite vectors: one by one, each with its own error
                             batch = [_evaluated(worker._evaluate_now, x, kind) for x in xs[first:sent]]
-                        stop = _put(outcomes, first, batch)
+                        stop = _put(outcomes, first, batch) and stop_on_failure
+                    if trace is not None:
+                        _mark(trace, first, sent, worker, started)
                     free.append(worker)
                 if not busy:
                     break
@@ -389,15 +419,19 @@ class Pool(Executor):
                 ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
                 finished = [ready] if ready is not None else [j for j, entry in enumerate(busy) if entry[0]._stalled()]
                 for j in sorted(finished, reverse=True):
-                    worker, first, rows = busy.pop(j)
+                    worker, first, rows, started = busy.pop(j)
                     # A stalled request goes to the slow path at once: it stops the simulator, applies the policy.
                     if rows is None:
                         evaluate = worker._finish_request if ready is not None else worker._evaluate_now
                         outcome = outcomes[first] = _evaluated(evaluate, xs[first], kind)
-                        stop = stop or isinstance(outcome, Failed)
+                        stop = stop or (isinstance(outcome, Failed) and stop_on_failure)
+                        last = first + 1
                     else:
                         finish = worker._finish_batch if ready is not None else worker._evaluate_batch
-                        stop = _put(outcomes, first, finish(rows, kind)) or stop
+                        stop = (_put(outcomes, first, finish(rows, kind)) and stop_on_failure) or stop
+                        last = first + len(rows)
+                    if trace is not None:
+                        _mark(trace, first, last, worker, started)
                     free.append(worker)
         finally:
             # Interrupted (Ctrl-C): requests still in flight are abandoned; sequence numbers make
@@ -428,6 +462,12 @@ def _evaluated(evaluate: Callable[..., Any], *args: Any) -> Any:
         return evaluate(*args)
     except Exception as error:
         return Failed(error)
+
+
+def _mark(trace: List[Any], first: int, last: int, worker: _Worker, started: float) -> None:
+    answered = time.time()
+    for i in range(first, last):
+        trace[i] = (worker.index, started, answered)
 
 
 def _put(outcomes: List[Any], first: int, batch: List[Any]) -> bool:

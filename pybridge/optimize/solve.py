@@ -1,0 +1,406 @@
+"""``pybridge.minimize``: one call for any SciPy method, on a Simulator or a Pool, with named
+parameters, multi-start, stopping rules, a journal that resumes, and progress."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import scipy.optimize as so
+
+from ..errors import ParameterError
+from ..protocol import Capability
+from ..record.journal import Journal
+from ..record.progress import ProgressBar
+from .calibration import Calibration, Objective, Stopped
+from .params import ParameterLike, Parameters
+from .stopping import MaxEvaluations, Rule
+
+__all__ = ["minimize", "CalibrationResult", "GLOBAL_METHODS", "LOCAL_METHODS"]
+
+#: ``scipy.optimize.minimize`` methods that use a gradient (the simulator's, or finite differences).
+_GRADIENT_METHODS = {"cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "trust-constr"}
+#: Methods that need a Hessian, which no simulator provides.
+_HESSIAN_METHODS = {"dogleg", "trust-ncg", "trust-exact", "trust-krylov"}
+LOCAL_METHODS = frozenset(_GRADIENT_METHODS | {"nelder-mead", "powell", "cobyla", "cobyqa", "least_squares"})
+GLOBAL_METHODS = frozenset({"differential_evolution", "shgo", "dual_annealing", "direct"})
+_INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+class CalibrationResult(so.OptimizeResult):
+    """SciPy's ``OptimizeResult`` fields (``x``, ``fun``, ``success``, ``message``, ``nfev``, ``nit``, ...)
+    with ``x`` the physical flat vector, plus:
+
+    - ``params``: the values by name (``result.params["alpha"]``);
+    - ``stop_rule``: the name of the stopping rule that ended the run (``"interrupted"`` for Ctrl-C),
+      or None when the method ended by itself;
+    - ``starts``: every start's own result (one for a single start), best first is ``result`` itself;
+    - ``evaluations`` (computed in this call), ``replayed`` (taken from the journal), ``journal``;
+    - ``solver``: the SciPy method's own result, in its own (scaled) variables, when it ended by itself.
+    """
+
+
+def minimize(
+    evaluator: Any,
+    params: "Parameters | Mapping[str, ParameterLike]",
+    method: Optional[str] = None,
+    *,
+    x0: "Mapping[str, Any] | np.typing.ArrayLike | None" = None,
+    constraints: Any = (),
+    options: Optional[Mapping[str, Any]] = None,
+    n_starts: int = 1,
+    sampler: str = "sobol",
+    seed: Optional[int] = 0,
+    stop: Union[Rule, Sequence[Rule]] = (),
+    callback: Union[None, Callable[[Any], Any], Sequence[Callable[[Any], Any]]] = None,
+    journal: "str | os.PathLike[str] | None" = None,
+    resume: bool = False,
+    replay_tolerance: float = 0.0,
+    progress: Optional[bool] = None,
+) -> CalibrationResult:
+    """Calibrates named ``params`` of the simulator(s) behind ``evaluator`` with a SciPy method.
+
+    With the bundled Rosenbrock simulator on a pool of two:
+
+    >>> import pybridge
+    >>> from pybridge.paths import bundled_simulator
+    >>> from pybridge.optimize import MaxEvaluations
+    >>> with pybridge.Pool([bundled_simulator("pybridge-rosenbrock")], workers=2, n_params=2) as pool:
+    ...     result = pybridge.minimize(pool, {"a": (-2, 2), "b": (-2, 2)}, method="L-BFGS-B",
+    ...                                n_starts=4, stop=MaxEvaluations(2000))
+    >>> round(result.params["a"], 4), round(result.params["b"], 4), len(result.starts)
+    (1.0, 1.0, 4)
+
+    Parameters
+    ----------
+    evaluator:
+        A :class:`~pybridge.Simulator`, a :class:`~pybridge.Pool` (parallel finite differences,
+        populations and starts), or anything with their ``evaluate(xs, kind)``.
+    params:
+        A :class:`~pybridge.optimize.Parameters` declaration, or a dict ``{name: (low, high)}``.
+    method:
+        Any ``scipy.optimize.minimize`` method without a Hessian (``"L-BFGS-B"``, ``"Nelder-Mead"``,
+        ``"SLSQP"``, ``"trust-constr"``, ``"COBYQA"``, ...), ``"least_squares"`` (residual simulators),
+        or a global method: ``"differential_evolution"``, ``"shgo"``, ``"dual_annealing"``,
+        ``"direct"``. Default: ``"least_squares"`` for a residual simulator, ``"L-BFGS-B"`` otherwise.
+        Gradient methods use the simulator's gradient if it computes one, else finite differences —
+        in parallel on a pool.
+    x0:
+        The start of a local method (a dict may name some parameters; the others start at their
+        ``start`` or the middle of their bounds). With ``n_starts`` > 1 it is the first start.
+    constraints:
+        SciPy's own (``LinearConstraint``, ``NonlinearConstraint``, dicts), on the physical vector.
+    options:
+        Passed to the method: ``minimize``'s ``options``, or the global method's / ``least_squares``'s
+        keyword arguments (``{"seed": 1, "popsize": 20}`` for differential evolution).
+    n_starts, sampler, seed:
+        Multi-start for local methods: ``n_starts`` starting points drawn inside the bounds by
+        ``scipy.stats.qmc`` (``"sobol"`` or ``"lhs"``, seeded), run concurrently on a pool (one after
+        the other on a single simulator). The result is the best; ``result.starts`` holds all.
+    stop:
+        Stopping rules (:mod:`pybridge.optimize.stopping`); the first that fires ends every start
+        with its best point so far. Ctrl-C does the same.
+    callback:
+        Called with every :class:`~pybridge.record.Evaluation` and :class:`~pybridge.record.Iteration`.
+    journal, resume, replay_tolerance:
+        Append every evaluation to this SQLite file. ``resume=True`` replays the evaluations it holds
+        (a vector equal to a journalled one, or within ``replay_tolerance`` relative to max(1, |x|))
+        instead of recomputing them, so that a killed calibration carries on; a deterministic method
+        then reaches the result of an uninterrupted run bit for bit. A journal of another problem is
+        refused (:class:`~pybridge.JournalError`).
+    progress:
+        A progress bar on stderr: None shows it on a terminal only.
+    """
+    problem = Parameters.of(params)
+    method_name = _method(method, evaluator)
+    rules = [stop] if isinstance(stop, Rule) else list(stop)
+    callbacks = [] if callback is None else [callback] if callable(callback) else list(callback)
+    options = dict(options or {})
+    n_params = getattr(evaluator, "n_params", problem.size)
+    if n_params != problem.size:
+        raise ParameterError(
+            f"the simulator takes {n_params} parameter values; the declaration has {problem.size} "
+            f"({', '.join(problem.labels)})"
+        )
+    if n_starts < 1:
+        raise ValueError(f"n_starts must be at least 1, not {n_starts}")
+    if method_name in GLOBAL_METHODS:
+        if n_starts > 1:
+            raise ValueError(f"{method_name} searches the whole box itself; n_starts is for local methods")
+        _require_finite_bounds(problem, method_name)
+    starts = _starting_points(problem, x0, n_starts, sampler, seed)
+
+    opened = None
+    if journal is not None:
+        opened = Journal(journal, _problem(problem, evaluator), problem.labels, resume=resume)
+    bar = None
+    try:
+        replay = opened.replayable() if (opened is not None and resume) else []
+        if opened is not None:
+            opened.begin_run(method_name, {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler,
+                                           "seed": seed}, resumed=bool(replay))  # fmt: skip
+        budget = next((rule.count for rule in rules if isinstance(rule, MaxEvaluations)), None)
+        bar = ProgressBar(progress, total=budget)
+        calibration = Calibration(evaluator, problem, rules=rules, callbacks=callbacks, journal=opened,
+                                  replay=replay, replay_tolerance=replay_tolerance, progress=bar)  # fmt: skip
+        for rule in rules:
+            rule.begin()
+        try:
+            results = _run_starts(calibration, method_name, starts, constraints, options)
+        finally:
+            for rule in rules:
+                rule.end()
+        best = min(results, key=lambda r: (math.isnan(r.fun), r.fun))
+        result = CalibrationResult(best)
+        result.starts = results
+        result.evaluations = calibration.computed
+        result.replayed = calibration.replayed
+        result.journal = None if opened is None else str(opened.path)
+        if opened is not None:
+            opened.end_run(str(result.message), float(result.fun))
+        return result
+    finally:
+        if bar is not None:
+            bar.close()
+        if opened is not None:
+            opened.close()
+
+
+# ---- starts ------------------------------------------------------------------------------
+
+
+def _run_starts(calibration: Calibration, method: str, starts: List[np.ndarray], constraints: Any,
+                options: Dict[str, Any]) -> List[CalibrationResult]:  # fmt: skip
+    if len(starts) == 1 or calibration.concurrency == 1:
+        results = []
+        for index, x0 in enumerate(starts):
+            results.append(_solve(calibration, method, index, x0, constraints, options))
+        return results
+    with ThreadPoolExecutor(max_workers=min(len(starts), calibration.concurrency),
+                            thread_name_prefix="pybridge-start") as threads:  # fmt: skip
+        futures = [threads.submit(_solve, calibration, method, i, x0, constraints, options, False)
+                   for i, x0 in enumerate(starts)]  # fmt: skip
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            # Every start ends at its next evaluation; their results still come back.
+            calibration.stop(_INTERRUPTED, "interrupted")
+            return [future.result() for future in futures]
+
+
+def _solve(calibration: Calibration, method: str, start: int, x0: np.ndarray, constraints: Any,
+           options: Dict[str, Any], main_thread: bool = True) -> CalibrationResult:  # fmt: skip
+    objective = Objective(calibration, start)
+    try:
+        raw = _scipy(objective, method, calibration.params.to_solver(x0), constraints, options)
+    except Stopped:
+        return _stopped(calibration, start, x0)
+    except KeyboardInterrupt:
+        if not main_thread:
+            raise
+        calibration.stop(_INTERRUPTED, "interrupted")
+        return _stopped(calibration, start, x0)
+    return _finished(calibration, start, raw, method)
+
+
+def _finished(calibration: Calibration, start: int, raw: Any, method: str) -> CalibrationResult:
+    params = calibration.params
+    result = CalibrationResult(raw)
+    result.solver = raw
+    result.x = params.from_solver(raw.x)
+    if method == "least_squares":
+        result.residuals = raw.fun
+        result.fun = float(raw.cost)
+    else:
+        result.fun = float(raw.fun)
+    if getattr(raw, "jac", None) is not None and np.shape(raw.jac) == (params.size,):
+        result.jac = np.asarray(raw.jac) / params.solver_scale
+    result.params = params.unflatten(result.x)
+    result.stop_rule = None
+    result.start = start
+    result.nfev = calibration.evaluations_by_start.get(start, 0)
+    result.nit = int(getattr(raw, "nit", calibration.iterations_of(start)))
+    return result
+
+
+def _stopped(calibration: Calibration, start: int, x0: np.ndarray) -> CalibrationResult:
+    cost, x = calibration.best.get(start, (math.nan, None))
+    x = x0 if x is None else x
+    message = f"stopped: {calibration.stop_message}"
+    return CalibrationResult(
+        x=x.copy(), fun=cost, params=calibration.params.unflatten(x), success=calibration.stop_rule == "target_cost",
+        message=message, stop_rule=calibration.stop_rule, start=start,
+        nfev=calibration.evaluations_by_start.get(start, 0), nit=calibration.iterations_of(start),
+    )  # fmt: skip
+
+
+# ---- one SciPy call ----------------------------------------------------------------------
+
+
+def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, options: Dict[str, Any]) -> Any:
+    calibration = objective.calibration
+    params = calibration.params
+    lower, upper = params.solver_bounds
+    bounds = so.Bounds(lower, upper)
+    parallel = calibration.concurrency > 1
+    constraints = _solver_constraints(constraints, params)
+    callback = objective.callback
+    if method == "least_squares":
+        kwargs = dict(options)
+        if parallel and "workers" in inspect.signature(so.least_squares).parameters:
+            kwargs.setdefault("workers", objective.map)
+        if "callback" in inspect.signature(so.least_squares).parameters:
+            kwargs.setdefault("callback", callback)
+        return so.least_squares(objective.residuals, z0, bounds=(lower, upper), **kwargs)
+    if method == "differential_evolution":
+        kwargs = dict(options)
+        if parallel:
+            kwargs.setdefault("workers", objective.map)
+            kwargs.setdefault("updating", "deferred")
+        if constraints:
+            kwargs["constraints"] = constraints
+        return so.differential_evolution(objective.cost, bounds, callback=callback, **kwargs)
+    if method == "shgo":
+        kwargs = dict(options)
+        if parallel and "workers" in inspect.signature(so.shgo).parameters:
+            kwargs.setdefault("workers", objective.map)
+        return so.shgo(objective.cost, list(zip(lower, upper)), constraints=constraints or None, callback=callback,
+                       **kwargs)  # fmt: skip
+    if method == "dual_annealing":
+        return so.dual_annealing(objective.cost, list(zip(lower, upper)), x0=z0, callback=callback, **options)
+    if method == "direct":
+        return so.direct(objective.cost, bounds, callback=callback, **options)
+    # scipy.optimize.minimize
+    local: Dict[str, Any] = {"method": method, "options": options, "callback": callback}
+    if method not in {"cg", "bfgs", "newton-cg"}:  # these take no bounds (SciPy would warn)
+        local["bounds"] = bounds
+    if constraints:
+        local["constraints"] = constraints
+    capabilities = Capability(getattr(calibration.evaluator, "capabilities", Capability.NONE))
+    if method in _GRADIENT_METHODS:
+        if capabilities & Capability.GRADIENT:
+            return so.minimize(objective.value_and_grad, z0, jac=True, **local)
+        if parallel:
+            from ..pool.finite_diff import FiniteDifferences
+
+            finite = np.isfinite(lower) | np.isfinite(upper)
+            jac = FiniteDifferences(objective, bounds=list(zip(lower, upper)) if finite.any() else None)
+            return so.minimize(objective.cost, z0, jac=jac, **local)
+    return so.minimize(objective.cost, z0, **local)
+
+
+def _solver_constraints(constraints: Any, params: Parameters) -> Any:
+    """The user's constraints on the physical vector, restated on SciPy's (scaled) vector."""
+    if constraints is None:
+        return ()
+    items = [constraints] if isinstance(constraints, (dict, so.LinearConstraint, so.NonlinearConstraint)) else list(
+        constraints
+    )
+    if not items or not params.scaled.any():
+        return items
+    offset, width = params.from_solver(np.zeros(params.size)), params.solver_scale
+    restated: List[Any] = []
+    for item in items:
+        if isinstance(item, so.LinearConstraint):
+            # A x = A (offset + width z): A' = A diag(width), bounds shifted by A offset.
+            matrix = np.atleast_2d(np.asarray(item.A, dtype=float))
+            shift = matrix @ offset
+            restated.append(so.LinearConstraint(matrix * width, np.asarray(item.lb) - shift, np.asarray(item.ub) - shift,
+                                                keep_feasible=item.keep_feasible))  # fmt: skip
+        elif isinstance(item, so.NonlinearConstraint):
+            fun = item.fun
+            jac = item.jac
+            restated.append(so.NonlinearConstraint(
+                lambda z, fun=fun: fun(params.from_solver(z)), item.lb, item.ub,
+                jac=(lambda z, jac=jac: np.asarray(jac(params.from_solver(z))) * width) if callable(jac) else jac,
+                keep_feasible=item.keep_feasible))  # fmt: skip
+        elif isinstance(item, dict):
+            new = dict(item)
+            fun = item["fun"]
+            new["fun"] = lambda z, *args, fun=fun: fun(params.from_solver(z), *args)
+            if callable(item.get("jac")):
+                jac = item["jac"]
+                new["jac"] = lambda z, *args, jac=jac: np.asarray(jac(params.from_solver(z), *args)) * width
+            restated.append(new)
+        else:
+            raise TypeError(f"constraints must be SciPy's LinearConstraint, NonlinearConstraint or dicts, not {item!r}")
+    return restated
+
+
+# ---- checks and descriptions ---------------------------------------------------------------
+
+
+def _method(method: Optional[str], evaluator: Any) -> str:
+    capabilities = Capability(getattr(evaluator, "capabilities", Capability.NONE))
+    if method is None:
+        return "least_squares" if capabilities & Capability.RESIDUALS else "l-bfgs-b"
+    name = method.lower().replace("-", "_") if method.lower().replace("-", "_") in GLOBAL_METHODS | {
+        "least_squares"} else method.lower()  # fmt: skip
+    if name in _HESSIAN_METHODS:
+        raise ValueError(f"method {method!r} needs a Hessian, which a simulator does not provide; use 'trust-constr' "
+                         "or 'L-BFGS-B'")  # fmt: skip
+    if name not in LOCAL_METHODS | GLOBAL_METHODS:
+        raise ValueError(
+            f"unknown method {method!r}; use a scipy.optimize.minimize method, 'least_squares', or one of "
+            f"{', '.join(sorted(GLOBAL_METHODS))}"
+        )
+    if name == "least_squares" and not capabilities & Capability.RESIDUALS:
+        raise ValueError("least_squares needs a simulator that returns residuals (PYBRIDGE_CAP_RESIDUALS)")
+    return name
+
+
+def _require_finite_bounds(params: Parameters, why: str) -> None:
+    infinite = ~(np.isfinite(params.lower) & np.isfinite(params.upper))
+    if infinite.any():
+        raise ParameterError(f"{why} needs finite bounds; {params.labels[int(np.flatnonzero(infinite)[0])]} has none")
+
+
+def _starting_points(params: Parameters, x0: Any, n_starts: int, sampler: str, seed: Optional[int]) -> List[np.ndarray]:
+    if n_starts == 1:
+        return [params.start(x0)]
+    _require_finite_bounds(params, "n_starts > 1")
+    from scipy.stats import qmc
+
+    if sampler == "sobol":
+        engine: Any = qmc.Sobol(params.size, scramble=True, seed=seed)
+        # Drawn as a power of two (Sobol's balance) and cut: the same first points whatever n_starts.
+        unit = engine.random_base2(max(0, math.ceil(math.log2(n_starts))))[:n_starts]
+    elif sampler == "lhs":
+        unit = qmc.LatinHypercube(params.size, seed=seed).random(n_starts)
+    else:
+        raise ValueError(f"sampler must be 'sobol' or 'lhs', not {sampler!r}")
+    points = [params.lower + u * (params.upper - params.lower) for u in unit]
+    if x0 is not None:
+        points = [params.start(x0)] + points[:-1]
+    return points
+
+
+def _problem(params: Parameters, evaluator: Any) -> Dict[str, Any]:
+    """What a journal is the journal of: the parameters and the simulator."""
+    command = getattr(evaluator, "command", None)
+    return {
+        "parameters": params.describe(),
+        "simulator": {
+            "command": None if command is None else [str(part) for part in command],
+            "n_params": int(getattr(evaluator, "n_params", params.size)),
+            "n_residuals": int(getattr(evaluator, "n_residuals", 0)),
+            "capabilities": int(getattr(evaluator, "capabilities", 0)),
+        },
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return repr(value)
+

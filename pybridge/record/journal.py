@@ -1,0 +1,356 @@
+"""The calibration journal: every evaluation appended to a SQLite file as it happens.
+
+One file per calibration problem. Schema version 1 (``PRAGMA user_version``), documented in
+``docs/journal.md``:
+
+- ``meta(key, value)``: ``problem`` (JSON: parameters, bounds, simulator), ``labels`` (JSON list),
+  ``created``, ``pybridge_version``.
+- ``runs``: one row per call of ``pybridge.minimize`` on this journal (the first and each resume).
+- ``evaluations``: one row per evaluation computed (replayed ones are not written twice). The
+  parameter vector is ``x`` (little-endian float64 bytes, exact, what a resume reads) and, for
+  problems of up to :data:`READABLE_SLOTS` values, also one REAL column per slot named by its label
+  (``alpha``, ``k[0]``) so that ``SELECT alpha, cost FROM evaluations`` reads naturally.
+- ``iterations``: one row per iteration the SciPy method reported.
+
+Writes go through WAL, in small transactions (:data:`FLUSH_ROWS` rows or :data:`FLUSH_SECONDS`,
+whichever comes first): a reader (``pybridge monitor``) never blocks the run, and a run killed
+with -9 loses at most the last unflushed evaluations, which a resume recomputes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import JournalError
+from .records import Evaluation, Iteration
+
+__all__ = ["Journal", "JournalContents", "read_journal", "SCHEMA_VERSION", "READABLE_SLOTS"]
+
+SCHEMA_VERSION = 1
+#: Problems with at most this many parameter values get one readable column per value.
+READABLE_SLOTS = 100
+FLUSH_ROWS = 64
+FLUSH_SECONDS = 0.25
+#: SQLite files start with these bytes; anything else is not a journal.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Journal:
+    """Appends the records of one calibration to ``path`` (created if missing).
+
+    ``problem`` describes the calibration (parameters, bounds, simulator); an existing journal of
+    another problem is refused, as is one that holds evaluations when ``resume`` is False. Thread-safe:
+    the starts of a multi-start run share one journal.
+    """
+
+    def __init__(self, path: PathLike, problem: Dict[str, Any], labels: Sequence[str], *, resume: bool) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._pending_evaluations: List[tuple] = []
+        self._pending_iterations: List[tuple] = []
+        self._last_flush = time.monotonic()
+        self._run: Optional[int] = None
+        self._readable = list(labels) if len(labels) <= READABLE_SLOTS else []
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        if existed:
+            _check_is_sqlite(self.path)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot open the journal {self.path}: {error}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
+            # an OS crash may lose the last commits, which a resume then recomputes.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if existed:
+                self._check_problem(problem, labels, resume)
+            else:
+                self._create(problem, labels)
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise JournalError(f"{self.path} is not a usable pybridge journal ({error}); choose another path") from None
+        except BaseException:
+            self._db.close()
+            raise
+        self._insert_evaluation = (
+            "INSERT INTO evaluations (run, start, kind, status, cost, grad_norm, error, started, finished, worker, "
+            "x, gradient, residuals" + "".join(f", {_quoted(label)}" for label in self._readable)
+            + ") VALUES (" + ", ".join(["?"] * (13 + len(self._readable))) + ")"
+        )
+
+    # ---- the file --------------------------------------------------------------------
+
+    def _create(self, problem: Dict[str, Any], labels: Sequence[str]) -> None:
+        from .. import __version__
+
+        readable = "".join(f", {_quoted(label)} REAL" for label in self._readable)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executescript(
+                f"""
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE runs (
+                    id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, method TEXT NOT NULL,
+                    options TEXT NOT NULL, resumed INTEGER NOT NULL, message TEXT, best_cost REAL);
+                CREATE TABLE evaluations (
+                    id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
+                    kind TEXT NOT NULL, status TEXT NOT NULL, cost REAL, grad_norm REAL, error TEXT,
+                    started REAL NOT NULL, finished REAL NOT NULL, worker INTEGER NOT NULL,
+                    x BLOB NOT NULL, gradient BLOB, residuals BLOB{readable});
+                CREATE TABLE iterations (
+                    id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
+                    iteration INTEGER NOT NULL, cost REAL, best_cost REAL, evaluations INTEGER NOT NULL,
+                    time REAL NOT NULL, x BLOB NOT NULL);
+                PRAGMA user_version = {SCHEMA_VERSION};
+                """
+            )
+            self._db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("problem", _canonical(problem)), ("labels", json.dumps(list(labels))),
+                 ("created", repr(time.time())), ("pybridge_version", __version__)],
+            )  # fmt: skip
+            self._db.execute("COMMIT")
+
+    def _check_problem(self, problem: Dict[str, Any], labels: Sequence[str], resume: bool) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "runs", "evaluations", "iterations"} <= tables:
+            raise JournalError(f"{self.path} is an SQLite file but not a pybridge journal; choose another path")
+        if version != SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} is a journal of schema version {version}; this pybridge reads version "
+                f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal"
+            )
+        stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if stored.get("problem") != _canonical(problem):
+            differences = _differences(json.loads(stored.get("problem", "{}")), json.loads(_canonical(problem)))
+            raise JournalError(
+                f"{self.path} is the journal of another problem ({differences}); its evaluations are not "
+                "mixed into this one. Pass a new journal path, or restore the original problem to resume it"
+            )
+        count = self._db.execute("SELECT count(*) FROM evaluations").fetchone()[0]
+        if count and not resume:
+            raise JournalError(
+                f"{self.path} already holds {count} evaluations of this problem: pass resume=True to replay "
+                "them (a crashed or stopped run carries on), or choose a new journal path"
+            )
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def begin_run(self, method: str, options: Dict[str, Any], resumed: bool) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO runs (started, method, options, resumed) VALUES (?, ?, ?, ?)",
+                (time.time(), method, _canonical(options), int(resumed)),
+            )
+            self._run = int(cursor.lastrowid or 0)
+            return self._run
+
+    def add(self, evaluation: Evaluation) -> None:
+        """Queues one evaluation; written with the next small transaction."""
+        x = evaluation.x
+        row = (
+            self._run, evaluation.start, evaluation.kind, evaluation.status,
+            None if math.isnan(evaluation.cost) else evaluation.cost, evaluation.grad_norm, evaluation.error,
+            evaluation.started, evaluation.finished, evaluation.worker, x.tobytes(),
+            None if evaluation.gradient is None else np.asarray(evaluation.gradient, dtype="<f8").tobytes(),
+            None if evaluation.residuals is None else np.asarray(evaluation.residuals, dtype="<f8").tobytes(),
+        )  # fmt: skip
+        if self._readable:
+            row += tuple(x.tolist())
+        with self._lock:
+            self._pending_evaluations.append(row)
+            if len(self._pending_evaluations) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+                self._flush()
+
+    def add_iteration(self, iteration: Iteration) -> None:
+        row = (self._run, iteration.start, iteration.number, _or_none(iteration.cost), _or_none(iteration.best_cost),
+               iteration.evaluations, iteration.time, np.asarray(iteration.x, dtype="<f8").tobytes())  # fmt: skip
+        with self._lock:
+            self._pending_iterations.append(row)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        # Taken out first: a Ctrl-C inside the transaction rolls it back and loses these rows (a resume
+        # recomputes them); it never writes them twice.
+        evaluations, self._pending_evaluations = self._pending_evaluations, []
+        iterations, self._pending_iterations = self._pending_iterations, []
+        self._last_flush = time.monotonic()
+        if not evaluations and not iterations:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(self._insert_evaluation, evaluations)
+            self._db.executemany(
+                "INSERT INTO iterations (run, start, iteration, cost, best_cost, evaluations, time, x) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                iterations,
+            )
+            self._db.execute("COMMIT")
+
+    def end_run(self, message: str, best_cost: float) -> None:
+        with self._lock:
+            self._flush()
+            self._db.execute(
+                "UPDATE runs SET finished = ?, message = ?, best_cost = ? WHERE id = ?",
+                (time.time(), message, _or_none(best_cost), self._run),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._flush()
+            finally:
+                self._db.close()
+
+    # ---- reading back (for a resume) -----------------------------------------------------
+
+    def replayable(self) -> List[Evaluation]:
+        """The evaluations of earlier runs that answered with a value (computed, or the penalty)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, kind, status, cost, started, finished, worker, x, gradient, residuals "
+                "FROM evaluations WHERE status IN ('ok', 'penalty') ORDER BY id"
+            ).fetchall()
+        return [
+            Evaluation(0, start, kind, np.frombuffer(x, dtype="<f8").copy(), float(cost), _vector(gradient), _vector(residuals), status, None,
+                       started, finished, worker)  # fmt: skip
+            for start, kind, status, cost, started, finished, worker, x, gradient, residuals in rows
+        ]
+
+
+class JournalContents(NamedTuple):
+    """What :func:`read_journal` returns: the problem, the runs, and the evaluations as arrays."""
+
+    labels: List[str]
+    problem: Dict[str, Any]
+    runs: List[Dict[str, Any]]
+    #: Evaluations in the order written: ids, run, start, status, cost (NaN if none), times, workers.
+    ids: np.ndarray
+    run: np.ndarray
+    start: np.ndarray
+    status: List[str]
+    cost: np.ndarray
+    started: np.ndarray
+    finished: np.ndarray
+    worker: np.ndarray
+    #: Shape (evaluations, parameters): the physical parameter vectors.
+    x: np.ndarray
+    iterations: List[Dict[str, Any]]
+
+    @property
+    def running(self) -> bool:
+        """Whether the last run has not ended (still running, or killed)."""
+        return bool(self.runs) and self.runs[-1]["finished"] is None
+
+    def best(self) -> Optional[int]:
+        """The row of the lowest cost, or None."""
+        finite = np.isfinite(self.cost)
+        return int(np.flatnonzero(finite)[np.argmin(self.cost[finite])]) if finite.any() else None
+
+
+def read_journal(path: PathLike) -> JournalContents:
+    """Everything a journal holds, opened read-only: safe while a calibration writes to it.
+
+    >>> contents = read_journal("calibration.db")          # doctest: +SKIP
+    >>> contents.x[contents.best()]                         # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"no journal at {path}")
+    _check_is_sqlite(path)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise JournalError(f"cannot open the journal {path}: {error}") from None
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            raise JournalError(f"{path} is not a pybridge journal of schema version {SCHEMA_VERSION}")
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        runs = [dict(zip(("id", "started", "finished", "method", "options", "resumed", "message", "best_cost"), row))
+                for row in db.execute("SELECT id, started, finished, method, options, resumed, message, best_cost "
+                                      "FROM runs ORDER BY id")]  # fmt: skip
+        rows = db.execute(
+            "SELECT id, run, start, status, cost, started, finished, worker, x FROM evaluations ORDER BY id"
+        ).fetchall()
+        iterations = [
+            dict(zip(("run", "start", "iteration", "cost", "best_cost", "evaluations", "time"), row))
+            for row in db.execute(
+                "SELECT run, start, iteration, cost, best_cost, evaluations, time FROM iterations ORDER BY id"
+            )
+        ]
+    except sqlite3.DatabaseError as error:
+        raise JournalError(f"{path} is not a usable pybridge journal ({error})") from None
+    finally:
+        db.close()
+    labels = json.loads(meta.get("labels", "[]"))
+    columns = list(zip(*rows)) if rows else [()] * 9
+    return JournalContents(
+        labels=labels,
+        problem=json.loads(meta.get("problem", "{}")),
+        runs=runs,
+        ids=np.array(columns[0], dtype=np.int64),
+        run=np.array(columns[1], dtype=np.int64),
+        start=np.array(columns[2], dtype=np.int64),
+        status=list(columns[3]),
+        cost=np.array([math.nan if c is None else c for c in columns[4]], dtype=float),
+        started=np.array(columns[5], dtype=float),
+        finished=np.array(columns[6], dtype=float),
+        worker=np.array(columns[7], dtype=np.int64),
+        x=np.array([np.frombuffer(b, dtype="<f8") for b in columns[8]]).reshape(len(rows), len(labels)),
+        iterations=iterations,
+    )
+
+
+def _check_is_sqlite(path: Path) -> None:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as error:
+        raise JournalError(f"cannot read the journal {path}: {error}") from None
+    if head != _SQLITE_MAGIC:
+        raise JournalError(f"{path} is not a pybridge journal (not an SQLite file); choose another path")
+
+
+def _canonical(value: Dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    changed = [key for key in keys if old.get(key) != new.get(key)]
+    details = []
+    for key in changed:
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            inner = sorted(k for k in set(old[key]) | set(new[key]) if old[key].get(k) != new[key].get(k))
+            details.append(f"{key}: {', '.join(inner)} differ")
+        else:
+            details.append(f"{key} differs")
+    return "; ".join(details) or "different description"
+
+
+def _quoted(label: str) -> str:
+    return '"' + label.replace('"', '""') + '"'
+
+
+def _vector(blob: Optional[bytes]) -> Optional[np.ndarray]:
+    return None if blob is None else np.frombuffer(blob, dtype="<f8").copy()
+
+
+def _or_none(value: float) -> Optional[float]:
+    return None if value is None or math.isnan(value) else value

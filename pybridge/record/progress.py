@@ -1,0 +1,77 @@
+"""A tqdm progress bar fed by evaluation records: evaluations per second, best cost, latency.
+
+Refreshed at most every :data:`REFRESH_SECONDS` (a postfix update costs tens of microseconds,
+more than an evaluation of a fast model), so it is cheap on fast runs and live on slow ones.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any, Optional
+
+from .records import Evaluation
+
+__all__ = ["ProgressBar"]
+
+REFRESH_SECONDS = 0.2
+
+
+class ProgressBar:
+    """Shows a running calibration on ``file`` (default: stderr).
+
+    ``enabled=None`` shows it only when ``file`` is a terminal; ``total`` is the evaluation budget
+    if one is known.
+    """
+
+    def __init__(self, enabled: Optional[bool] = None, total: Optional[int] = None, file: Optional[IO[str]] = None,
+                 description: str = "calibrating") -> None:  # fmt: skip
+        stream = sys.stderr if file is None else file
+        if enabled is None:
+            enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self._bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, file=stream, desc=description, unit="eval", dynamic_ncols=True,
+                             mininterval=REFRESH_SECONDS)  # fmt: skip
+        self._shown = 0
+        self._count = 0
+        self._best = float("inf")
+        self._latency = 0.0
+        self._next_refresh = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
+    def update(self, evaluation: Evaluation, best_cost: float) -> None:
+        if self._bar is None:
+            return
+        self._count += 1
+        self._best = best_cost
+        if evaluation.status != "replayed":
+            self._latency = evaluation.finished - evaluation.started
+        now = time.monotonic()
+        if now >= self._next_refresh:
+            self._next_refresh = now + REFRESH_SECONDS
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._bar.set_postfix_str(f"best={self._best:.6g} latency={_seconds(self._latency)}", refresh=False)
+        self._bar.update(self._count - self._shown)
+        self._shown = self._count
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._refresh()
+            self._bar.close()
+            self._bar = None
+
+
+def _seconds(value: float) -> str:
+    if value < 1e-3:
+        return f"{value * 1e6:.0f}us"
+    if value < 1:
+        return f"{value * 1e3:.1f}ms"
+    return f"{value:.2f}s"

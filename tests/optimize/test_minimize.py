@@ -1,0 +1,141 @@
+"""pybridge.minimize: any SciPy method on a Simulator or a Pool, with named parameters, multi-start,
+checks before any evaluation, and results that carry the parameters by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+import pybridge
+from pybridge import ParameterError
+from pybridge.optimize import MaxEvaluations, Parameter, Parameters
+from pybridge.record import Evaluation
+
+BOX = {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}
+
+
+@pytest.mark.parametrize(
+    "method, tolerance",
+    [("Nelder-Mead", 1e-3), ("L-BFGS-B", 1e-4), ("SLSQP", 2e-3), ("trust-constr", 1e-4), ("Powell", 1e-3),
+     ("COBYQA", 1e-3), ("differential_evolution", 1e-4), ("shgo", 1e-3), ("dual_annealing", 1e-3), ("direct", 1e-3)],
+)
+def test_every_kind_of_method_finds_the_rosenbrock_minimum(rosenbrock, method, tolerance) -> None:
+    options = {"seed": 1} if method in ("differential_evolution", "dual_annealing") else None
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        result = pybridge.minimize(sim, BOX, method=method, options=options)
+        assert result.nfev == sim.evaluations  # every evaluation went through the bridge, and was counted
+    assert result.params["a"] == pytest.approx(1.0, abs=tolerance)
+    assert result.params["b"] == pytest.approx(1.0, abs=tolerance)
+    assert result.x.tolist() == [result.params["a"], result.params["b"]]
+    assert result.stop_rule is None and result.evaluations == result.nfev and result.replayed == 0
+
+
+def test_the_result_is_the_one_scipy_reaches_on_the_same_function(rosenbrock) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=3) as sim:
+        ours = pybridge.minimize(sim, {"x": [(-2, 2)] * 3}, method="Nelder-Mead", x0={"x": [0.0, 0.0, 0.0]})
+        theirs = so.minimize(sim, np.zeros(3), method="Nelder-Mead", bounds=[(-2, 2)] * 3)
+    assert ours.x.tolist() == theirs.x.tolist() and ours.fun == theirs.fun and ours.nfev == theirs.nfev
+    assert ours.params["x"].shape == (3,)
+
+
+def test_scaled_parameters_and_constraints_are_restated_for_scipy(rosenbrock) -> None:
+    params = Parameters(a=Parameter((-2, 2), scale=True), b=Parameter((-2, 2), scale=True))
+    # a + b <= 1.5 on the physical vector: the optimum (1, 1) is cut off.
+    constraint = so.LinearConstraint([[1.0, 1.0]], -np.inf, 1.5)
+    nonlinear = so.NonlinearConstraint(lambda x: x[0] ** 2 + x[1] ** 2, 0, 4)
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        result = pybridge.minimize(sim, params, method="SLSQP", constraints=[constraint, nonlinear])
+    assert result.params["a"] + result.params["b"] == pytest.approx(1.5, abs=1e-6)
+    assert result.fun > 0.01  # the unconstrained optimum is excluded
+
+
+def test_gradient_methods_use_the_simulators_gradient_or_parallel_differences(rosenbrock, python_simulator) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        with_gradient = pybridge.minimize(sim, BOX, method="L-BFGS-B")
+        kinds = []
+        pybridge.minimize(sim, BOX, method="L-BFGS-B", callback=lambda r: kinds.append(getattr(r, "kind", None)))
+    assert set(kinds) - {None} == {"gradient"}
+    cost_only = python_simulator(
+        """
+        pybridge.serve(lambda x: float((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2), n_params=2)
+        """
+    )
+    with pybridge.Pool(cost_only, workers=2) as pool:
+        workers = set()
+        result = pybridge.minimize(pool, BOX, method="L-BFGS-B", callback=lambda r: workers.add(getattr(r, "worker", None)))
+    assert workers - {None} == {0, 1}  # finite differences spread over both simulators
+    assert result.params["a"] == pytest.approx(with_gradient.params["a"], abs=1e-4)
+
+
+def test_multistart_draws_reproducible_starts_and_keeps_every_result(rosenbrock) -> None:
+    with pybridge.Pool(rosenbrock, workers=2, n_params=2) as pool:
+        first = pybridge.minimize(pool, BOX, method="Nelder-Mead", n_starts=5, seed=7)
+        again = pybridge.minimize(pool, BOX, method="Nelder-Mead", n_starts=5, seed=7)
+        other = pybridge.minimize(pool, BOX, method="Nelder-Mead", n_starts=5, sampler="lhs", seed=7)
+    assert len(first.starts) == 5 and [s.start for s in first.starts] == [0, 1, 2, 3, 4]
+    assert [s.x.tolist() for s in first.starts] == [s.x.tolist() for s in again.starts]
+    assert first.fun == min(s.fun for s in first.starts)
+    assert len({tuple(s.x) for s in first.starts}) == 5  # different starts, different paths
+    assert [s.x.tolist() for s in other.starts] != [s.x.tolist() for s in first.starts]
+    assert first.params["a"] == pytest.approx(1.0, abs=1e-3)
+    assert first.nfev == first.starts[[s.fun for s in first.starts].index(first.fun)].nfev
+
+
+def test_multistart_runs_the_starts_concurrently_on_a_pool(python_simulator) -> None:
+    # A model of 20 ms: run one after the other, no two evaluations would overlap in time.
+    command = python_simulator(
+        """
+        def cost(x):
+            time.sleep(0.02)
+            return float(np.sum((x - 0.5) ** 2))
+        pybridge.serve(cost, n_params=1)
+        """
+    )
+    records = []
+    with pybridge.Pool(command, workers=2) as pool:
+        result = pybridge.minimize(pool, {"u": (0, 1)}, method="Nelder-Mead", n_starts=2, stop=MaxEvaluations(16),
+                                   callback=records.append)
+    assert result.stop_rule == "max_evaluations"
+    evaluations = [r for r in records if isinstance(r, Evaluation)]
+    first = [r for r in evaluations if r.start == 0]
+    second = [r for r in evaluations if r.start == 1]
+    overlapping = [(a, b) for a in first for b in second if a.started < b.finished and b.started < a.finished]
+    assert len(overlapping) >= 4, "the two starts did not evaluate side by side"
+    assert {a.worker for a, b in overlapping} | {b.worker for a, b in overlapping} == {0, 1}
+
+
+def test_least_squares_for_residual_simulators(bundled, tmp_path) -> None:
+    from pybridge.cli import demo
+
+    heat = bundled("pybridge-heat")
+    measured = demo.measure(heat, demo.TRUE_COEFFICIENTS, noise=0.0, seed=1)
+    data = tmp_path / "m.txt"
+    np.savetxt(data, measured)
+    params = {"alpha": (0.05, 2.0), "h": (0.1, 5.0), "q0": (1.0, 20.0)}
+    with pybridge.Simulator([heat, "--measurements", data]) as sim:
+        fit = pybridge.minimize(sim, params, x0=dict(zip(demo.NAMES, demo.START)))  # default: least_squares
+        nm = pybridge.minimize(sim, params, method="Nelder-Mead", stop=MaxEvaluations(30))
+    np.testing.assert_allclose(fit.x, demo.TRUE_COEFFICIENTS, rtol=1e-6)
+    assert fit.residuals.shape == (50,) and fit.fun == pytest.approx(0.5 * fit.residuals @ fit.residuals)
+    assert nm.nfev == 30  # a cost method on a residual simulator: cost = half the sum of squares
+
+
+def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        cases = [
+            (lambda: pybridge.minimize(sim, {"a": (-2, 2)}), ParameterError, "takes 2 parameter values"),
+            (lambda: pybridge.minimize(sim, {"a": (2, -2), "b": (0, 1)}), ParameterError, "above the upper"),
+            (lambda: pybridge.minimize(sim, BOX, x0={"c": 1.0}), ParameterError, "unknown parameter"),
+            (lambda: pybridge.minimize(sim, BOX, x0={"a": 5.0}), ParameterError, "outside its bounds"),
+            (lambda: pybridge.minimize(sim, BOX, method="dogleg"), ValueError, "Hessian"),
+            (lambda: pybridge.minimize(sim, BOX, method="simplex"), ValueError, "unknown method"),
+            (lambda: pybridge.minimize(sim, BOX, method="least_squares"), ValueError, "residuals"),
+            (lambda: pybridge.minimize(sim, {"a": (-2, 2), "b": (0, None)}, method="direct"), ParameterError, "finite"),
+            (lambda: pybridge.minimize(sim, BOX, method="shgo", n_starts=3), ValueError, "local methods"),
+            (lambda: pybridge.minimize(sim, [(-2, 2)] * 2), ParameterError, "dict"),
+        ]
+        for call, kind, message in cases:
+            with pytest.raises(kind, match=message):
+                call()
+        assert sim.evaluations == 0

@@ -1,0 +1,72 @@
+"""Named parameters: flattening, scaling, and every invalid declaration refused before any evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pybridge import ParameterError
+from pybridge.optimize import Parameter, Parameters
+
+
+def test_scalars_and_arrays_flatten_in_declaration_order_and_back() -> None:
+    p = Parameters(alpha=(0.1, 2.0), k=Parameter(lower=[0, 0, 0], upper=[1, 2, 3]), grid=Parameter(lower=np.zeros((2, 2)), upper=1))
+    assert p.size == 1 + 3 + 4
+    assert p.labels == ["alpha", "k[0]", "k[1]", "k[2]", "grid[0,0]", "grid[0,1]", "grid[1,0]", "grid[1,1]"]
+    values = {"alpha": 0.5, "k": [0.1, 0.2, 0.3], "grid": [[0.1, 0.2], [0.3, 0.4]]}
+    x = p.flatten(values)
+    assert x.tolist() == [0.5, 0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.4]
+    back = p.unflatten(x)
+    assert back["alpha"] == 0.5 and isinstance(back["alpha"], float)
+    assert back["grid"].shape == (2, 2) and back["grid"][1, 0] == 0.3
+    assert p.upper.tolist() == [2.0, 1, 2, 3, 1, 1, 1, 1]
+
+
+def test_bounds_as_dict_pairs_list_of_pairs_or_arrays_agree() -> None:
+    a = Parameters({"k": [(0, 1), (None, 5)]})
+    b = Parameters(k=Parameter(lower=[0, -np.inf], upper=[1, 5]))
+    assert a.lower.tolist() == b.lower.tolist() and a.upper.tolist() == b.upper.tolist()
+    assert a.lower[1] == -np.inf
+
+
+def test_scaled_parameters_reach_scipy_between_zero_and_one() -> None:
+    p = Parameters(nu=Parameter((1e-6, 1e-3), scale=True, unit="m2/s"), L=(0, 300))
+    x = np.array([1e-4, 120.0])
+    z = p.to_solver(x)
+    assert 0 < z[0] < 1 and z[1] == 120.0
+    np.testing.assert_allclose(p.from_solver(z), x, rtol=1e-15)
+    assert p.solver_bounds[0].tolist() == [0.0, 0.0] and p.solver_bounds[1].tolist() == [1.0, 300.0]
+    assert p.solver_scale[0] == pytest.approx(1e-3 - 1e-6) and p.units == ["m2/s", ""]
+
+
+def test_default_start_is_the_middle_and_x0_may_name_some_parameters() -> None:
+    p = Parameters(a=(0, 2), b=Parameter((0, 10), start=1.0))
+    assert p.start().tolist() == [1.0, 1.0]
+    assert p.start({"a": 0.5}).tolist() == [0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Parameters(a=(2.0, 1.0)), "above the upper bound"),
+        (lambda: Parameters(a=Parameter((0, 1), start=3.0)).start(), "outside its bounds"),
+        (lambda: Parameters(a=(0, 1)).start({"b": 0.5}), "unknown parameter"),
+        (lambda: Parameters(a=(0, 1)).flatten({"a": 0.5, "c": 1}), "unknown parameter"),
+        (lambda: Parameters(a=(0, 1)).flatten({}), "no value given for 'a'"),
+        (lambda: Parameters(k=[(0, 1), (0, 1)]).flatten({"k": [1, 2, 3]}), "has shape (2,)"),
+        (lambda: Parameter(lower=[0, 0], upper=[1, 1, 1]), "do not fit together"),
+        (lambda: Parameters(a=Parameter((0, None), scale=True)), "finite bounds"),
+        (lambda: Parameters(a=(0, float("nan"))), "NaN"),
+        (lambda: Parameters(**{"not a name": (0, 1)}), "identifiers"),
+        (lambda: Parameters(), "at least one"),
+        (lambda: Parameters(a=(None, None)).start(), "no start"),
+        (lambda: Parameters(a="wide"), "bounds must be"),
+    ],
+)
+def test_invalid_declarations_are_clear_errors(make, message) -> None:
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_a_parameter_error_is_a_value_error_too() -> None:
+    assert issubclass(ParameterError, ValueError)
