@@ -23,7 +23,7 @@ from ..record.journal import Journal
 from ..record.progress import ProgressBar
 from ..record.records import Evaluation, Iteration
 from .params import Parameters
-from .stopping import Progress, Rule
+from .stopping import MaxEvaluations, Progress, Rule
 
 __all__ = ["Calibration", "Objective", "Stopped"]
 
@@ -81,6 +81,9 @@ class Calibration:
             self._replay.setdefault(evaluation.x.tobytes(), []).append(evaluation)
         self._replay_x: Optional[np.ndarray] = None
         self._replay_rows: List[Evaluation] = list(replay)
+        budgets = [rule for rule in self.rules if isinstance(rule, MaxEvaluations)]
+        self._budget = min(budgets, key=lambda rule: rule.count) if budgets else None
+        self._in_flight = 0
 
     @property
     def concurrency(self) -> int:
@@ -110,6 +113,24 @@ class Calibration:
         self.check_stopped()
         asked = self._cost_kind if kind == RequestKind.COST else kind
         xs = [self.params.from_solver(np.asarray(z, dtype=float)) for z in zs]
+        with self._lock:
+            # An evaluation budget is kept exactly, also by concurrent starts and by a population sent at
+            # once: what lies beyond it is never sent.
+            if self._budget is not None:
+                xs = xs[: max(0, self._budget.count - self.progress.evaluations - self._in_flight)]
+            self._in_flight += len(xs)
+        try:
+            answers = self._answers(asked, xs, start)
+        finally:
+            with self._lock:
+                self._in_flight -= len(xs)
+        if len(xs) < len(zs):
+            assert self._budget is not None
+            self.stop(self._budget.message, self._budget.name)
+        self.check_stopped()
+        return [self._for_solver(kind, answer) for answer in answers]
+
+    def _answers(self, asked: RequestKind, xs: List[np.ndarray], start: int) -> List[Evaluation]:
         answers: List[Any] = [None] * len(xs)
         todo: List[int] = []
         for i, x in enumerate(xs):
@@ -132,8 +153,7 @@ class Calibration:
                     error = outcome.error
         if error is not None:
             raise error
-        self.check_stopped()
-        return [self._for_solver(kind, asked, answer) for answer in answers]
+        return answers
 
     def _replayed(self, kind: RequestKind, x: np.ndarray) -> Optional[Evaluation]:
         """A journalled evaluation at ``x`` that answers ``kind`` (exactly, or within the tolerance)."""
@@ -221,7 +241,7 @@ class Calibration:
                 self._stop(message, rule.name)
         return record
 
-    def _for_solver(self, kind: RequestKind, asked: RequestKind, record: Evaluation) -> Any:
+    def _for_solver(self, kind: RequestKind, record: Evaluation) -> Any:
         """A record's value as SciPy wants it: a cost, (cost, gradient in z), or residuals."""
         if kind == RequestKind.GRADIENT:
             assert record.gradient is not None

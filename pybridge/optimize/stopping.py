@@ -71,7 +71,8 @@ class TargetCost(Rule):
 
 
 class MaxEvaluations(Rule):
-    """Stop after ``count`` evaluations (of the whole calibration, replayed ones included)."""
+    """Stop after ``count`` evaluations (of the whole calibration, replayed ones included). Kept exactly:
+    evaluations beyond it are never sent, even by concurrent starts or a population sent at once."""
 
     name = "max_evaluations"
 
@@ -80,10 +81,12 @@ class MaxEvaluations(Rule):
             raise ValueError(f"MaxEvaluations needs a positive count, not {count}")
         self.count = int(count)
 
+    @property
+    def message(self) -> str:
+        return f"maximum of {self.count} evaluations reached"
+
     def after_evaluation(self, progress: Progress) -> Optional[str]:
-        if progress.evaluations >= self.count:
-            return f"maximum of {self.count} evaluations reached"
-        return None
+        return self.message if progress.evaluations >= self.count else None
 
 
 class WallClock(Rule):

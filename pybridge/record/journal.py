@@ -19,6 +19,7 @@ with -9 loses at most the last unflushed evaluations, which a resume recomputes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -96,10 +97,12 @@ class Journal:
         from .. import __version__
 
         readable = "".join(f", {_quoted(label)} REAL" for label in self._readable)
-        with self._db:
-            self._db.execute("BEGIN")
+        # All or nothing: a journal is never left half created. (executescript would commit an open
+        # transaction first, so the script opens it itself.)
+        try:
             self._db.executescript(
                 f"""
+                BEGIN;
                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 CREATE TABLE runs (
                     id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, method TEXT NOT NULL,
@@ -122,6 +125,10 @@ class Journal:
                  ("created", repr(time.time())), ("pybridge_version", __version__)],
             )  # fmt: skip
             self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _check_problem(self, problem: Dict[str, Any], labels: Sequence[str], resume: bool) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -193,15 +200,13 @@ class Journal:
         self._last_flush = time.monotonic()
         if not evaluations and not iterations:
             return
-        with self._db:
-            self._db.execute("BEGIN")
+        with _transaction(self._db):
             self._db.executemany(self._insert_evaluation, evaluations)
             self._db.executemany(
                 "INSERT INTO iterations (run, start, iteration, cost, best_cost, evaluations, time, x) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 iterations,
             )
-            self._db.execute("COMMIT")
 
     def end_run(self, message: str, best_cost: float) -> None:
         with self._lock:
@@ -317,6 +322,19 @@ def read_journal(path: PathLike) -> JournalContents:
     )
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One explicit transaction (the connection is in autocommit mode): all of it, or none of it."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def _check_is_sqlite(path: Path) -> None:
     try:
         with open(path, "rb") as handle:
@@ -338,7 +356,7 @@ def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> str:
     for key in changed:
         if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
             inner = sorted(k for k in set(old[key]) | set(new[key]) if old[key].get(k) != new[key].get(k))
-            details.append(f"{key}: {', '.join(inner)} differ")
+            details.append(f"{key}: {', '.join(inner)} {'differs' if len(inner) == 1 else 'differ'}")
         else:
             details.append(f"{key} differs")
     return "; ".join(details) or "different description"

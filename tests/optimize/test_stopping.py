@@ -1,0 +1,137 @@
+"""Every stopping rule ends any method gracefully, with the best point so far and the rule named;
+Ctrl-C does the same, without a traceback from inside SciPy."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pybridge
+from pybridge.optimize import MaxEvaluations, NoImprovement, OnSignal, StopFile, TargetCost, WallClock
+from pybridge.record import Evaluation
+
+BOX4 = {"x": [(-2.0, 2.0)] * 4}
+
+
+def _best(records):
+    return min(r.cost for r in records if isinstance(r, Evaluation))
+
+
+@pytest.mark.parametrize("method", ["Nelder-Mead", "L-BFGS-B", "differential_evolution", "direct"])
+def test_max_evaluations_ends_any_method_at_exactly_that_count(rosenbrock, method) -> None:
+    records = []
+    with pybridge.Simulator(rosenbrock, n_params=4) as sim:
+        result = pybridge.minimize(sim, BOX4, method=method, stop=MaxEvaluations(37), callback=records.append,
+                                   options={"seed": 3} if method == "differential_evolution" else None)
+        assert sim.evaluations == 37
+    assert result.stop_rule == "max_evaluations" and not result.success
+    assert result.message == "stopped: maximum of 37 evaluations reached"
+    assert result.nfev == 37 and result.fun == _best(records)  # the best point so far
+    best = min((r for r in records if isinstance(r, Evaluation)), key=lambda r: r.cost)
+    assert result.x.tolist() == best.x.tolist() and result.params["x"].tolist() == best.x.tolist()
+
+
+def test_target_cost_stops_at_the_first_evaluation_that_reaches_it(rosenbrock) -> None:
+    records = []
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        result = pybridge.minimize(sim, {"a": (-2, 2), "b": (-2, 2)}, method="Nelder-Mead", stop=TargetCost(1e-3),
+                                   callback=records.append)
+    costs = [r.cost for r in records if isinstance(r, Evaluation)]
+    assert result.stop_rule == "target_cost" and result.success
+    assert result.fun <= 1e-3 and costs[-1] <= 1e-3 and min(costs[:-1]) > 1e-3
+
+
+def test_no_improvement_counts_iterations(rosenbrock) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=4) as sim:
+        full = pybridge.minimize(sim, BOX4, method="Nelder-Mead")
+        result = pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=NoImprovement(iterations=3, rtol=0.05))
+    assert result.stop_rule == "no_improvement" and "last 3 iterations" in result.message
+    assert 3 < result.nit < full.nit
+
+
+def test_wall_clock_budget(python_simulator) -> None:
+    command = python_simulator(
+        """
+        def cost(x):
+            time.sleep(0.01)  # the model's own time
+            return float(np.sum(x ** 2))
+        pybridge.serve(cost, n_params=2)
+        """
+    )
+    with pybridge.Simulator(command) as sim:
+        result = pybridge.minimize(sim, {"a": (-1, 1), "b": (-1, 1)}, method="Nelder-Mead", stop=WallClock(0.3),
+                                   options={"xatol": 1e-14, "fatol": 0, "maxfev": 10**6})
+    assert result.stop_rule == "wall_clock" and "0.3 s" in result.message
+    assert 10 <= result.nfev <= 60
+
+
+def test_a_stop_file_touched_from_outside(rosenbrock, tmp_path) -> None:
+    stop_file = tmp_path / "STOP"
+
+    def touch_at_100(record) -> None:
+        if isinstance(record, Evaluation) and record.number == 100:
+            stop_file.touch()
+
+    with pybridge.Simulator(rosenbrock, n_params=4) as sim:
+        result = pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=StopFile(stop_file, interval=0),
+                                   callback=touch_at_100)
+    assert result.stop_rule == "stop_file" and result.nfev == 100  # callbacks run first, then the rules
+    assert str(stop_file) in result.message
+
+
+def test_a_signal_from_outside(rosenbrock) -> None:
+    def signal_at_50(record) -> None:
+        if isinstance(record, Evaluation) and record.number == 50:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    before = signal.getsignal(signal.SIGUSR1)
+    with pybridge.Simulator(rosenbrock, n_params=4) as sim:
+        result = pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=OnSignal(), callback=signal_at_50)
+    assert result.stop_rule == "signal" and result.nfev in (50, 51) and "SIGUSR1" in result.message
+    assert signal.getsignal(signal.SIGUSR1) == before  # the handler is ours only while minimize runs
+
+
+def test_a_rule_ends_every_start_of_a_multistart_run(rosenbrock) -> None:
+    with pybridge.Pool(rosenbrock, workers=2, n_params=4) as pool:
+        result = pybridge.minimize(pool, BOX4, method="Nelder-Mead", n_starts=4, stop=MaxEvaluations(200))
+    assert sum(start.nfev for start in result.starts) == 200
+    assert all(start.stop_rule == "max_evaluations" for start in result.starts)
+    assert result.fun == min(start.fun for start in result.starts) and math.isfinite(result.fun)
+
+
+@pytest.mark.parametrize("starts", [1, 2])
+def test_ctrl_c_ends_the_run_with_the_best_point_and_the_journal_intact(rosenbrock, tmp_path, starts) -> None:
+    journal = tmp_path / "run.db"
+    script = tmp_path / "run.py"
+    # The driver interrupts itself at evaluation 300 as a terminal's Ctrl-C would (SIGINT).
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        import pybridge
+        from pybridge.record import Evaluation
+
+        def interrupt(record):
+            if isinstance(record, Evaluation) and record.number == 300:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        with pybridge.Pool({rosenbrock!r}, workers=2, n_params=4) as pool:
+            result = pybridge.minimize(pool, {{"x": [(-2.0, 2.0)] * 4}}, method="Nelder-Mead", n_starts={starts},
+                                       callback=interrupt, journal={str(journal)!r},
+                                       options={{"maxfev": 10**6, "xatol": 0, "fatol": 0}})
+        print("RESULT", result.stop_rule, result.nfev, repr(result.fun), result.message)
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))
+    _, rule, nfev, fun, message = line.split(" ", 4)
+    assert rule == "interrupted" and message == "stopped: interrupted (Ctrl-C)"
+    contents = pybridge.record.read_journal(journal)
+    assert not contents.running and contents.runs[-1]["message"] == message
+    assert len(contents.ids) >= 300 and float(fun) == np.nanmin(contents.cost)

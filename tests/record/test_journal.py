@@ -1,0 +1,179 @@
+"""The SQLite journal: every evaluation written as it happens, readable with sqlite3 (and pandas),
+resumed bit for bit after kill -9, and never mixed with another problem's."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pybridge
+from pybridge import JournalError
+from pybridge.optimize import MaxEvaluations, Parameter, Parameters
+from pybridge.paths import bundled_simulator
+from pybridge.record import SCHEMA_VERSION, read_journal
+from pybridge.record.journal import FLUSH_ROWS
+
+ROSENBROCK = [str(bundled_simulator("pybridge-rosenbrock"))]
+PARAMS = {"x": [(-2.0, 2.0)] * 8}
+# Nelder-Mead is deterministic: an uninterrupted run and a resumed one must agree bit for bit. These
+# 8-D Rosenbrock takes it well past 1000 evaluations (without revisiting points), so the budget ends it.
+NM = {"maxfev": 10**6, "xatol": 1e-8, "fatol": 1e-10}
+
+
+def _calibrate(journal, resume=False, budget=1000, **extra):
+    with pybridge.Simulator(ROSENBROCK, n_params=8) as sim:
+        return pybridge.minimize(sim, PARAMS, method="Nelder-Mead", options=NM, stop=MaxEvaluations(budget),
+                                 journal=journal, resume=resume, **extra)
+
+
+def test_every_evaluation_is_a_row_readable_with_sqlite3(tmp_path) -> None:
+    path = tmp_path / "run.db"
+    with pybridge.Simulator(ROSENBROCK, n_params=2) as sim:
+        result = pybridge.minimize(sim, Parameters(a=Parameter((-2, 2), unit="m"), b=(-2, 2)), method="L-BFGS-B",
+                                   journal=path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    rows = db.execute("SELECT a, b, cost, grad_norm, kind, status, worker, finished >= started FROM evaluations "
+                      "ORDER BY id").fetchall()
+    assert len(rows) == result.nfev and all(row[4:] == ("gradient", "ok", 0, 1) for row in rows)
+    best = min(rows, key=lambda row: row[2])
+    assert (best[0], best[1], best[2]) == (result.x[0], result.x[1], result.fun)  # REAL columns are exact doubles
+    # The exact vector as bytes, and the gradient
+    x, gradient, norm = db.execute("SELECT x, gradient, grad_norm FROM evaluations ORDER BY cost LIMIT 1").fetchone()
+    assert np.frombuffer(x).tolist() == result.x.tolist() and np.linalg.norm(np.frombuffer(gradient)) == norm
+    run = db.execute("SELECT method, finished IS NOT NULL, message, resumed FROM runs").fetchall()
+    assert run == [("l-bfgs-b", 1, result.message, 0)]
+    assert db.execute("SELECT count(*) FROM iterations").fetchone()[0] == result.nit
+    db.close()
+    contents = read_journal(path)
+    assert contents.labels == ["a", "b"] and contents.x.shape == (result.nfev, 2)
+    assert contents.problem["parameters"]["a"]["unit"] == "m"
+
+
+def test_pandas_reads_it(tmp_path) -> None:
+    pandas = pytest.importorskip("pandas")
+    path = tmp_path / "run.db"
+    _calibrate(path, budget=50)
+    with sqlite3.connect(path) as db:
+        frame = pandas.read_sql("SELECT * FROM evaluations", db)
+    assert len(frame) == 50 and list(frame.columns[-8:]) == [f"x[{i}]" for i in range(8)]
+    assert frame["cost"].min() == read_journal(path).cost.min()
+
+
+def test_a_stopped_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path) -> None:
+    whole = _calibrate(tmp_path / "whole.db", budget=10**6)
+    first = _calibrate(tmp_path / "resumed.db", budget=400)
+    assert first.stop_rule == "max_evaluations" and first.evaluations == 400
+    again = _calibrate(tmp_path / "resumed.db", resume=True, budget=10**6)
+    assert whole.nfev > 1000 and again.replayed == 400 and again.evaluations == whole.nfev - 400
+    assert again.x.tolist() == whole.x.tolist() and again.fun == whole.fun and again.nfev == whole.nfev
+    assert again.message == whole.message
+    runs = read_journal(tmp_path / "resumed.db").runs
+    assert [run["resumed"] for run in runs] == [0, 1]
+
+
+def test_kill_9_in_the_middle_then_resume_costs_only_what_was_lost(tmp_path) -> None:
+    path = tmp_path / "killed.db"
+    script = tmp_path / "calibrate.py"
+    # The driver kills itself (SIGKILL: no cleanup, no flush) at evaluation 900 of 1000.
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        import pybridge
+        from pybridge.optimize import MaxEvaluations
+        from pybridge.record import Evaluation
+
+        def die(record):
+            if isinstance(record, Evaluation) and record.number == 900:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        with pybridge.Simulator({ROSENBROCK!r}, n_params=8) as sim:
+            pybridge.minimize(sim, {PARAMS!r}, method="Nelder-Mead", options={NM!r}, stop=MaxEvaluations(1000),
+                              journal={str(path)!r}, callback=die)
+    """))
+    killed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    contents = read_journal(path)
+    assert contents.running  # the run never ended
+    assert 900 - FLUSH_ROWS <= len(contents.ids) < 900  # the last small batch died with the driver
+
+    resumed = _calibrate(path, resume=True)
+    whole = _calibrate(tmp_path / "whole.db")
+    assert resumed.replayed == len(contents.ids) and resumed.evaluations == 1000 - len(contents.ids)
+    assert resumed.evaluations <= 100 + FLUSH_ROWS
+    assert resumed.x.tolist() == whole.x.tolist() and resumed.fun == whole.fun
+
+
+def test_a_resumed_multistart_run_on_a_pool_is_bit_identical(tmp_path) -> None:
+    def run(path, budget, resume=False):
+        with pybridge.Pool(ROSENBROCK, workers=2, n_params=8) as pool:
+            return pybridge.minimize(pool, PARAMS, method="L-BFGS-B", n_starts=3, seed=5, journal=path,
+                                     resume=resume, stop=MaxEvaluations(budget))
+    whole = run(tmp_path / "whole.db", 10**6)
+    run(tmp_path / "part.db", 40)
+    again = run(tmp_path / "part.db", 10**6, resume=True)
+    assert again.replayed == 40
+    assert [s.x.tolist() for s in again.starts] == [s.x.tolist() for s in whole.starts]
+    assert again.fun == whole.fun
+
+
+def test_replay_with_a_tolerance(tmp_path) -> None:
+    path = tmp_path / "run.db"
+    _calibrate(path, budget=200)
+    exact = _calibrate(path, resume=True, budget=200)
+    assert exact.replayed == 200 and exact.evaluations == 0
+    # A start moved by 1e-13 misses every exact match, but not a match within 1e-9.
+    moved = {"x": [1e-13] + [0] * 7}
+    assert _calibrate(path, resume=True, budget=50, x0=moved).replayed == 0
+    assert _calibrate(path, resume=True, budget=50, x0=moved, replay_tolerance=1e-9).replayed == 50
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"params": {"x": [(-2.0, 3.0)] * 8}}, "another problem .*parameters: x differs"),
+        ({"params": {"y": [(-2.0, 2.0)] * 8}}, "another problem .*parameters: x, y differ"),
+        ({"command": ROSENBROCK + ["--batch", "1"]}, "another problem .*simulator: command differs"),
+    ],
+)
+def test_a_journal_of_another_problem_is_refused(tmp_path, change, message) -> None:
+    path = tmp_path / "run.db"
+    _calibrate(path, budget=20)
+    with pybridge.Simulator(change.get("command", ROSENBROCK), n_params=8) as sim:
+        with pytest.raises(JournalError, match=message):
+            pybridge.minimize(sim, change.get("params", PARAMS), method="Nelder-Mead", journal=path, resume=True)
+        assert sim.evaluations == 0
+    assert len(read_journal(path).ids) == 20  # untouched
+
+
+def test_an_existing_journal_needs_resume_true(tmp_path) -> None:
+    path = tmp_path / "run.db"
+    _calibrate(path, budget=20)
+    with pytest.raises(JournalError, match="already holds 20 evaluations.*resume=True"):
+        _calibrate(path)
+
+
+def test_corrupted_or_foreign_files_are_refused(tmp_path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00not a database at all" * 100)
+    with pytest.raises(JournalError, match="not an SQLite file"):
+        _calibrate(garbage)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE people (name TEXT)")
+    with pytest.raises(JournalError, match="not a pybridge journal"):
+        _calibrate(foreign)
+    truncated = tmp_path / "truncated.db"
+    _calibrate(truncated, budget=300)
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2] + b"\xff" * 4096)
+    with pytest.raises(JournalError):
+        _calibrate(truncated, resume=True)
+    with pytest.raises(JournalError):
+        read_journal(garbage)
