@@ -9,7 +9,8 @@ import pytest
 
 MODULES = [
     "pybridge", "pybridge.simulator", "pybridge.serve", "pybridge.core.cleanup", "pybridge.paths",
-    "pybridge.pool.pool", "pybridge.pool.finite_diff",
+    "pybridge.pool.pool", "pybridge.pool.finite_diff", "pybridge.optimize.params", "pybridge.optimize.solve",
+    "pybridge.optimize.stopping",
 ]  # fmt: skip
 
 

@@ -40,6 +40,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clean = commands.add_parser("clean", help="remove channels left in /dev/shm by drivers that died")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
+    plot = commands.add_parser("plot", help="draw a calibration journal (convergence, parameter traces) to PNG")
+    plot.add_argument("journal", help="the journal's path (the journal= of pybridge.minimize)")
+    plot.add_argument("-o", "--output", help="the PNG to write (default: the journal's name with .png)")
+    monitor = commands.add_parser("monitor", help="show a running calibration's live figures (reads its journal only)")
+    monitor.add_argument("journal", help="the journal's path")
+    monitor.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    monitor.add_argument("--once", action="store_true", help="print the figures once and exit")
+    history = commands.add_parser("history", help="print what a journal holds, or export it as CSV")
+    history.add_argument("journal", help="the journal's path")
+    history.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-': standard output)")
+    shown = history.add_mutually_exclusive_group()
+    shown.add_argument("--last", type=int, metavar="N", help="only the last N evaluations")
+    shown.add_argument("--best", type=int, metavar="N", help="only the N lowest costs")
+
     args = parser.parse_args(argv)
     for flag, (location, _) in _LOCATIONS.items():
         if getattr(args, flag):
@@ -50,9 +64,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         demo_module.calibrate(args.simulator, noise=args.noise, seed=args.seed)
         return 0
+    if args.command in ("plot", "monitor", "history"):
+        return _journal_command(args)
     if args.command == "clean":
         from .clean import run as clean_command
 
         return clean_command(dry_run=args.dry_run)
     parser.print_help(sys.stderr)
     return 2
+
+
+def _journal_command(args: argparse.Namespace) -> int:
+    from ..errors import JournalError
+
+    try:
+        if args.command == "plot":
+            from ..record.plot import plot_journal
+
+            print(plot_journal(args.journal, args.output))
+            return 0
+        if args.command == "monitor":
+            from .monitor import run as monitor
+
+            return monitor(args.journal, interval=args.interval, once=args.once)
+        from .history import run as history
+
+        return history(args.journal, csv_path=args.csv, last=args.last, best=args.best)
+    except (JournalError, ImportError) as error:
+        print(f"pybridge {args.command}: {error}", file=sys.stderr)
+        return 1

@@ -65,6 +65,7 @@ class ProgressBar:
     def close(self) -> None:
         if self._bar is not None:
             self._refresh()
+            self._bar.refresh()  # the last figures, even within tqdm's minimum interval
             self._bar.close()
             self._bar = None
 

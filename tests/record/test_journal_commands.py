@@ -1,0 +1,131 @@
+"""`pybridge plot`, `history` and `monitor`: what a user sees of a journal, live and afterwards."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pybridge
+from pybridge.optimize import MaxEvaluations, Parameter, Parameters
+from pybridge.paths import bundled_simulator
+from pybridge.record import read_journal
+
+ROSENBROCK = [str(bundled_simulator("pybridge-rosenbrock"))]
+
+
+@pytest.fixture
+def journal(tmp_path):
+    path = tmp_path / "calibration.db"
+    params = Parameters(a=Parameter((-2, 2), unit="m"), k=Parameter([(-2, 2), (-2, 2)], unit="s"))
+    with pybridge.Simulator(ROSENBROCK, n_params=3) as sim:
+        pybridge.minimize(sim, params, method="Nelder-Mead", journal=path, stop=MaxEvaluations(120))
+    return path
+
+
+def _pybridge(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "pybridge", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, **kwargs)  # fmt: skip
+
+
+def test_plot_writes_a_png_with_axes_and_data(journal, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    from pybridge.record.plot import draw
+
+    done = _pybridge("plot", journal, "-o", tmp_path / "out.png")
+    assert done.returncode == 0, done.stderr
+    png = tmp_path / "out.png"
+    assert done.stdout.strip() == str(png)
+    pixels = imread(png)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 400
+    assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 20  # drawn, not blank
+
+    figure = draw(read_journal(journal))
+    axes = figure.get_axes()
+    assert [ax.get_ylabel() for ax in axes] == ["cost", "a [m]", "k[0] [s]", "k[1] [s]"]
+    costs = read_journal(journal).cost
+    assert axes[0].lines[0].get_ydata().tolist() == costs.tolist()
+    assert axes[0].lines[1].get_ydata()[-1] == costs.min() and axes[0].get_yscale() == "log"
+
+
+def test_history_prints_and_exports_exact_csv(journal, tmp_path) -> None:
+    table = _pybridge("history", journal, "--best", 3)
+    assert table.returncode == 0, table.stderr
+    assert "120 evaluations; parameters: a, k[0], k[1]" in table.stdout
+    assert "stopped: maximum of 120 evaluations reached" in table.stdout
+    out = tmp_path / "all.csv"
+    assert _pybridge("history", journal, "--csv", out).returncode == 0
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    contents = read_journal(journal)
+    assert len(rows) == 120
+    assert [float(row["cost"]) for row in rows] == contents.cost.tolist()  # every digit kept
+    assert [float(row["k[1]"]) for row in rows] == contents.x[:, 2].tolist()
+
+
+def test_the_commands_refuse_what_is_not_a_journal(tmp_path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    for command in ("plot", "history", "monitor"):
+        done = _pybridge(command, other, *(["--once"] if command == "monitor" else []))
+        assert done.returncode == 1 and "not a pybridge journal" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_monitor_follows_a_live_calibration_without_disturbing_it(tmp_path, python_simulator) -> None:
+    path = tmp_path / "live.db"
+    simulator = python_simulator(
+        """
+        def cost(x):
+            time.sleep(0.005)  # the model's own time: the run lasts about 2 s
+            return float(np.sum((x - 0.3) ** 2))
+        pybridge.serve(cost, n_params=2)
+        """
+    )
+    script = tmp_path / "calibrate.py"
+    script.write_text(textwrap.dedent(f"""
+        import pybridge
+        from pybridge.optimize import MaxEvaluations
+        with pybridge.Simulator({simulator!r}) as sim:
+            result = pybridge.minimize(sim, {{"a": (-1, 1), "b": (-1, 1)}}, method="Nelder-Mead",
+                                       options={{"xatol": 0, "fatol": 0}}, journal={str(path)!r},
+                                       stop=MaxEvaluations(300))
+        print(result.nfev, repr(result.fun))
+    """))
+    monitor = subprocess.Popen([sys.executable, "-m", "pybridge", "monitor", str(path), "--interval", "0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert monitor.stdout is not None
+        assert monitor.stdout.readline().startswith("waiting for the journal")  # started before the run
+        calibration = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        output, errors = monitor.communicate(timeout=60)
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+            monitor.communicate()
+    assert calibration.returncode == 0, calibration.stderr
+    nfev, fun = calibration.stdout.split()
+    assert monitor.returncode == 0, errors
+    blocks = [block for block in output.split("\n\n") if block.strip()]
+    counts = [int(block.split("evaluations: ")[1].split()[0]) for block in blocks if "evaluations: " in block]
+    live = [block for block in blocks if " - running" in block]
+    assert len(live) >= 3 and counts == sorted(counts)
+    assert len({count for count in counts if 0 < count < 300}) >= 2  # figures seen growing while it ran
+    assert "finished: stopped: maximum of 300 evaluations reached" in blocks[-1] and counts[-1] == int(nfev) == 300
+    assert f"best cost: {float(fun):.6g}" in blocks[-1]
+    assert len(read_journal(path).ids) == 300  # nothing lost to the reader
+
+
+def test_monitor_once_on_a_finished_journal(journal) -> None:
+    from pybridge.cli.monitor import run
+
+    out = io.StringIO()
+    assert run(str(journal), once=True, out=out) == 0
+    text = out.getvalue()
+    assert "finished: stopped: maximum of 120 evaluations reached" in text and "120 in this run" in text
