@@ -22,14 +22,15 @@ from ..protocol import Capability, RequestKind
 from ..record.journal import Journal
 from ..record.progress import ProgressBar
 from ..record.records import Evaluation, Iteration
+from ..simulator import Simulator
 from .params import Parameters
 from .stopping import MaxEvaluations, Progress, Rule
 
 __all__ = ["Calibration", "Objective", "Stopped"]
 
-_KIND_NAMES = {RequestKind.COST: "cost", RequestKind.GRADIENT: "gradient", RequestKind.RESIDUALS: "residuals"}
-#: Costs of recent points per start, to give an iteration record the cost at the method's point.
-_RECENT = 256
+# Kinds of evaluation travel as their record names ("cost", "gradient", "residuals"): cheaper to
+# compare and hash than the enum, on a path paid per evaluation. The enum is for the evaluator.
+_REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
 
 
 class Stopped(Exception):
@@ -64,7 +65,7 @@ class Calibration:
         self.replay_tolerance = float(replay_tolerance)
         capabilities = Capability(getattr(evaluator, "capabilities", Capability.NONE))
         # A residual simulator answers cost requests with its residuals (cost = half their sum of squares).
-        self._cost_kind = RequestKind.RESIDUALS if capabilities & Capability.RESIDUALS else RequestKind.COST
+        self._cost_kind = "residuals" if capabilities & Capability.RESIDUALS else "cost"
         self.penalty: Optional[float] = getattr(evaluator, "penalty", None)
         self._lock = threading.Lock()
         self._index = 0
@@ -72,10 +73,10 @@ class Calibration:
         self.replayed = 0
         self.stop_message: Optional[str] = None
         self.stop_rule: Optional[str] = None
+        #: The best cost and point of each start.
         self.best: Dict[int, Tuple[float, Optional[np.ndarray]]] = {}
         self.evaluations_by_start: Dict[int, int] = {}
         self._iterations: Dict[int, int] = {}
-        self._recent: Dict[int, Dict[bytes, float]] = {}
         self._replay: Dict[bytes, List[Evaluation]] = {}
         for evaluation in replay:
             self._replay.setdefault(evaluation.x.tobytes(), []).append(evaluation)
@@ -84,6 +85,15 @@ class Calibration:
         budgets = [rule for rule in self.rules if isinstance(rule, MaxEvaluations)]
         self._budget = min(budgets, key=lambda rule: rule.count) if budgets else None
         self._in_flight = 0
+        self._scaled = bool(params.scaled.any())
+        # A single Simulator is called directly for one vector (the evaluator protocol's list of
+        # outcomes costs more than a fast model's evaluation); anything else goes through evaluate().
+        self._direct: Optional[Dict[str, Callable[[np.ndarray], Any]]] = None
+        if isinstance(evaluator, Simulator):
+            self._direct = {"cost": evaluator.__call__, "gradient": evaluator.value_and_grad,
+                            "residuals": evaluator.residuals}  # fmt: skip
+        if progress is not None and not progress.enabled:
+            self.progress_bar = None
 
     @property
     def concurrency(self) -> int:
@@ -106,13 +116,47 @@ class Calibration:
 
     # ---- evaluations ---------------------------------------------------------------------
 
-    def evaluate(self, kind: RequestKind, zs: Sequence[Any], start: int) -> List[Any]:
+    def evaluate_one(self, kind: str, z: Any, start: int) -> Any:
+        """:meth:`evaluate` of a single vector, kept lean: a fast model pays it per evaluation
+        (measured in ``pybridge bench``: records and journal against plain SciPy)."""
+        if self._direct is None or self._replay_rows:
+            return self.evaluate(kind, [z], start)[0]
+        if self.stop_message is not None:
+            raise Stopped(self.stop_message)
+        x = self._x_of(z)
+        asked = self._cost_kind if kind == "cost" else kind
+        with self._lock:
+            if self._budget is not None and self.progress.evaluations + self._in_flight >= self._budget.count:
+                self._stop(self._budget.message, self._budget.name)
+                raise Stopped(self._budget.message)
+            self._in_flight += 1
+        error: Optional[BaseException] = None
+        started = time.time()
+        try:
+            value = self._direct[asked](x)
+        except Exception as failure:
+            value, error = None, failure
+        finished = time.time()
+        with self._lock:
+            self._in_flight -= 1
+            record = self._record_outcome(asked, x, value, error, 0, started, finished, start)
+        if error is not None:
+            raise error
+        if self.stop_message is not None:
+            raise Stopped(self.stop_message)
+        return self._for_solver(kind, record)
+
+    def _x_of(self, z: Any) -> np.ndarray:
+        # Always a copy: SciPy may change its array in place after the call, and records keep x.
+        return self.params.from_solver(z) if self._scaled else np.array(z, dtype=float)
+
+    def evaluate(self, kind: str, zs: Sequence[Any], start: int) -> List[Any]:
         """The values SciPy asked for at the solver vectors ``zs`` (in SciPy's space: a gradient is
         scaled by dx/dz). Raises the first error of an evaluation that failed (after recording all of
         them), or :class:`Stopped` when a rule fired on one of them."""
         self.check_stopped()
-        asked = self._cost_kind if kind == RequestKind.COST else kind
-        xs = [self.params.from_solver(np.asarray(z, dtype=float)) for z in zs]
+        asked = self._cost_kind if kind == "cost" else kind
+        xs = [self._x_of(z) for z in zs]
         with self._lock:
             # An evaluation budget is kept exactly, also by concurrent starts and by a population sent at
             # once: what lies beyond it is never sent.
@@ -130,7 +174,7 @@ class Calibration:
         self.check_stopped()
         return [self._for_solver(kind, answer) for answer in answers]
 
-    def _answers(self, asked: RequestKind, xs: List[np.ndarray], start: int) -> List[Evaluation]:
+    def _answers(self, asked: str, xs: List[np.ndarray], start: int) -> List[Evaluation]:
         answers: List[Any] = [None] * len(xs)
         todo: List[int] = []
         for i, x in enumerate(xs):
@@ -139,7 +183,7 @@ class Calibration:
                 todo.append(i)
             else:
                 answers[i] = hit
-        outcomes = iter(self.evaluator.evaluate([xs[i] for i in todo], asked) if todo else ())
+        outcomes = iter(self.evaluator.evaluate([xs[i] for i in todo], _REQUEST[asked]) if todo else ())
         error: Optional[BaseException] = None
         with self._lock:  # recorded in the order SciPy asked, so that a resume counts alike
             for i, x in enumerate(xs):
@@ -148,14 +192,15 @@ class Calibration:
                     answers[i] = self._record_replayed(hit, x, start)
                     continue
                 outcome = next(outcomes)
-                answers[i] = self._record_outcome(asked, x, outcome, start)
+                answers[i] = self._record_outcome(asked, x, outcome.value, outcome.error, outcome.worker,
+                                                  outcome.started, outcome.finished, start)  # fmt: skip
                 if outcome.error is not None and error is None:
                     error = outcome.error
         if error is not None:
             raise error
         return answers
 
-    def _replayed(self, kind: RequestKind, x: np.ndarray) -> Optional[Evaluation]:
+    def _replayed(self, kind: str, x: np.ndarray) -> Optional[Evaluation]:
         """A journalled evaluation at ``x`` that answers ``kind`` (exactly, or within the tolerance)."""
         candidates = self._replay.get(x.tobytes(), [])
         if not candidates and self.replay_tolerance > 0:
@@ -164,36 +209,34 @@ class Calibration:
             close = np.abs(self._replay_x - x) <= self.replay_tolerance * np.maximum(np.abs(x), 1.0)
             candidates = [self._replay_rows[i] for i in np.flatnonzero(close.all(axis=1))]
         for evaluation in candidates:
-            if kind == RequestKind.COST or (kind == RequestKind.GRADIENT and evaluation.gradient is not None) or (
-                kind == RequestKind.RESIDUALS and evaluation.residuals is not None
+            if kind == "cost" or (kind == "gradient" and evaluation.gradient is not None) or (
+                kind == "residuals" and evaluation.residuals is not None
             ):
                 return evaluation
         return None
 
-    def _record_outcome(self, kind: RequestKind, x: np.ndarray, outcome: Any, start: int) -> Any:
+    def _record_outcome(self, kind: str, x: np.ndarray, value: Any, error: Optional[BaseException],
+                        worker: int, started: float, finished: float, start: int) -> Evaluation:  # fmt: skip
         gradient = residuals = None
-        if outcome.error is not None:
-            cost, status, message = math.nan, "failed", f"{type(outcome.error).__name__}: {outcome.error}"
+        message = None
+        if error is not None:
+            cost, status, message = math.nan, "failed", f"{type(error).__name__}: {error}"
         else:
-            value = outcome.value
-            if kind == RequestKind.GRADIENT:
+            if kind == "cost":
+                cost = float(value)
+            elif kind == "gradient":
                 cost, gradient = float(value[0]), np.asarray(value[1], dtype=float)
-            elif kind == RequestKind.RESIDUALS:
+            else:
                 residuals = np.asarray(value, dtype=float)
                 cost = 0.5 * float(np.dot(residuals, residuals))
-            else:
-                cost = float(value)
-            message = None
-            penalised = self.penalty is not None and (
+            status = "ok"
+            if self.penalty is not None and (
                 bool(np.all(residuals == self.penalty)) if residuals is not None else cost == self.penalty
-            )
-            status = "penalty" if penalised else "ok"
+            ):
+                status = "penalty"
         self.computed += 1
-        record = self._record(
-            start, _KIND_NAMES[kind], x, cost, gradient, residuals, status, message, outcome.started, outcome.finished,
-            outcome.worker,
-        )  # fmt: skip
-        return record
+        return self._record(start, kind, x, cost, gradient, residuals, status, message, started, finished,
+                            worker)  # fmt: skip
 
     def _record_replayed(self, hit: Evaluation, x: np.ndarray, start: int) -> Evaluation:
         self.replayed += 1
@@ -220,15 +263,11 @@ class Calibration:
         self.evaluations_by_start[start] = self.evaluations_by_start.get(start, 0) + 1
         record = Evaluation(self._index, start, kind, x, cost, gradient, residuals, status, error, started, finished,
                             worker)  # fmt: skip
-        if cost == cost:  # not NaN
-            if cost < progress.best_cost:
-                progress.best_cost = cost
-            if cost < self.best.get(start, (math.inf, None))[0]:
-                self.best[start] = (cost, x)
-            recent = self._recent.setdefault(start, {})
-            if len(recent) >= _RECENT:
-                recent.clear()
-            recent[x.tobytes()] = cost
+        if cost < progress.best_cost:  # False for NaN
+            progress.best_cost = cost
+        best = self.best.get(start)
+        if best is None or cost < best[0]:
+            self.best[start] = (cost, x) if cost == cost else (math.inf, None)
         if self.journal is not None and status != "replayed":
             self.journal.add(record)
         if self.progress_bar is not None:
@@ -241,25 +280,24 @@ class Calibration:
                 self._stop(message, rule.name)
         return record
 
-    def _for_solver(self, kind: RequestKind, record: Evaluation) -> Any:
+    def _for_solver(self, kind: str, record: Evaluation) -> Any:
         """A record's value as SciPy wants it: a cost, (cost, gradient in z), or residuals."""
-        if kind == RequestKind.GRADIENT:
+        if kind == "cost":
+            return record.cost
+        if kind == "gradient":
             assert record.gradient is not None
             return record.cost, record.gradient * self.params.solver_scale
-        if kind == RequestKind.RESIDUALS:
-            assert record.residuals is not None
-            return record.residuals.copy()
-        return record.cost
+        assert record.residuals is not None
+        return record.residuals.copy()
 
     # ---- iterations ----------------------------------------------------------------------
 
-    def iteration(self, start: int, z: Any) -> None:
-        """The SciPy method finished an iteration at ``z`` (its callback)."""
+    def iteration(self, start: int, z: Any, cost: float = math.nan) -> None:
+        """The SciPy method finished an iteration at ``z``, of ``cost`` if it says (its callback)."""
         x = self.params.from_solver(np.asarray(z, dtype=float))
         with self._lock:
             index = self._iterations[start] = self._iterations.get(start, 0) + 1
             self.progress.iterations += 1
-            cost = self._recent.get(start, {}).get(x.tobytes(), math.nan)
             record = Iteration(index, start, x, cost, self.progress.best_cost, self.progress.evaluations, time.time())
             if self.journal is not None:
                 self.journal.add_iteration(record)
@@ -285,15 +323,15 @@ class Objective:
         self.start = start
 
     def __call__(self, z: Any) -> float:
-        return float(self.calibration.evaluate(RequestKind.COST, [z], self.start)[0])
+        return self.calibration.evaluate_one("cost", z, self.start)
 
     cost = __call__
 
     def value_and_grad(self, z: Any) -> Tuple[float, np.ndarray]:
-        return self.calibration.evaluate(RequestKind.GRADIENT, [z], self.start)[0]
+        return self.calibration.evaluate_one("gradient", z, self.start)
 
     def residuals(self, z: Any) -> np.ndarray:
-        return self.calibration.evaluate(RequestKind.RESIDUALS, [z], self.start)[0]
+        return self.calibration.evaluate_one("residuals", z, self.start)
 
     def map(self, fn: Callable[..., Any], iterable: Any) -> List[Any]:
         """For ``workers=``: our own cost, gradient or residuals go to the evaluator as one batch; any
@@ -304,15 +342,23 @@ class Objective:
                 own = getattr(fn, "f", fn)
         points = list(iterable)
         if own == self.cost or own is self:
-            return [float(v) for v in self.calibration.evaluate(RequestKind.COST, points, self.start)]
+            return [float(v) for v in self.calibration.evaluate("cost", points, self.start)]
         if own == self.value_and_grad:
-            return self.calibration.evaluate(RequestKind.GRADIENT, points, self.start)
+            return self.calibration.evaluate("gradient", points, self.start)
         if own == self.residuals:
-            return self.calibration.evaluate(RequestKind.RESIDUALS, points, self.start)
+            return self.calibration.evaluate("residuals", points, self.start)
         mapper = getattr(self.calibration.evaluator, "map", None)
         return list(mapper(fn, points) if mapper is not None else map(fn, points))
 
-    def callback(self, *args: Any, **kwargs: Any) -> None:
-        """SciPy's per-iteration callback, whatever its convention: the point comes first."""
-        point = args[0] if args else kwargs.get("intermediate_result", kwargs.get("x"))
-        self.calibration.iteration(self.start, getattr(point, "x", point))
+    def callback(self, intermediate_result: Any) -> None:
+        """SciPy's per-iteration callback. By this parameter name ``minimize`` and differential evolution
+        pass an ``OptimizeResult`` (with the cost); shgo, direct, TNC and COBYLA pass the point alone."""
+        point = intermediate_result
+        cost = getattr(point, "fun", math.nan)
+        if np.ndim(cost):  # least_squares: fun is the residual vector, its cost is ``cost``
+            cost = getattr(point, "cost", math.nan)
+        self.calibration.iteration(self.start, getattr(point, "x", point), float(cost))
+
+    def annealing_callback(self, x: Any, f: float, context: int) -> None:
+        """dual_annealing's callback convention."""
+        self.calibration.iteration(self.start, x, float(f))

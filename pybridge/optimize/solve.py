@@ -7,7 +7,7 @@ import inspect
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import scipy.optimize as so
@@ -60,7 +60,7 @@ def minimize(
     journal: "str | os.PathLike[str] | None" = None,
     resume: bool = False,
     replay_tolerance: float = 0.0,
-    progress: Optional[bool] = None,
+    progress: "bool | IO[str] | None" = None,
 ) -> CalibrationResult:
     """Calibrates named ``params`` of the simulator(s) behind ``evaluator`` with a SciPy method.
 
@@ -113,7 +113,8 @@ def minimize(
         then reaches the result of an uninterrupted run bit for bit. A journal of another problem is
         refused (:class:`~pybridge.JournalError`).
     progress:
-        A progress bar on stderr: None shows it on a terminal only.
+        A progress bar on stderr (True), none (False), or on stderr only if it is a terminal (None);
+        or a stream to draw it on.
     """
     problem = Parameters.of(params)
     method_name = _method(method, evaluator)
@@ -144,7 +145,10 @@ def minimize(
             opened.begin_run(method_name, {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler,
                                            "seed": seed}, resumed=bool(replay))  # fmt: skip
         budget = next((rule.count for rule in rules if isinstance(rule, MaxEvaluations)), None)
-        bar = ProgressBar(progress, total=budget)
+        if progress is None or isinstance(progress, bool):
+            bar = ProgressBar(progress, total=budget)
+        else:  # a stream to draw on
+            bar = ProgressBar(True, total=budget, file=progress)
         calibration = Calibration(evaluator, problem, rules=rules, callbacks=callbacks, journal=opened,
                                   replay=replay, replay_tolerance=replay_tolerance, progress=bar)  # fmt: skip
         for rule in rules:
@@ -271,7 +275,8 @@ def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, 
         return so.shgo(objective.cost, list(zip(lower, upper)), constraints=constraints or None, callback=callback,
                        **kwargs)  # fmt: skip
     if method == "dual_annealing":
-        return so.dual_annealing(objective.cost, list(zip(lower, upper)), x0=z0, callback=callback, **options)
+        return so.dual_annealing(objective.cost, list(zip(lower, upper)), x0=z0, callback=objective.annealing_callback,
+                                 **options)  # fmt: skip
     if method == "direct":
         return so.direct(objective.cost, bounds, callback=callback, **options)
     # scipy.optimize.minimize

@@ -6,15 +6,17 @@ One file per calibration problem. Schema version 1 (``PRAGMA user_version``), do
 - ``meta(key, value)``: ``problem`` (JSON: parameters, bounds, simulator), ``labels`` (JSON list),
   ``created``, ``pybridge_version``.
 - ``runs``: one row per call of ``pybridge.minimize`` on this journal (the first and each resume).
-- ``evaluations``: one row per evaluation computed (replayed ones are not written twice). The
-  parameter vector is ``x`` (little-endian float64 bytes, exact, what a resume reads) and, for
-  problems of up to :data:`READABLE_SLOTS` values, also one REAL column per slot named by its label
-  (``alpha``, ``k[0]``) so that ``SELECT alpha, cost FROM evaluations`` reads naturally.
+- ``evaluations``: one row per evaluation computed (replayed ones are not written twice). For
+  problems of up to :data:`READABLE_SLOTS` values the parameter vector is one REAL column per value,
+  named by its label (``alpha``, ``k[0]``), so that ``SELECT alpha, cost FROM evaluations`` reads
+  naturally; for larger ones it is ``x``, little-endian float64 bytes. Both are exact.
 - ``iterations``: one row per iteration the SciPy method reported.
 
 Writes go through WAL, in small transactions (:data:`FLUSH_ROWS` rows or :data:`FLUSH_SECONDS`,
 whichever comes first): a reader (``pybridge monitor``) never blocks the run, and a run killed
-with -9 loses at most the last unflushed evaluations, which a resume recomputes.
+with -9 loses at most the last unflushed evaluations (a tenth of a second of work, or 256
+evaluations of a fast model), which a resume recomputes. An insert costs a few microseconds per
+column it binds, so the common row (a cost, status ok) binds only what it must.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,8 +41,8 @@ __all__ = ["Journal", "JournalContents", "read_journal", "SCHEMA_VERSION", "READ
 SCHEMA_VERSION = 1
 #: Problems with at most this many parameter values get one readable column per value.
 READABLE_SLOTS = 100
-FLUSH_ROWS = 64
-FLUSH_SECONDS = 0.25
+FLUSH_ROWS = 256
+FLUSH_SECONDS = 0.1
 #: SQLite files start with these bytes; anything else is not a journal.
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -58,7 +60,9 @@ class Journal:
     def __init__(self, path: PathLike, problem: Dict[str, Any], labels: Sequence[str], *, resume: bool) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._pending_evaluations: List[tuple] = []
+        # Rows waiting for the next transaction, as runs of rows that share one INSERT statement.
+        self._pending_evaluations: List[Tuple[str, List[tuple]]] = []
+        self._pending_count = 0
         self._pending_iterations: List[tuple] = []
         self._last_flush = time.monotonic()
         self._run: Optional[int] = None
@@ -85,10 +89,14 @@ class Journal:
         except BaseException:
             self._db.close()
             raise
-        self._insert_evaluation = (
-            "INSERT INTO evaluations (run, start, kind, status, cost, grad_norm, error, started, finished, worker, "
-            "x, gradient, residuals" + "".join(f", {_quoted(label)}" for label in self._readable)
-            + ") VALUES (" + ", ".join(["?"] * (13 + len(self._readable))) + ")"
+        readable = "".join(f", {_quoted(label)}" for label in self._readable)
+        marks = ", ?" * len(self._readable)
+        # The common row: a cost computed without trouble (kind and status take their defaults).
+        self._insert_cost = (f"INSERT INTO evaluations (run, start, cost, started, finished, worker{readable}) "
+                             f"VALUES (?, ?, ?, ?, ?, ?{marks})")  # fmt: skip
+        self._insert_any = (
+            "INSERT INTO evaluations (run, start, cost, started, finished, worker, kind, status, grad_norm, error, "
+            f"x, gradient, residuals{readable}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})"
         )
 
     # ---- the file --------------------------------------------------------------------
@@ -109,9 +117,9 @@ class Journal:
                     options TEXT NOT NULL, resumed INTEGER NOT NULL, message TEXT, best_cost REAL);
                 CREATE TABLE evaluations (
                     id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
-                    kind TEXT NOT NULL, status TEXT NOT NULL, cost REAL, grad_norm REAL, error TEXT,
-                    started REAL NOT NULL, finished REAL NOT NULL, worker INTEGER NOT NULL,
-                    x BLOB NOT NULL, gradient BLOB, residuals BLOB{readable});
+                    kind TEXT NOT NULL DEFAULT 'cost', status TEXT NOT NULL DEFAULT 'ok', cost REAL,
+                    grad_norm REAL, error TEXT, started REAL NOT NULL, finished REAL NOT NULL,
+                    worker INTEGER NOT NULL, x BLOB, gradient BLOB, residuals BLOB{readable});
                 CREATE TABLE iterations (
                     id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
                     iteration INTEGER NOT NULL, cost REAL, best_cost REAL, evaluations INTEGER NOT NULL,
@@ -168,18 +176,28 @@ class Journal:
     def add(self, evaluation: Evaluation) -> None:
         """Queues one evaluation; written with the next small transaction."""
         x = evaluation.x
-        row = (
-            self._run, evaluation.start, evaluation.kind, evaluation.status,
-            None if math.isnan(evaluation.cost) else evaluation.cost, evaluation.grad_norm, evaluation.error,
-            evaluation.started, evaluation.finished, evaluation.worker, x.tobytes(),
-            None if evaluation.gradient is None else np.asarray(evaluation.gradient, dtype="<f8").tobytes(),
-            None if evaluation.residuals is None else np.asarray(evaluation.residuals, dtype="<f8").tobytes(),
-        )  # fmt: skip
-        if self._readable:
-            row += tuple(x.tolist())
+        cost = evaluation.cost
+        if evaluation.kind == "cost" and evaluation.status == "ok" and self._readable:
+            statement = self._insert_cost
+            row: tuple = (self._run, evaluation.start, cost, evaluation.started, evaluation.finished,
+                          evaluation.worker, *x.tolist())  # fmt: skip
+        else:
+            statement = self._insert_any
+            row = (
+                self._run, evaluation.start, None if math.isnan(cost) else cost, evaluation.started,
+                evaluation.finished, evaluation.worker, evaluation.kind, evaluation.status, evaluation.grad_norm,
+                evaluation.error, None if self._readable else np.asarray(x, dtype="<f8").tobytes(),
+                _blob(evaluation.gradient), _blob(evaluation.residuals),
+                *(x.tolist() if self._readable else ()),
+            )  # fmt: skip
         with self._lock:
-            self._pending_evaluations.append(row)
-            if len(self._pending_evaluations) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            pending = self._pending_evaluations
+            if pending and pending[-1][0] is statement:
+                pending[-1][1].append(row)
+            else:
+                pending.append((statement, [row]))
+            self._pending_count += 1
+            if self._pending_count >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()
 
     def add_iteration(self, iteration: Iteration) -> None:
@@ -197,11 +215,13 @@ class Journal:
         # recomputes them); it never writes them twice.
         evaluations, self._pending_evaluations = self._pending_evaluations, []
         iterations, self._pending_iterations = self._pending_iterations, []
+        self._pending_count = 0
         self._last_flush = time.monotonic()
         if not evaluations and not iterations:
             return
         with _transaction(self._db):
-            self._db.executemany(self._insert_evaluation, evaluations)
+            for statement, rows in evaluations:
+                self._db.executemany(statement, rows)
             self._db.executemany(
                 "INSERT INTO iterations (run, start, iteration, cost, best_cost, evaluations, time, x) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -229,14 +249,18 @@ class Journal:
         """The evaluations of earlier runs that answered with a value (computed, or the penalty)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT start, kind, status, cost, started, finished, worker, x, gradient, residuals "
+                f"SELECT start, kind, status, cost, started, finished, worker, gradient, residuals, {self._x_columns} "
                 "FROM evaluations WHERE status IN ('ok', 'penalty') ORDER BY id"
             ).fetchall()
         return [
-            Evaluation(0, start, kind, np.frombuffer(x, dtype="<f8").copy(), float(cost), _vector(gradient), _vector(residuals), status, None,
-                       started, finished, worker)  # fmt: skip
-            for start, kind, status, cost, started, finished, worker, x, gradient, residuals in rows
+            Evaluation(0, row[0], row[1], _x_of(row[9:]), float(row[3]), _vector(row[7]), _vector(row[8]), row[2],
+                       None, row[4], row[5], row[6])  # fmt: skip
+            for row in rows
         ]
+
+    @property
+    def _x_columns(self) -> str:
+        return ", ".join(_quoted(label) for label in self._readable) if self._readable else "x"
 
 
 class JournalContents(NamedTuple):
@@ -290,8 +314,10 @@ def read_journal(path: PathLike) -> JournalContents:
         runs = [dict(zip(("id", "started", "finished", "method", "options", "resumed", "message", "best_cost"), row))
                 for row in db.execute("SELECT id, started, finished, method, options, resumed, message, best_cost "
                                       "FROM runs ORDER BY id")]  # fmt: skip
+        labels = json.loads(meta.get("labels", "[]"))
+        x_columns = ", ".join(_quoted(label) for label in labels) if len(labels) <= READABLE_SLOTS else "x"
         rows = db.execute(
-            "SELECT id, run, start, status, cost, started, finished, worker, x FROM evaluations ORDER BY id"
+            f"SELECT id, run, start, status, cost, started, finished, worker, {x_columns} FROM evaluations ORDER BY id"
         ).fetchall()
         iterations = [
             dict(zip(("run", "start", "iteration", "cost", "best_cost", "evaluations", "time"), row))
@@ -303,8 +329,7 @@ def read_journal(path: PathLike) -> JournalContents:
         raise JournalError(f"{path} is not a usable pybridge journal ({error})") from None
     finally:
         db.close()
-    labels = json.loads(meta.get("labels", "[]"))
-    columns = list(zip(*rows)) if rows else [()] * 9
+    columns = list(zip(*rows)) if rows else [()] * 8
     return JournalContents(
         labels=labels,
         problem=json.loads(meta.get("problem", "{}")),
@@ -317,7 +342,7 @@ def read_journal(path: PathLike) -> JournalContents:
         started=np.array(columns[5], dtype=float),
         finished=np.array(columns[6], dtype=float),
         worker=np.array(columns[7], dtype=np.int64),
-        x=np.array([np.frombuffer(b, dtype="<f8") for b in columns[8]]).reshape(len(rows), len(labels)),
+        x=np.array([_x_of(row[8:]) for row in rows]).reshape(len(rows), len(labels)),
         iterations=iterations,
     )
 
@@ -364,6 +389,17 @@ def _differences(old: Dict[str, Any], new: Dict[str, Any]) -> str:
 
 def _quoted(label: str) -> str:
     return '"' + label.replace('"', '""') + '"'
+
+
+def _x_of(values: Sequence[Any]) -> np.ndarray:
+    """The parameter vector of a row: its readable columns, or its one ``x`` blob."""
+    if len(values) == 1 and isinstance(values[0], bytes):
+        return np.frombuffer(values[0], dtype="<f8").copy()
+    return np.array(values, dtype=float)
+
+
+def _blob(values: Optional[np.ndarray]) -> Optional[bytes]:
+    return None if values is None else np.asarray(values, dtype="<f8").tobytes()
 
 
 def _vector(blob: Optional[bytes]) -> Optional[np.ndarray]:

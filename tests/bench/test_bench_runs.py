@@ -23,7 +23,10 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     for figures in results["latency"].values():
         assert len(figures) == 10 and all(f["median_us"] > 0 for f in figures.values())
     assert {run["evaluations"] for run in results["end_to_end"].values()} <= {1000, 35}
-    assert len(results["targets"]) == 15
+    assert len(results["targets"]) == 17
+    calibration = results["calibration"]
+    assert set(calibration["evaluations"].values()) == {2000}  # every variant made the same evaluations
+    assert calibration["ratio"] > 0 and calibration["journal_us_per_evaluation"] > 0
     pool = results["pool"]
     assert len(pool["overhead_us"]) == 5 and all(us > 0 for us in pool["overhead_us"].values())
     assert pool["speedup"]["one_s"] > 0 and pool["differential_evolution"]["evaluations"] > 0

@@ -45,9 +45,9 @@ def test_every_evaluation_is_a_row_readable_with_sqlite3(tmp_path) -> None:
     assert len(rows) == result.nfev and all(row[4:] == ("gradient", "ok", 0, 1) for row in rows)
     best = min(rows, key=lambda row: row[2])
     assert (best[0], best[1], best[2]) == (result.x[0], result.x[1], result.fun)  # REAL columns are exact doubles
-    # The exact vector as bytes, and the gradient
+    # The gradient as float64 bytes; x too, but only for problems too large for a column per value
     x, gradient, norm = db.execute("SELECT x, gradient, grad_norm FROM evaluations ORDER BY cost LIMIT 1").fetchone()
-    assert np.frombuffer(x).tolist() == result.x.tolist() and np.linalg.norm(np.frombuffer(gradient)) == norm
+    assert x is None and np.linalg.norm(np.frombuffer(gradient)) == norm
     run = db.execute("SELECT method, finished IS NOT NULL, message, resumed FROM runs").fetchall()
     assert run == [("l-bfgs-b", 1, result.message, 0)]
     assert db.execute("SELECT count(*) FROM iterations").fetchone()[0] == result.nit
@@ -177,3 +177,18 @@ def test_corrupted_or_foreign_files_are_refused(tmp_path) -> None:
         _calibrate(truncated, resume=True)
     with pytest.raises(JournalError):
         read_journal(garbage)
+
+
+def test_a_large_problem_keeps_its_vector_as_bytes(tmp_path, monkeypatch) -> None:
+    import pybridge.record.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "READABLE_SLOTS", 4)  # so that 8 values count as large
+    path = tmp_path / "large.db"
+    first = _calibrate(path, budget=100)
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(evaluations)")]
+        blobs = [np.frombuffer(row[0]) for row in db.execute("SELECT x FROM evaluations ORDER BY id")]
+    assert "x[0]" not in columns and len(blobs) == 100
+    assert read_journal(path).x.tolist() == [b.tolist() for b in blobs]
+    again = _calibrate(path, budget=100, resume=True)
+    assert again.replayed == 100 and again.x.tolist() == first.x.tolist()

@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .calibration import measure_calibration
 from .measure import measure_end_to_end, measure_idle_cpu, measure_latency, measure_memcpy_8mb
 from .pool import measure_pool
 from .report import evaluate_targets, tables
@@ -52,6 +53,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     log("CPU while waiting for 50 ms evaluations ...")
     results["idle_cpu"] = measure_idle_cpu(quick)
     results["pool"] = measure_pool(quick, log)
+    results["calibration"] = measure_calibration(quick, log)
     results["targets"] = evaluate_targets(results)
     return results
 
