@@ -7,6 +7,12 @@ an earlier run when it can (a resume), otherwise evaluates through the *evaluato
 a :class:`~pybridge.Pool`, a Dask pool) — and turns every evaluation into a record for the
 journal, the progress bar, the user's callbacks and the stopping rules. When a rule fires it
 raises :class:`Stopped` through SciPy, which :mod:`pybridge.optimize.solve` catches.
+
+Records are delivered in small batches (:data:`DRAIN_RECORDS` records or :data:`DRAIN_SECONDS`,
+whichever comes first): on a fast model the per-evaluation bookkeeping is what a calibration costs
+beyond SciPy, so only what must be exact happens per evaluation — the count, the best point, the
+evaluation budget and the target cost — and the journal, the progress bar, callbacks and the other
+rules take the records a batch at a time, in order.
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from ..record.progress import ProgressBar
 from ..record.records import Evaluation, Iteration
 from ..simulator import Simulator
 from .params import Parameters
-from .stopping import MaxEvaluations, Progress, Rule
+from .stopping import MaxEvaluations, Progress, Rule, TargetCost
 
 __all__ = ["Calibration", "Objective", "Stopped"]
 
 # Kinds of evaluation travel as their record names ("cost", "gradient", "residuals"): cheaper to
 # compare and hash than the enum, on a path paid per evaluation. The enum is for the evaluator.
+_now = time.time
 _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
+DRAIN_RECORDS = 64
+DRAIN_SECONDS = 0.1
 
 
 class Stopped(Exception):
@@ -94,6 +103,15 @@ class Calibration:
                             "residuals": evaluator.residuals}  # fmt: skip
         if progress is not None and not progress.enabled:
             self.progress_bar = None
+        # The cost call of :meth:`cost_one`, when it applies: a single simulator asked for costs,
+        # nothing to replay.
+        self._lean = self._direct["cost"] if self._direct is not None and self._cost_kind == "cost" and not replay else None
+        targets = [rule for rule in self.rules if isinstance(rule, TargetCost)]
+        self._target = min((rule for rule in targets), key=lambda rule: rule.target, default=None)
+        # Rules checked per batch of records: all but the two kept exact per evaluation.
+        self._batch_rules = [rule for rule in self.rules if not isinstance(rule, (MaxEvaluations, TargetCost))]
+        self._pending: List[Any] = []  # records not yet delivered, in order
+        self._next_drain = 0.0
 
     @property
     def concurrency(self) -> int:
@@ -145,6 +163,56 @@ class Calibration:
         if self.stop_message is not None:
             raise Stopped(self.stop_message)
         return self._for_solver(kind, record)
+
+    def cost_one(self, z: Any, start: int) -> float:
+        """The cost of one vector on a single cost simulator: :meth:`evaluate_one` with the record made
+        in place. This is the whole of what a calibration adds per evaluation of a fast model, so it is
+        written out rather than composed (``pybridge bench``, "calibration")."""
+        if self._lean is None:
+            return self.evaluate_one("cost", z, start)
+        if self.stop_message is not None:
+            raise Stopped(self.stop_message)
+        x = self.params.from_solver(z) if self._scaled else np.array(z, dtype=float)
+        lock = self._lock
+        progress = self.progress
+        with lock:
+            if self._budget is not None and progress.evaluations + self._in_flight >= self._budget.count:
+                self._stop(self._budget.message, self._budget.name)
+                raise Stopped(self._budget.message)
+            self._in_flight += 1
+        started = _now()
+        try:
+            cost = float(self._lean(x))
+        except Exception as error:
+            finished = _now()
+            with lock:
+                self._in_flight -= 1
+                self._record_outcome("cost", x, None, error, 0, started, finished, start)
+            raise
+        finished = _now()
+        with lock:
+            self._in_flight -= 1
+            self._index += 1
+            progress.evaluations += 1
+            self.computed += 1
+            counts = self.evaluations_by_start
+            counts[start] = counts.get(start, 0) + 1
+            record = Evaluation(self._index, start, "cost", x, cost, None, None,
+                                "penalty" if cost == self.penalty else "ok", None, started, finished, 0)  # fmt: skip
+            if cost < progress.best_cost:
+                progress.best_cost = cost
+                if self._target is not None and cost <= self._target.target:
+                    self._stop(self._target.after_evaluation(progress) or "", self._target.name)
+            best = self.best.get(start)
+            if best is None or cost < best[0]:
+                self.best[start] = (cost, x) if cost == cost else (math.inf, None)
+            pending = self._pending
+            pending.append(record)
+            if len(pending) >= DRAIN_RECORDS or finished >= self._next_drain:
+                self._drain()
+        if self.stop_message is not None:
+            raise Stopped(self.stop_message)
+        return cost
 
     def _x_of(self, z: Any) -> np.ndarray:
         # Always a copy: SciPy may change its array in place after the call, and records keep x.
@@ -265,20 +333,45 @@ class Calibration:
                             worker)  # fmt: skip
         if cost < progress.best_cost:  # False for NaN
             progress.best_cost = cost
+            if self._target is not None and cost <= self._target.target:
+                self._stop(self._target.after_evaluation(progress) or "", self._target.name)
         best = self.best.get(start)
         if best is None or cost < best[0]:
             self.best[start] = (cost, x) if cost == cost else (math.inf, None)
-        if self.journal is not None and status != "replayed":
-            self.journal.add(record)
-        if self.progress_bar is not None:
-            self.progress_bar.update(record, progress.best_cost)
-        for callback in self.callbacks:
-            callback(record)
-        for rule in self.rules:
-            message = rule.after_evaluation(progress)
-            if message is not None:
-                self._stop(message, rule.name)
+        self._pending.append(record)
+        if len(self._pending) >= DRAIN_RECORDS or finished >= self._next_drain:
+            self._drain()
         return record
+
+    def _drain(self) -> None:
+        """Delivers the pending records, in order: journal, progress bar, callbacks, rules (under the lock)."""
+        records, self._pending = self._pending, []
+        self._next_drain = time.time() + DRAIN_SECONDS
+        if not records:
+            return
+        evaluations = [r for r in records if type(r) is Evaluation]
+        if self.journal is not None:
+            self.journal.add_all(records)
+        if self.progress_bar is not None and evaluations:
+            self.progress_bar.update_all(evaluations, self.progress.best_cost)
+        for callback in self.callbacks:
+            for record in records:
+                callback(record)
+        for rule in self._batch_rules:
+            for record in records:
+                if type(record) is Iteration:
+                    message = rule.after_iteration(self.progress, record)
+                    if message is not None:
+                        self._stop(message, rule.name)
+            if evaluations:
+                message = rule.after_evaluation(self.progress)
+                if message is not None:
+                    self._stop(message, rule.name)
+
+    def flush(self) -> None:
+        """Delivers every pending record (at the end of a run)."""
+        with self._lock:
+            self._drain()
 
     def _for_solver(self, kind: str, record: Evaluation) -> Any:
         """A record's value as SciPy wants it: a cost, (cost, gradient in z), or residuals."""
@@ -294,19 +387,14 @@ class Calibration:
 
     def iteration(self, start: int, z: Any, cost: float = math.nan) -> None:
         """The SciPy method finished an iteration at ``z``, of ``cost`` if it says (its callback)."""
-        x = self.params.from_solver(np.asarray(z, dtype=float))
+        x = self._x_of(z)
         with self._lock:
             index = self._iterations[start] = self._iterations.get(start, 0) + 1
             self.progress.iterations += 1
             record = Iteration(index, start, x, cost, self.progress.best_cost, self.progress.evaluations, time.time())
-            if self.journal is not None:
-                self.journal.add_iteration(record)
-            for callback in self.callbacks:
-                callback(record)
-            for rule in self.rules:
-                message = rule.after_iteration(self.progress)
-                if message is not None:
-                    self._stop(message, rule.name)
+            self._pending.append(record)
+            if len(self._pending) >= DRAIN_RECORDS or record.time >= self._next_drain:
+                self._drain()
         self.check_stopped()
 
     def iterations_of(self, start: int) -> int:
@@ -354,10 +442,13 @@ class Objective:
         """SciPy's per-iteration callback. By this parameter name ``minimize`` and differential evolution
         pass an ``OptimizeResult`` (with the cost); shgo, direct, TNC and COBYLA pass the point alone."""
         point = intermediate_result
-        cost = getattr(point, "fun", math.nan)
-        if np.ndim(cost):  # least_squares: fun is the residual vector, its cost is ``cost``
-            cost = getattr(point, "cost", math.nan)
-        self.calibration.iteration(self.start, getattr(point, "x", point), float(cost))
+        if not isinstance(point, dict):  # a point (an array, or a list from direct), not an OptimizeResult
+            self.calibration.iteration(self.start, point)
+            return
+        cost = point.get("fun", math.nan)
+        if type(cost) is not float and np.ndim(cost):  # least_squares: fun is the residual vector
+            cost = point.get("cost", math.nan)
+        self.calibration.iteration(self.start, point["x"], float(cost))
 
     def annealing_callback(self, x: Any, f: float, context: int) -> None:
         """dual_annealing's callback convention."""

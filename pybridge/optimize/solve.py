@@ -156,8 +156,11 @@ def minimize(
         try:
             results = _run_starts(calibration, method_name, starts, constraints, options)
         finally:
-            for rule in rules:
-                rule.end()
+            try:
+                calibration.flush()
+            finally:
+                for rule in rules:
+                    rule.end()
         best = min(results, key=lambda r: (math.isnan(r.fun), r.fun))
         result = CalibrationResult(best)
         result.starts = results

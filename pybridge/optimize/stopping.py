@@ -1,7 +1,8 @@
 """Stopping rules: when a calibration ends before its SciPy method would.
 
-A rule looks at the calibration's :class:`Progress` after every evaluation and every iteration
-and returns a message when it fires. The calibration then ends gracefully, with the best point so
+A rule looks at the calibration's :class:`Progress` after evaluations and iterations and returns a
+message when it fires. ``MaxEvaluations`` and ``TargetCost`` are exact (checked per evaluation);
+the others are checked as records are delivered, at most 64 evaluations or 0.1 s apart. The calibration then ends gracefully, with the best point so
 far, and the result's ``message`` (and ``stop_rule``) say which rule fired. Rules see the whole
 calibration: in a multi-start run every start ends when one rule fires.
 
@@ -18,6 +19,8 @@ import signal
 import threading
 import time
 from typing import Any, List, Optional
+
+from ..record.records import Iteration
 
 __all__ = ["Progress", "Rule", "TargetCost", "MaxEvaluations", "WallClock", "NoImprovement", "StopFile", "OnSignal"]
 
@@ -50,9 +53,11 @@ class Rule:
         """Called once when it ends."""
 
     def after_evaluation(self, progress: Progress) -> Optional[str]:
+        """After a batch of evaluations has been recorded."""
         return None
 
-    def after_iteration(self, progress: Progress) -> Optional[str]:
+    def after_iteration(self, progress: Progress, iteration: Iteration) -> Optional[str]:
+        """After each iteration, in order (``iteration.best_cost`` is the best cost at that point)."""
         return None
 
 
@@ -122,8 +127,8 @@ class NoImprovement(Rule):
     def begin(self) -> None:
         self._best = []
 
-    def after_iteration(self, progress: Progress) -> Optional[str]:
-        self._best.append(progress.best_cost)
+    def after_iteration(self, progress: Progress, iteration: Iteration) -> Optional[str]:
+        self._best.append(iteration.best_cost)
         if len(self._best) <= self.iterations:
             return None
         then = self._best[-1 - self.iterations]

@@ -91,9 +91,16 @@ class Journal:
             raise
         readable = "".join(f", {_quoted(label)}" for label in self._readable)
         marks = ", ?" * len(self._readable)
-        # The common row: a cost computed without trouble (kind and status take their defaults).
+        # The common rows: a cost computed without trouble (kind and status take their defaults), and
+        # the same from the first start on a single simulator (start and worker too).
         self._insert_cost = (f"INSERT INTO evaluations (run, start, cost, started, finished, worker{readable}) "
                              f"VALUES (?, ?, ?, ?, ?, ?{marks})")  # fmt: skip
+        self._insert_cost0 = (f"INSERT INTO evaluations (run, cost, started, finished{readable}) "
+                              f"VALUES (?, ?, ?, ?{marks})")  # fmt: skip
+        self._insert_iteration = (
+            f"INSERT INTO iterations (run, start, iteration, cost, best_cost, evaluations, time{readable or ', x'}) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?{marks or ', ?'})"
+        )
         self._insert_any = (
             "INSERT INTO evaluations (run, start, cost, started, finished, worker, kind, status, grad_norm, error, "
             f"x, gradient, residuals{readable}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})"
@@ -116,14 +123,15 @@ class Journal:
                     id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, method TEXT NOT NULL,
                     options TEXT NOT NULL, resumed INTEGER NOT NULL, message TEXT, best_cost REAL);
                 CREATE TABLE evaluations (
-                    id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
-                    kind TEXT NOT NULL DEFAULT 'cost', status TEXT NOT NULL DEFAULT 'ok', cost REAL,
-                    grad_norm REAL, error TEXT, started REAL NOT NULL, finished REAL NOT NULL,
-                    worker INTEGER NOT NULL, x BLOB, gradient BLOB, residuals BLOB{readable});
+                    id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id),
+                    start INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT 'cost',
+                    status TEXT NOT NULL DEFAULT 'ok', cost REAL, grad_norm REAL, error TEXT,
+                    started REAL NOT NULL, finished REAL NOT NULL, worker INTEGER NOT NULL DEFAULT 0,
+                    x BLOB, gradient BLOB, residuals BLOB{readable});
                 CREATE TABLE iterations (
                     id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
                     iteration INTEGER NOT NULL, cost REAL, best_cost REAL, evaluations INTEGER NOT NULL,
-                    time REAL NOT NULL, x BLOB NOT NULL);
+                    time REAL NOT NULL, x BLOB{readable});
                 PRAGMA user_version = {SCHEMA_VERSION};
                 """
             )
@@ -173,38 +181,59 @@ class Journal:
             self._run = int(cursor.lastrowid or 0)
             return self._run
 
-    def add(self, evaluation: Evaluation) -> None:
-        """Queues one evaluation; written with the next small transaction."""
-        x = evaluation.x
-        cost = evaluation.cost
-        if evaluation.kind == "cost" and evaluation.status == "ok" and self._readable:
-            statement = self._insert_cost
-            row: tuple = (self._run, evaluation.start, cost, evaluation.started, evaluation.finished,
-                          evaluation.worker, *x.tolist())  # fmt: skip
-        else:
-            statement = self._insert_any
-            row = (
-                self._run, evaluation.start, None if math.isnan(cost) else cost, evaluation.started,
-                evaluation.finished, evaluation.worker, evaluation.kind, evaluation.status, evaluation.grad_norm,
-                evaluation.error, None if self._readable else np.asarray(x, dtype="<f8").tobytes(),
-                _blob(evaluation.gradient), _blob(evaluation.residuals),
-                *(x.tolist() if self._readable else ()),
-            )  # fmt: skip
+    def add_all(self, records: Sequence[Any]) -> None:
+        """Queues evaluation and iteration records (replayed evaluations are skipped: they are here
+        already); written with the next small transaction."""
+        lean, lean0, full = self._insert_cost, self._insert_cost0, self._insert_any
+        run = self._run
+        readable = bool(self._readable)
+        groups: List[Tuple[str, List[tuple]]] = []  # (statement, rows) in order
+        iterations: List[tuple] = []
+        for record in records:
+            if type(record) is Iteration:
+                cost, best_cost = record.cost, record.best_cost
+                iterations.append((run, record.start, record.number, None if cost != cost else cost,
+                                   None if best_cost != best_cost else best_cost, record.evaluations, record.time,
+                                   *record.x.tolist()) if readable else
+                                  (run, record.start, record.number, None if cost != cost else cost,
+                                   None if best_cost != best_cost else best_cost, record.evaluations, record.time,
+                                   _blob(record.x)))  # fmt: skip
+                continue
+            status = record.status
+            if status == "replayed":
+                continue
+            if record.kind == "cost" and status == "ok" and readable:
+                if record.start == 0 and record.worker == 0:
+                    statement = lean0
+                    row: tuple = (run, record.cost, record.started, record.finished, *record.x.tolist())
+                else:
+                    statement = lean
+                    row = (run, record.start, record.cost, record.started, record.finished, record.worker,
+                           *record.x.tolist())  # fmt: skip
+            else:
+                statement = full
+                cost = record.cost
+                row = (
+                    run, record.start, None if cost != cost else cost, record.started, record.finished,
+                    record.worker, record.kind, status, record.grad_norm, record.error,
+                    None if readable else _blob(record.x), _blob(record.gradient), _blob(record.residuals),
+                    *(record.x.tolist() if readable else ()),
+                )  # fmt: skip
+            if groups and groups[-1][0] is statement:
+                groups[-1][1].append(row)
+            else:
+                groups.append((statement, [row]))
         with self._lock:
             pending = self._pending_evaluations
-            if pending and pending[-1][0] is statement:
-                pending[-1][1].append(row)
-            else:
-                pending.append((statement, [row]))
-            self._pending_count += 1
+            for statement, rows in groups:
+                if pending and pending[-1][0] is statement:
+                    pending[-1][1].extend(rows)
+                else:
+                    pending.append((statement, rows))
+                self._pending_count += len(rows)
+            self._pending_iterations.extend(iterations)
             if self._pending_count >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()
-
-    def add_iteration(self, iteration: Iteration) -> None:
-        row = (self._run, iteration.start, iteration.number, _or_none(iteration.cost), _or_none(iteration.best_cost),
-               iteration.evaluations, iteration.time, np.asarray(iteration.x, dtype="<f8").tobytes())  # fmt: skip
-        with self._lock:
-            self._pending_iterations.append(row)
 
     def flush(self) -> None:
         with self._lock:
@@ -222,11 +251,7 @@ class Journal:
         with _transaction(self._db):
             for statement, rows in evaluations:
                 self._db.executemany(statement, rows)
-            self._db.executemany(
-                "INSERT INTO iterations (run, start, iteration, cost, best_cost, evaluations, time, x) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                iterations,
-            )
+            self._db.executemany(self._insert_iteration, iterations)
 
     def end_run(self, message: str, best_cost: float) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Sequence
 
 from .records import Evaluation
 
@@ -45,13 +45,14 @@ class ProgressBar:
     def enabled(self) -> bool:
         return self._bar is not None
 
-    def update(self, evaluation: Evaluation, best_cost: float) -> None:
+    def update_all(self, evaluations: Sequence[Evaluation], best_cost: float) -> None:
         if self._bar is None:
             return
-        self._count += 1
+        self._count += len(evaluations)
         self._best = best_cost
-        if evaluation.status != "replayed":
-            self._latency = evaluation.finished - evaluation.started
+        computed = [e for e in evaluations if e.status != "replayed"]
+        if computed:
+            self._latency = computed[-1].finished - computed[-1].started
         now = time.monotonic()
         if now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS

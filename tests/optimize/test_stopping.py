@@ -15,6 +15,7 @@ import pytest
 
 import pybridge
 from pybridge.optimize import MaxEvaluations, NoImprovement, OnSignal, StopFile, TargetCost, WallClock
+from pybridge.optimize.calibration import DRAIN_RECORDS
 from pybridge.record import Evaluation
 
 BOX4 = {"x": [(-2.0, 2.0)] * 4}
@@ -82,7 +83,8 @@ def test_a_stop_file_touched_from_outside(rosenbrock, tmp_path) -> None:
     with pybridge.Simulator(rosenbrock, n_params=4) as sim:
         result = pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=StopFile(stop_file, interval=0),
                                    callback=touch_at_100)
-    assert result.stop_rule == "stop_file" and result.nfev == 100  # callbacks run first, then the rules
+    # Callbacks and these rules take the records in batches, in order: the rule fires within one batch.
+    assert result.stop_rule == "stop_file" and 100 <= result.nfev <= 100 + DRAIN_RECORDS
     assert str(stop_file) in result.message
 
 
@@ -94,7 +96,7 @@ def test_a_signal_from_outside(rosenbrock) -> None:
     before = signal.getsignal(signal.SIGUSR1)
     with pybridge.Simulator(rosenbrock, n_params=4) as sim:
         result = pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=OnSignal(), callback=signal_at_50)
-    assert result.stop_rule == "signal" and result.nfev in (50, 51) and "SIGUSR1" in result.message
+    assert result.stop_rule == "signal" and 50 <= result.nfev <= 50 + DRAIN_RECORDS and "SIGUSR1" in result.message
     assert signal.getsignal(signal.SIGUSR1) == before  # the handler is ours only while minimize runs
 
 
