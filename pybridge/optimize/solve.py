@@ -206,6 +206,15 @@ def _solve(calibration: Calibration, method: str, start: int, x0: np.ndarray, co
         raw = _scipy(objective, method, calibration.params.to_solver(x0), constraints, options)
     except Stopped:
         return _stopped(calibration, start, x0)
+    except SystemError as error:
+        # SciPy < 1.14's direct (C code) turns an exception raised in the objective into a SystemError
+        # with the original as its cause: take the original.
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, Stopped):
+            return _stopped(calibration, start, x0)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
     except KeyboardInterrupt:
         if not main_thread:
             raise
