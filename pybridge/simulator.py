@@ -950,7 +950,9 @@ def _as_params(x: "np.typing.ArrayLike") -> np.ndarray:
     array = np.asarray(x)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"parameters must be real numbers, not an array of dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float64)
+    # Aligned too: the native port takes only aligned memory (a vector from np.frombuffer at an odd
+    # offset, or handed over by a serializer, is copied here instead of refused).
+    return np.require(array, dtype=np.float64, requirements=["C", "A"])
 
 
 class Failed:
