@@ -23,7 +23,9 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     for figures in results["latency"].values():
         assert len(figures) == 10 and all(f["median_us"] > 0 for f in figures.values())
     assert {run["evaluations"] for run in results["end_to_end"].values()} <= {1000, 35}
-    assert len(results["targets"]) == 17
+    assert len(results["targets"]) == 20  # 17, and the Dask pool's three (Dask is in the test extra)
+    dask = results["dask"]
+    assert dask["dask_pool_us"] > 0 and dask["bare_client_map_us"] > 0 and dask["throughput"]["speedup"] > 0
     calibration = results["calibration"]
     assert set(calibration["evaluations"].values()) == {2000}  # every variant made the same evaluations
     assert calibration["ratio"] > 0 and calibration["journal_us_per_evaluation"] > 0

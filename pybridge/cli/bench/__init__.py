@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .calibration import measure_calibration
+from .distributed import measure_dask
 from .measure import measure_end_to_end, measure_idle_cpu, measure_latency, measure_memcpy_8mb
 from .pool import measure_pool
 from .report import evaluate_targets, tables
@@ -54,6 +55,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     results["idle_cpu"] = measure_idle_cpu(quick)
     results["pool"] = measure_pool(quick, log)
     results["calibration"] = measure_calibration(quick, log)
+    results["dask"] = measure_dask(quick, log)
     results["targets"] = evaluate_targets(results)
     return results
 

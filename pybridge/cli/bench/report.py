@@ -49,6 +49,13 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
     rows.append(("calibration: Nelder-Mead with journal, progress bar and callback / plain SciPy", calibration["ratio"],
                  "<=", 1.5))  # fmt: skip
     floors.append(("calibration: journal's cost per evaluation, us", calibration["journal_us_per_evaluation"]))
+    dask = results["dask"]
+    if "skipped" not in dask:
+        rows.append(("Dask: DaskPool / bare client.map, per evaluation", dask["dask_pool_us"] / dask["bare_client_map_us"],
+                     "<=", 1.2))  # fmt: skip
+        rows.append(("Dask: 2 workers over 1, 20 ms evaluations", dask["throughput"]["speedup"], ">=", 1.8))
+        floors.append(("Dask: DaskPool / bare client.map of the same chunks, per evaluation",
+                       dask["dask_pool_us"] / dask["bare_chunks_us"]))  # fmt: skip
     return [
         {"target": name, "measured": value, "bound": f"{op} {bound}",
          "met": value <= bound if op == "<=" else value >= bound}
@@ -96,6 +103,18 @@ def tables(results: dict) -> Iterator[str]:
     yield "|---|---:|"
     for label, us in calibration["per_evaluation_us"].items():
         yield f"| {label} | {us:.1f} |"
+    dask = results["dask"]
+    if "skipped" in dask:
+        yield f"\nDask: skipped ({dask['skipped']})"
+    else:
+        yield f"\n| Dask LocalCluster, 2 workers, {dask['evaluations']} trivial evaluations | µs per evaluation |"
+        yield "|---|---:|"
+        yield f"| bare client.map, one task per evaluation | {dask['bare_client_map_us']:.1f} |"
+        yield f"| bare client.map of the DaskPool's chunks | {dask['bare_chunks_us']:.1f} |"
+        yield f"| DaskPool.map(pool, xs) | {dask['dask_pool_us']:.1f} |"
+        t = dask["throughput"]
+        yield (f"\nDask, {t['evaluations']} evaluations of {t['model_ms']:g} ms: 1 worker {t['one_s']:.3f} s, "
+               f"2 workers {t['two_s']:.3f} s: speed-up {t['speedup']:.2f}")
     yield "\n| target | measured | bound | met |"
     yield "|---|---:|---|---|"
     for row in results["targets"]:

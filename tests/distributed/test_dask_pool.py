@@ -1,0 +1,152 @@
+"""DaskPool on a LocalCluster (separate worker processes, loopback): the local pool's results, SciPy
+and pybridge.minimize through it, the failure policy on a worker, a worker killed with -9, and nothing
+left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import differential_evolution
+
+import pybridge
+from pybridge.paths import bundled_simulator
+
+distributed = pytest.importorskip("distributed")
+from pybridge.distributed import DaskPool  # noqa: E402
+
+ROSENBROCK = [str(bundled_simulator("pybridge-rosenbrock"))]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        yield client
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has exited
+
+
+def _wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)  # polling another process's state: nothing to wait on
+    return condition()
+
+
+def test_results_are_those_of_the_local_pool(client) -> None:
+    xs = list(np.random.default_rng(3).uniform(-2, 2, size=(60, 4)))
+    with pybridge.Pool(ROSENBROCK, workers=2, n_params=4) as local:
+        costs = list(local.map(local, xs))
+        gradients = list(local.map(local.value_and_grad, xs))
+    with DaskPool(client, ROSENBROCK, simulators_per_worker=2, n_params=4) as pool:
+        assert pool.size == 4 and pool.n_params == 4
+        assert list(pool.map(pool, xs)) == costs
+        remote = list(pool.map(pool.value_and_grad, xs))
+        assert [c for c, _ in remote] == [c for c, _ in gradients]
+        assert all((g == h).all() for (_, g), (_, h) in zip(remote, gradients))
+        assert pool(xs[0]) == costs[0]
+        assert pool.submit(pool, xs[1]).result() == costs[1]
+        workers = {outcome.worker for outcome in pool.evaluate(xs)}
+    assert workers <= {0, 1, 2, 3} and len(workers) >= 2  # both workers took part
+
+
+def test_differential_evolution_and_minimize_through_it(client) -> None:
+    bounds = [(-2.0, 2.0)] * 3
+    with pybridge.Pool(ROSENBROCK, workers=2, n_params=3) as local:
+        expected = differential_evolution(local, bounds, workers=local.map, updating="deferred", seed=2, tol=1e-8)
+    with DaskPool(client, ROSENBROCK, n_params=3) as pool:
+        result = differential_evolution(pool, bounds, workers=pool.map, updating="deferred", seed=2, tol=1e-8)
+        fit = pybridge.minimize(pool, {"x": bounds}, method="L-BFGS-B", n_starts=3)
+    assert result.x.tolist() == expected.x.tolist() and result.nfev == expected.nfev  # same path, same values
+    np.testing.assert_allclose(result.x, 1.0, atol=1e-4)
+    np.testing.assert_allclose(fit.params["x"], 1.0, atol=1e-4)
+
+
+def test_the_failure_policy_applies_on_the_workers(client, python_simulator, tmp_path) -> None:
+    # Crashes once (the first time it sees x[0] > 1), then serves; the marker makes "once" cluster-wide.
+    marker = tmp_path / "crashed"
+    command = python_simulator(
+        f"""
+        def cost(x):
+            if x[0] > 1 and not os.path.exists({str(marker)!r}):
+                open({str(marker)!r}, "w").close()
+                os._exit(3)
+            return float(np.sum(x ** 2))
+        pybridge.serve(cost, n_params=2)
+        """
+    )
+    xs = [np.array([0.5, 0.0]), np.array([1.5, 0.0]), np.array([0.1, 0.2])]
+    with DaskPool(client, command, restarts=1) as pool:
+        assert list(pool.map(pool, xs)) == [0.25, 2.25, 0.05000000000000001]  # retried on a fresh simulator
+    marker.unlink()
+    with DaskPool(client, command, penalty=1e9) as pool:
+        assert list(pool.map(pool, xs)) == [0.25, 1e9, 0.05000000000000001]
+    marker.unlink()
+    with DaskPool(client, command) as pool:
+        with pytest.raises(pybridge.SimulatorCrashed):
+            list(pool.map(pool, xs))
+
+
+def test_a_worker_killed_with_9_has_its_work_redone_and_its_simulators_stop(client, python_simulator, tmp_path,
+                                                                            shm_entries) -> None:  # fmt: skip
+    before = shm_entries()
+    started = tmp_path / "started"
+    started.mkdir()
+    command = python_simulator(
+        f"""
+        def cost(x):
+            open(os.path.join({str(started)!r}, f"{{os.getpid()}}-{{os.getppid()}}-{{time.monotonic_ns()}}"), "w").close()
+            time.sleep(0.05)  # the model's own time
+            return float(np.sum(x ** 2))
+        pybridge.serve(cost, n_params=2)
+        """
+    )
+    xs = [np.array([i * 0.01, 1.0]) for i in range(60)]
+    worker_pids = client.run(os.getpid)
+    with DaskPool(client, command, simulators_per_worker=1) as pool:
+        results = {}
+        runner = threading.Thread(target=lambda: results.setdefault("costs", list(pool.map(pool, xs))))
+        runner.start()
+        assert _wait_until(lambda: len(list(started.iterdir())) >= 4)  # both workers are computing
+        victim = sorted(worker_pids.values())[0]
+        simulators = {int(name.split("-")[0]) for name in os.listdir(started) if int(name.split("-")[1]) == victim}
+        os.kill(victim, signal.SIGKILL)
+        runner.join(120)
+        assert not runner.is_alive()
+        assert results["costs"] == [float(np.sum(x**2)) for x in xs]  # every evaluation redone where needed
+        assert simulators and _wait_until(lambda: not any(_alive(pid) for pid in simulators))
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted the worker
+    assert _wait_until(lambda: shm_entries() <= before), sorted(shm_entries() - before)
+
+
+def test_closing_stops_every_simulator_on_every_worker(client, python_simulator, tmp_path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    command = python_simulator(
+        f"""
+        open(os.path.join({str(pids)!r}, str(os.getpid())), "w").close()
+        pybridge.serve(lambda x: float(x[0]), n_params=1)
+        """
+    )
+    pool = DaskPool(client, command, simulators_per_worker=2)
+    assert list(pool.map(pool, [[1.0], [2.0], [3.0], [4.0]])) == [1.0, 2.0, 3.0, 4.0]
+    started = [int(name) for name in os.listdir(pids)]
+    assert len(started) == 4 and all(_alive(pid) for pid in started)
+    pool.shutdown()
+    assert _wait_until(lambda: not any(_alive(pid) for pid in started))
+    with pytest.raises(pybridge.ChannelClosed):
+        pool([1.0])
