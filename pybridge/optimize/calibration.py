@@ -106,8 +106,9 @@ class Calibration:
         # The cost call of :meth:`cost_one`, when it applies: a single simulator asked for costs,
         # nothing to replay.
         self._lean = self._direct["cost"] if self._direct is not None and self._cost_kind == "cost" and not replay else None
+        # Of several targets the highest is reached first.
         targets = [rule for rule in self.rules if isinstance(rule, TargetCost)]
-        self._target = min((rule for rule in targets), key=lambda rule: rule.target, default=None)
+        self._target = max(targets, key=lambda rule: rule.target, default=None)
         # Rules checked per batch of records: all but the two kept exact per evaluation.
         self._batch_rules = [rule for rule in self.rules if not isinstance(rule, (MaxEvaluations, TargetCost))]
         self._pending: List[Any] = []  # records not yet delivered, in order

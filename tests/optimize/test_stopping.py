@@ -49,6 +49,13 @@ def test_target_cost_stops_at_the_first_evaluation_that_reaches_it(rosenbrock) -
     assert result.fun <= 1e-3 and costs[-1] <= 1e-3 and min(costs[:-1]) > 1e-3
 
 
+def test_of_two_targets_the_higher_is_reached_first(rosenbrock) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        result = pybridge.minimize(sim, {"a": (-2, 2), "b": (-2, 2)}, method="Nelder-Mead",
+                                   stop=[TargetCost(1e-3), TargetCost(1e-1)])
+    assert result.stop_rule == "target_cost" and "target cost 0.1 reached" in result.message and result.fun > 1e-3
+
+
 def test_no_improvement_counts_iterations(rosenbrock) -> None:
     with pybridge.Simulator(rosenbrock, n_params=4) as sim:
         full = pybridge.minimize(sim, BOX4, method="Nelder-Mead")
