@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from ..errors import ChannelClosed
-from ..pool.pool import Pool
+from ..pool.pool import Pool, evaluation_kind
 from ..protocol import Capability, RequestKind
 from ..simulator import Command, Failed, Outcome, values_of
 
@@ -190,7 +190,7 @@ class DaskPool(Executor):
             raise ValueError("DaskPool.map does not take a timeout: bound each evaluation with timeout=")
         self._check_open()
         arguments = list(zip(*iterables))
-        kind = self._own_evaluation(fn) if len(iterables) == 1 else None
+        kind = evaluation_kind(self, fn) if len(iterables) == 1 else None
         if kind is not None:
             outcomes: List[Any] = [
                 Failed(o.error) if o.error is not None else o.value
@@ -228,12 +228,6 @@ class DaskPool(Executor):
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "DaskPool":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
     def __reduce__(self) -> Any:
         raise TypeError("a DaskPool cannot be pickled: pass pool.map as SciPy's workers= (it runs in this process)")
 
@@ -244,18 +238,6 @@ class DaskPool(Executor):
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
-
-    def _own_evaluation(self, fn: Callable[..., Any]) -> Optional[RequestKind]:
-        if type(fn).__name__ == "_FunctionWrapper" and type(fn).__module__.startswith("scipy."):
-            if not getattr(fn, "args", None):
-                fn = getattr(fn, "f", fn)
-        if fn is self:
-            return RequestKind.COST
-        if fn == self.value_and_grad:
-            return RequestKind.GRADIENT
-        if fn == self.residuals:
-            return RequestKind.RESIDUALS
-        return None
 
     def _worker_numbers(self) -> Dict[str, int]:
         return {address: i for i, address in enumerate(sorted(self._client.scheduler_info().get("workers", {})))}

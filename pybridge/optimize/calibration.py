@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..pool.pool import evaluation_kind
 from ..protocol import Capability, RequestKind
 from ..record.journal import Journal
 from ..record.progress import ProgressBar
@@ -38,6 +39,7 @@ __all__ = ["Calibration", "Objective", "Stopped"]
 # compare and hash than the enum, on a path paid per evaluation. The enum is for the evaluator.
 _now = time.time
 _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
+_KIND_OF = {request: kind for kind, request in _REQUEST.items()}
 DRAIN_RECORDS = 64
 DRAIN_SECONDS = 0.1
 
@@ -166,9 +168,9 @@ class Calibration:
         return self._for_solver(kind, record)
 
     def cost_one(self, z: Any, start: int) -> float:
-        """The cost of one vector on a single cost simulator: :meth:`evaluate_one` with the record made
-        in place. This is the whole of what a calibration adds per evaluation of a fast model, so it is
-        written out rather than composed (``pybridge bench``, "calibration")."""
+        """The cost of one vector on a single cost simulator: :meth:`evaluate_one` without its general
+        cases. This is what a calibration adds per evaluation of a fast model (``pybridge bench``,
+        "calibration"), so it does no more than it must."""
         if self._lean is None:
             return self.evaluate_one("cost", z, start)
         if self.stop_message is not None:
@@ -193,24 +195,9 @@ class Calibration:
         finished = _now()
         with lock:
             self._in_flight -= 1
-            self._index += 1
-            progress.evaluations += 1
             self.computed += 1
-            counts = self.evaluations_by_start
-            counts[start] = counts.get(start, 0) + 1
-            record = Evaluation(self._index, start, "cost", x, cost, None, None,
-                                "penalty" if cost == self.penalty else "ok", None, started, finished, 0)  # fmt: skip
-            if cost < progress.best_cost:
-                progress.best_cost = cost
-                if self._target is not None and cost <= self._target.target:
-                    self._stop(self._target.after_evaluation(progress) or "", self._target.name)
-            best = self.best.get(start)
-            if best is None or cost < best[0]:
-                self.best[start] = (cost, x) if cost == cost else (math.inf, None)
-            pending = self._pending
-            pending.append(record)
-            if len(pending) >= DRAIN_RECORDS or finished >= self._next_drain:
-                self._drain()
+            self._record(start, "cost", x, cost, None, None, "penalty" if cost == self.penalty else "ok", None, started,
+                         finished, 0)  # fmt: skip
         if self.stop_message is not None:
             raise Stopped(self.stop_message)
         return cost
@@ -425,17 +412,10 @@ class Objective:
     def map(self, fn: Callable[..., Any], iterable: Any) -> List[Any]:
         """For ``workers=``: our own cost, gradient or residuals go to the evaluator as one batch; any
         other function (SciPy's private wrappers) runs on the evaluator's map, or serially."""
-        own = fn
-        if type(fn).__name__ == "_FunctionWrapper" and type(fn).__module__.startswith("scipy."):
-            if not getattr(fn, "args", None):
-                own = getattr(fn, "f", fn)
         points = list(iterable)
-        if own == self.cost or own is self:
-            return [float(v) for v in self.calibration.evaluate("cost", points, self.start)]
-        if own == self.value_and_grad:
-            return self.calibration.evaluate("gradient", points, self.start)
-        if own == self.residuals:
-            return self.calibration.evaluate("residuals", points, self.start)
+        kind = evaluation_kind(self, fn)
+        if kind is not None:
+            return self.calibration.evaluate(_KIND_OF[kind], points, self.start)
         mapper = getattr(self.calibration.evaluator, "map", None)
         return list(mapper(fn, points) if mapper is not None else map(fn, points))
 

@@ -38,7 +38,7 @@ from ..errors import ChannelClosed
 from ..protocol import Capability, RequestKind
 from ..simulator import Command, Failed, Outcome, Simulator, _columns, values_of
 
-__all__ = ["Pool", "WORKER_ENV"]
+__all__ = ["Pool", "WORKER_ENV", "evaluation_kind"]
 
 #: Set in each worker simulator's environment: its index in the pool (0, 1, ...), e.g. for a
 #: scratch directory of its own.
@@ -229,7 +229,7 @@ class Pool(Executor):
             )
         self._check_open()
         arguments = list(zip(*iterables))
-        kind = self._own_evaluation(fn) if len(iterables) == 1 else None
+        kind = evaluation_kind(self, fn) if len(iterables) == 1 else None
         if kind is not None:
             outcomes = self._dispatch(kind, [args[0] for args in arguments])
         else:
@@ -275,12 +275,6 @@ class Pool(Executor):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def __enter__(self) -> "Pool":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -350,20 +344,6 @@ class Pool(Executor):
             self._give((index,))
 
     # ---- dispatch: one thread, every simulator busy --------------------------------------
-
-    def _own_evaluation(self, fn: Callable[..., Any]) -> Optional[RequestKind]:
-        """The request behind ``fn`` if it is one of this pool's evaluations (or SciPy's plain
-        wrapper of one), else None."""
-        if type(fn).__name__ == "_FunctionWrapper" and type(fn).__module__.startswith("scipy."):
-            if not getattr(fn, "args", None):  # SciPy's wrapper(x) is f(x, *args): with no args, f(x)
-                fn = getattr(fn, "f", fn)
-        if fn is self:
-            return RequestKind.COST
-        if fn == self.value_and_grad:
-            return RequestKind.GRADIENT
-        if fn == self.residuals:
-            return RequestKind.RESIDUALS
-        return None
 
     def _dispatch(
         self, kind: RequestKind, xs: Sequence[Any], trace: Optional[List[Any]] = None, stop_on_failure: bool = True
@@ -455,6 +435,22 @@ class Pool(Executor):
             if self._gang is None:
                 self._gang = _Gang(self._size)
             return self._gang
+
+
+def evaluation_kind(pool: Any, fn: Callable[..., Any]) -> Optional[RequestKind]:
+    """The request behind ``fn`` if it is one of ``pool``'s own evaluations — the pool (its call), its
+    ``value_and_grad`` or ``residuals``, or SciPy's plain wrapper of one of them — else None. Such a map
+    can be dispatched as requests instead of calling ``fn`` once per element."""
+    if type(fn).__name__ == "_FunctionWrapper" and type(fn).__module__.startswith("scipy."):
+        if not getattr(fn, "args", None):  # SciPy's wrapper(x) is f(x, *args): with no args, f(x)
+            fn = getattr(fn, "f", fn)
+    if fn is pool or fn == pool.__call__:
+        return RequestKind.COST
+    if fn == pool.value_and_grad:
+        return RequestKind.GRADIENT
+    if fn == pool.residuals:
+        return RequestKind.RESIDUALS
+    return None
 
 
 def _evaluated(evaluate: Callable[..., Any], *args: Any) -> Any:
