@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ def test_pandas_reads_it(tmp_path) -> None:
     pandas = pytest.importorskip("pandas")
     path = tmp_path / "run.db"
     _calibrate(path, budget=50)
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         frame = pandas.read_sql("SELECT * FROM evaluations", db)
     assert len(frame) == 50 and list(frame.columns[-8:]) == [f"x[{i}]" for i in range(8)]
     assert frame["cost"].min() == read_journal(path).cost.min()
@@ -165,7 +166,7 @@ def test_corrupted_or_foreign_files_are_refused(tmp_path) -> None:
     with pytest.raises(JournalError, match="not an SQLite file"):
         _calibrate(garbage)
     foreign = tmp_path / "foreign.db"
-    with sqlite3.connect(foreign) as db:
+    with closing(sqlite3.connect(foreign)) as db, db:
         db.execute("CREATE TABLE people (name TEXT)")
     with pytest.raises(JournalError, match="not a pybridge journal"):
         _calibrate(foreign)
@@ -185,7 +186,7 @@ def test_a_large_problem_keeps_its_vector_as_bytes(tmp_path, monkeypatch) -> Non
     monkeypatch.setattr(journal_module, "READABLE_SLOTS", 4)  # so that 8 values count as large
     path = tmp_path / "large.db"
     first = _calibrate(path, budget=100)
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(evaluations)")]
         blobs = [np.frombuffer(row[0]) for row in db.execute("SELECT x FROM evaluations ORDER BY id")]
     assert "x[0]" not in columns and len(blobs) == 100
