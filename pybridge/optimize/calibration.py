@@ -105,9 +105,6 @@ class Calibration:
                             "residuals": evaluator.residuals}  # fmt: skip
         if progress is not None and not progress.enabled:
             self.progress_bar = None
-        # The cost call of :meth:`cost_one`, when it applies: a single simulator asked for costs,
-        # nothing to replay.
-        self._lean = self._direct["cost"] if self._direct is not None and self._cost_kind == "cost" and not replay else None
         # Of several targets the highest is reached first.
         targets = [rule for rule in self.rules if isinstance(rule, TargetCost)]
         self._target = max(targets, key=lambda rule: rule.target, default=None)
@@ -166,41 +163,6 @@ class Calibration:
         if self.stop_message is not None:
             raise Stopped(self.stop_message)
         return self._for_solver(kind, record)
-
-    def cost_one(self, z: Any, start: int) -> float:
-        """The cost of one vector on a single cost simulator: :meth:`evaluate_one` without its general
-        cases. This is what a calibration adds per evaluation of a fast model (``pybridge bench``,
-        "calibration"), so it does no more than it must."""
-        if self._lean is None:
-            return self.evaluate_one("cost", z, start)
-        if self.stop_message is not None:
-            raise Stopped(self.stop_message)
-        x = self.params.from_solver(z) if self._scaled else np.array(z, dtype=float)
-        lock = self._lock
-        progress = self.progress
-        with lock:
-            if self._budget is not None and progress.evaluations + self._in_flight >= self._budget.count:
-                self._stop(self._budget.message, self._budget.name)
-                raise Stopped(self._budget.message)
-            self._in_flight += 1
-        started = _now()
-        try:
-            cost = float(self._lean(x))
-        except Exception as error:
-            finished = _now()
-            with lock:
-                self._in_flight -= 1
-                self._record_outcome("cost", x, None, error, 0, started, finished, start)
-            raise
-        finished = _now()
-        with lock:
-            self._in_flight -= 1
-            self.computed += 1
-            self._record(start, "cost", x, cost, None, None, "penalty" if cost == self.penalty else "ok", None, started,
-                         finished, 0)  # fmt: skip
-        if self.stop_message is not None:
-            raise Stopped(self.stop_message)
-        return cost
 
     def _x_of(self, z: Any) -> np.ndarray:
         # Always a copy: SciPy may change its array in place after the call, and records keep x.

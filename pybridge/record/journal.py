@@ -235,10 +235,6 @@ class Journal:
             if self._pending_count >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()
 
-    def flush(self) -> None:
-        with self._lock:
-            self._flush()
-
     def _flush(self) -> None:
         # Taken out first: a Ctrl-C inside the transaction rolls it back and loses these rows (a resume
         # recomputes them); it never writes them twice.
