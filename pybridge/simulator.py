@@ -2,7 +2,7 @@
 
 This layer is the SciPy-facing face: argument checks, the evaluation loop
 under the failure policy, and the states a Simulator goes through. The
-process group is :mod:`pybridge.core.process`, the OS objects
+process session is :mod:`pybridge.core.process`, the OS objects
 :mod:`pybridge.core.channel`, the policy :mod:`pybridge.core.policy`; the hot
 path is the native base class, which comes here only when it declines.
 """
@@ -88,7 +88,7 @@ class Simulator(_native.FastCall):
     ----------
     command:
         The executable (a path), or its argument vector (a sequence: no shell
-        is involved). It runs in a process group of its own, so that a
+        is involved). It runs in a session of its own, so that a
         wrapper (``mpirun``, ``sh run.sh``) is stopped together with
         everything it started. ``None`` creates the channel without starting
         anything: start the simulator yourself (under ``mpirun``, a debugger,
@@ -99,7 +99,7 @@ class Simulator(_native.FastCall):
         both sides give a number they must agree, or :class:`HandshakeError`.
     timeout:
         Seconds one evaluation may take (None: no limit). On expiry the
-        simulator's process group is terminated and :class:`EvaluationTimeout`
+        simulator's whole session is terminated and :class:`EvaluationTimeout`
         is raised. The wait ends within about a millisecond of the deadline.
     start_timeout:
         Seconds the simulator may take to attach to the channel.
@@ -136,7 +136,7 @@ class Simulator(_native.FastCall):
         ours). ``PYBRIDGE_CHANNEL`` is added to ``env``.
     close_timeout:
         Seconds :meth:`close` waits for the simulator to leave its loop before
-        its process group is terminated.
+        its session is terminated.
 
     Threads may share a Simulator: evaluations take turns (each holds it from
     request to reply). It cannot be used in a child process it was inherited
@@ -259,7 +259,7 @@ class Simulator(_native.FastCall):
 
         The channel's objects are removed first, so an interrupt (Ctrl-C) while
         waiting for the simulator to leave its loop cannot leave them behind;
-        the simulator's process group is then terminated whatever happens.
+        the simulator's session is then terminated whatever happens.
         """
         self._locked(self._finalizer)
 
@@ -840,7 +840,7 @@ class Simulator(_native.FastCall):
 
 
 class _Session:
-    """One simulator (its process group, if we launched it) with its channel."""
+    """One simulator (its session of processes, if we launched it) with its channel."""
 
     def __init__(self, channel: DriverChannel) -> None:
         self.channel = channel

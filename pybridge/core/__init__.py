@@ -1,7 +1,7 @@
 """The driver's machinery below the public API, one job per module.
 
 - :mod:`.channel`: the OS objects of one channel (segment, semaphores), the handshake, requests.
-- :mod:`.process`: a launched simulator as a process group: start, liveness, stop.
+- :mod:`.process`: a launched simulator as a session of processes: start, liveness, stop.
 - :mod:`.policy`: what an evaluation does when it fails (restart, penalty, raise).
 - :mod:`.cleanup`: finding and removing what dead drivers left in ``/dev/shm``.
 

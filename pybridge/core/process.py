@@ -1,15 +1,21 @@
-"""A launched simulator as a process group: start, liveness, stop.
+"""A launched simulator as a session of processes: start, liveness, stop.
 
 The simulator runs in a session (and so a process group) of its own, for two
 reasons. The command is often a wrapper — ``mpirun``, ``srun``, ``sh run.sh``
-— and killing its direct child alone would leave the solver running; a group
-can be terminated as a whole. And Ctrl-C in a terminal signals the whole
-foreground group: in a group of its own the simulator is not hit, and the
-driver decides what happens to it.
+— and killing its direct child alone would leave the solver running; a
+session can be terminated as a whole. And Ctrl-C in a terminal signals the
+whole foreground group: in a session of its own the simulator is not hit, and
+the driver decides what happens to it.
 
-The leader is not reaped until the group has been killed: while it is a
-zombie its pid, and so the group id, cannot be reused, so a signal to the
-group can never reach an unrelated process.
+Signals go to the session, not only to the leader's process group: launchers
+put what they start in groups of their own (Open MPI does so with every rank),
+and a launcher killed before it has stopped its ranks would leave them running.
+A process leaves the session only by calling setsid() itself (a daemon): such
+a process is not ours to find.
+
+The leader is not reaped until the session has been killed: while it is a
+zombie its pid, and so the session and group id, cannot be reused, so a
+signal can never reach an unrelated process through them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import IO, Mapping, Optional, Sequence, Union
+from typing import IO, List, Mapping, Optional, Sequence, Union
 
 from .._native import process_alive  # zombie-aware: a dead child that is not reaped counts as dead
 from ..errors import SimulatorStartError
@@ -28,13 +34,13 @@ __all__ = ["SimulatorProcess", "TERM_GRACE", "describe_exit", "terminate"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Seconds a terminated simulator gets between SIGTERM (to the whole group) and SIGKILL.
+#: Seconds a terminated simulator gets between SIGTERM (to its whole session) and SIGKILL.
 TERM_GRACE = 1.0
 _POLL = 0.002  # waiting for an exit without reaping has no blocking call: poll
 
 
 class SimulatorProcess:
-    """One launched simulator, the leader of its own process group."""
+    """One launched simulator, the leader of its own session."""
 
     def __init__(self, argv: Sequence[str], cwd: Optional[PathLike], env: Mapping[str, str]) -> None:
         # stderr goes to a file rather than a pipe: nobody has to drain it,
@@ -74,19 +80,19 @@ class SimulatorProcess:
         return status
 
     def stop(self, grace: float = TERM_GRACE) -> int:
-        """Terminates the whole group — SIGTERM, then SIGKILL after ``grace`` seconds — and reaps the
+        """Terminates the whole session — SIGTERM, then SIGKILL after ``grace`` seconds — and reaps the
         leader. Returns its exit status. Idempotent; an interrupt (Ctrl-C) while it waits skips
-        straight to SIGKILL, so the group never outlives this call."""
+        straight to SIGKILL, so the session never outlives this call."""
         if self._returncode is not None:
             return self._returncode
         try:
             if self.exit_status() is None:
-                self._signal_group(signal.SIGTERM)
+                self._signal_session(signal.SIGTERM)
                 self.wait_exit(grace)
         finally:
-            # Whatever is left of the group (the solver under a wrapper that
-            # already exited, MPI ranks) goes now; the zombie leader still holds the group id.
-            self._signal_group(signal.SIGKILL)
+            # Whatever is left of the session (the solver under a wrapper that
+            # already exited, MPI ranks) goes now; the zombie leader still holds the session id.
+            self._signal_session(signal.SIGKILL)
             self._returncode = self._popen.wait()
         return self._returncode
 
@@ -101,17 +107,60 @@ class SimulatorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def close(self) -> None:
-        """Stops the group if it still runs and lets go of the stderr file."""
+        """Stops the session if it still runs and lets go of the stderr file."""
         try:
             self.stop(0.0 if self.exit_status() is not None else TERM_GRACE)
         finally:
             self._stderr.close()
 
-    def _signal_group(self, signum: int) -> None:
+    def _signal_session(self, signum: int) -> None:
+        """Signals the leader's process group and every other process of its session."""
         try:
             os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass  # nobody left in the group (PermissionError: only a setuid member, not ours to kill)
+        for pid in _session_members(self.pid):
+            _signal_if_in_session(pid, self.pid, signum)
+
+
+def _session_of(pid: int) -> Optional[int]:
+    """The session id of ``pid`` (field 6 of /proc/PID/stat), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+            return int(stat.read().rsplit(b")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _session_members(session: int) -> List[int]:
+    """The processes of ``session`` other than its leader, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != session and _session_of(int(entry)) == session:
+            members.append(int(entry))
+    return members
+
+
+def _signal_if_in_session(pid: int, session: int, signum: int) -> None:
+    """Signals ``pid`` if it is (still) in ``session``. Through a pidfd where the kernel has them: the
+    pid is checked and signalled as one and the same process, never a newcomer that reused the number."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        handle = None  # no pidfd (Linux < 5.3): a pid reused between the scan and here is the risk left
+    try:
+        if _session_of(pid) != session:
+            return
+        if handle is None:
+            os.kill(pid, signum)
+        else:
+            signal.pidfd_send_signal(handle, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # gone meanwhile, or a setuid member
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 def terminate(pid: int, grace: float = TERM_GRACE) -> None:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -295,19 +295,42 @@ def test_a_2ms_timeout_fires_on_a_10ms_evaluation(faulty_sim: Path, fault_table:
 # ---- 7. process groups: wrapper scripts and process trees -------------------------------------------
 
 
-def solver_tree(scripts: Scripts, pids: Path, seconds: float = 60) -> List[str]:
-    """``sh run.sh``-style: a shell that starts a helper "rank" in the background and the solver in the
-    foreground (not exec'd), so that killing the direct child alone would orphan both."""
+def tree_members(scripts: Scripts, pids: Path, seconds: float = 60) -> Tuple[Path, Path]:
+    """Two scripts: a helper "rank" that sleeps, and the solver, which waits for the rank to be there
+    (so that the tree is complete before the simulator attaches). Each records its pid in ``pids``."""
     rank = scripts.write(f"open({str(pids)!r}, 'a').write(f'rank {{os.getpid()}}\\n'); time.sleep(600)\n")
     solver = scripts.write(
         f"""
         while "rank" not in (open({str(pids)!r}).read() if os.path.exists({str(pids)!r}) else ""):
-            time.sleep(0.005)  # the tree is complete before the simulator attaches
+            time.sleep(0.005)
         open({str(pids)!r}, "a").write(f"solver {{os.getpid()}}\\n")
         pybridge.serve(lambda x: time.sleep({seconds}) or float(x[0]) if x[0] > 0 else 0.0, n_params=1)
         """
     )
+    return rank, solver
+
+
+def solver_tree(scripts: Scripts, pids: Path, seconds: float = 60) -> List[str]:
+    """``sh run.sh``-style: a shell that starts a helper "rank" in the background and the solver in the
+    foreground (not exec'd), so that killing the direct child alone would orphan both."""
+    rank, solver = tree_members(scripts, pids, seconds)
     return ["sh", "-c", f"{sys.executable} {rank} & {sys.executable} {solver}; echo wrapper-done"]
+
+
+def launcher_tree(scripts: Scripts, pids: Path) -> List[str]:
+    """``mpirun``-style: a launcher that puts each process it starts in a process group of its own (Open
+    MPI does so with its ranks) and passes no signal on, so that signalling the launcher's group reaches
+    neither the helper "rank" nor the solver."""
+    members = tree_members(scripts, pids)
+    launcher = scripts.write(
+        f"""
+        import subprocess
+        for script in {tuple(str(member) for member in members)!r}:
+            child = subprocess.Popen([sys.executable, script], preexec_fn=os.setpgrp)
+        child.wait()
+        """
+    )
+    return [sys.executable, str(launcher)]
 
 
 def recorded_pids(pids: Path) -> List[int]:
@@ -335,6 +358,28 @@ def test_close_terminates_the_whole_process_tree(scripts: Scripts) -> None:
     started = recorded_pids(pids)
     assert len(started) == 2
     assert wait_until(lambda: not any(alive(pid) for pid in started), 5.0)
+
+
+@pytest.mark.parametrize("ending", ["timeout", "close"])
+def test_processes_in_groups_of_their_own_are_terminated_too(scripts: Scripts, ending: str) -> None:
+    pids = scripts.dir / "pids"
+    sim = pybridge.Simulator(launcher_tree(scripts, pids), timeout=0.3, close_timeout=0.2)
+    try:
+        assert sim([0.0]) == 0.0
+        if ending == "timeout":
+            with pytest.raises(EvaluationTimeout):
+                sim([1.0])
+    finally:
+        sim.close()
+    started = recorded_pids(pids)
+    assert len(started) == 2
+    try:
+        assert wait_until(lambda: not any(alive(pid) for pid in started), 5.0), \
+            f"left running: {[pid for pid in started if alive(pid)]}"  # fmt: skip
+    finally:
+        for pid in started:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_ctrl_c_reaches_the_driver_only_and_the_simulator_stays_usable(faulty_sim: Path, scripts: Scripts) -> None:
