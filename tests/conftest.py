@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -39,6 +41,25 @@ def no_leaked_channels() -> Iterator[None]:
     yield
     leaked = our_shm_entries() - before
     assert not leaked, f"this test leaked {sorted(leaked)} in /dev/shm"
+
+
+@pytest.fixture(scope="session")
+def toolchain() -> Callable[[str, str], str]:
+    """``toolchain(program, debian_packages)``: the program's path, or a skip that says what to install.
+
+    .ci/run installs the compilers and sets PYBRIDGE_REQUIRE_TOOLCHAINS=1, under which a missing
+    program fails the test instead: CI must show the Fortran, MPI and Makefile tests run."""
+
+    def find(program: str, packages: str) -> str:
+        path = shutil.which(program)
+        if path is None:
+            message = f"no {program} on this machine (Debian: apt-get install {packages}; .ci/run installs it)"
+            if os.environ.get("PYBRIDGE_REQUIRE_TOOLCHAINS") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        return path
+
+    return find
 
 
 @pytest.fixture(scope="session")

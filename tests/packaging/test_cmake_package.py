@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -86,9 +87,11 @@ def test_pkg_config_build_of_a_c_simulator(tmp_path: Path) -> None:
     np.testing.assert_allclose(result.recovered, demo.TRUE_COEFFICIENTS, rtol=1e-6)
 
 
-def test_plain_cmake_build_of_the_repository(tmp_path: Path) -> None:
-    """People who vendor the shim build the same CMakeLists without pip, and install it."""
-    build, prefix = tmp_path / "build", tmp_path / "prefix"
+@pytest.fixture(scope="module")
+def prefix_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository built with plain CMake (no pip) and installed to a prefix, as for a system-wide
+    install: the route that keeps simulators independent of any Python environment."""
+    build, prefix = tmp_path_factory.mktemp("plain-build"), tmp_path_factory.mktemp("prefix")
     steps = [
         ["cmake", "-S", str(REPO), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DPYBRIDGE_EXAMPLES=OFF",
          f"-DCMAKE_INSTALL_PREFIX={prefix}"],
@@ -98,10 +101,49 @@ def test_plain_cmake_build_of_the_repository(tmp_path: Path) -> None:
     for step in steps:
         result = subprocess.run(step, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert list(prefix.glob("lib*/cmake/pybridge/pybridgeConfig.cmake"))
-    assert (prefix / "include" / "pybridge" / "pybridge.h").is_file()
-    assert list(prefix.glob(f"lib*/{SONAME}"))
     assert not list(build.glob("_native*"))  # no Python module outside a wheel build
+    return prefix
+
+
+def test_plain_cmake_install_of_the_repository(prefix_install: Path) -> None:
+    assert list(prefix_install.glob("lib*/cmake/pybridge/pybridgeConfig.cmake"))
+    assert (prefix_install / "include" / "pybridge" / "pybridge.h").is_file()
+    assert (prefix_install / "include" / "pybridge" / "pybridge.f90").is_file()
+    assert list(prefix_install.glob(f"lib*/{SONAME}")) and list(prefix_install.glob("lib*/libpybridge.a"))
+    assert {p.name for p in prefix_install.glob("lib*/pkgconfig/*.pc")} == {"pybridge.pc", "pybridge-static.pc"}
+
+
+def build_consumer(prefix: Path, build: Path, static: bool) -> Path:
+    consumer = REPO / "tests" / "packaging" / "consumers" / "find_package"
+    for step in (["cmake", "-S", str(consumer), "-B", str(build), "-DCONSUMER_LANG=C", f"-DCMAKE_PREFIX_PATH={prefix}",
+                  f"-DSTATIC={'ON' if static else 'OFF'}"], ["cmake", "--build", str(build)]):  # fmt: skip
+        result = subprocess.run(step, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return build / "consumer_sim"
+
+
+def test_a_simulator_linked_to_a_prefix_install_works_with_this_driver(prefix_install: Path, tmp_path: Path) -> None:
+    """The driver (this wheel's shim) and the simulator's shim (the prefix's) are two installs of the same
+    protocol version: they work together whatever their locations."""
+    exe = build_consumer(prefix_install, tmp_path / "build", static=False)
+    linked = subprocess.run(["ldd", str(exe)], capture_output=True, text=True, check=True).stdout
+    assert str(prefix_install) in linked and str(paths.lib_dir()) not in linked
+    with pybridge.Simulator([exe]) as sim:
+        assert sim([1.0, 2.0, 3.0]) == 14.0
+
+
+def test_a_statically_linked_simulator_outlives_the_install_it_was_built_against(
+    prefix_install: Path, tmp_path: Path
+) -> None:
+    """Rebuilding, moving or deleting the environment a simulator was built against must not break it:
+    with the static shim there is nothing to find at run time."""
+    prefix = tmp_path / "prefix"
+    shutil.copytree(prefix_install, prefix, symlinks=True)
+    exe = build_consumer(prefix, tmp_path / "build", static=True)
+    shutil.rmtree(prefix)  # the environment is gone
+    assert "libpybridge" not in subprocess.run(["ldd", str(exe)], capture_output=True, text=True).stdout
+    with pybridge.Simulator([exe]) as sim:
+        assert sim([1.0, 2.0, 3.0]) == 14.0
 
 
 def test_a_driver_written_in_c_runs_a_simulator(built_examples: Path, bundled) -> None:
