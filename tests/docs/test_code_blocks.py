@@ -8,7 +8,7 @@ line before a block says how, when the default does not fit:
 ``<!-- test: run [in DIR] [with skeleton NAME (...)] -->``
     Run the block (the default for ``sh`` and ``python``) in DIR.
 ``<!-- test: write PATH [with skeleton NAME (...)] -->``
-    The block is a file of a small project (``cpp``, ``c``, ``cmake``, ``make``).
+    The block is a file of a small project (``cpp``, ``c``, ``fortran``, ``cmake``, ``make``).
 ``<!-- test: output of: COMMAND -->``
     The block shows COMMAND's output: the test runs COMMAND and compares the shape
     (same lines, same words; numbers may differ).
@@ -117,7 +117,12 @@ SKELETONS: Dict[str, Callable[[str], str]] = {
 
 #: Projects a document builds, driven once from Python: executable -> (x, expected cost).
 ROUND_TRIPS = {
-    "README.md": {"cpp-sim/build/mysim": ([1.0, 2.0, 3.0], 14.0), "c-sim/mysim": ([1.0, 2.0, 3.0], 14.0)},
+    "README.md": {
+        "cpp-sim/build/mysim": ([1.0, 2.0, 3.0], 14.0),
+        "c-sim/mysim": ([1.0, 2.0, 3.0], 14.0),
+        "f-sim/build/mysim": ([1.0, 2.0, 3.0], 14.0),
+        "f-sim/mysim-make": ([1.0, 2.0, 3.0], 14.0),
+    },
 }
 
 

@@ -1,5 +1,5 @@
 """The consumer matrix: simulators in C, C++, Fortran and Python, built every way the README offers
-(find_package, pkg-config with a plain Makefile, add_subdirectory, the static shim) and each driven
+(find_package, pkg-config with a plain Makefile, add_subdirectory, FetchContent, the static shim) and each driven
 from Python through one round trip. Like preCICE's solver dummies: a consumer that builds but does not
 talk is a failure too.
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Callable, List
 
@@ -89,6 +90,20 @@ def test_add_subdirectory(needs: Callable[[str], None], language: str, tmp_path:
     # Not the top project: pybridge's examples, tests and Python module are not built.
     assert not (build / "pybridge" / "examples").exists()
     assert not list((build / "pybridge").glob("_native*"))
+    round_trip([str(exe)])
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_fetch_content(needs: Callable[[str], None], language: str, tmp_path: Path) -> None:
+    """FetchContent from a source archive (what a release tarball holds of the C/C++ side), static shim."""
+    needs(language)
+    archive = tmp_path / "pybridge-src.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for part in ("CMakeLists.txt", "pyproject.toml", "cmake", "cpp"):
+            tar.add(REPO / part, arcname=f"pybridge-src/{part}")
+    exe = cmake_build(CONSUMERS / "fetch_content", tmp_path / "build", f"-DCONSUMER_LANG={LANGUAGES[language]}",
+                      f"-DPYBRIDGE_ARCHIVE={archive}")  # fmt: skip
+    assert "libpybridge" not in linked_libraries(exe)
     round_trip([str(exe)])
 
 
