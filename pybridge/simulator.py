@@ -133,7 +133,10 @@ class Simulator(_native.FastCall):
         at once (lowest CPU use, slowest round trips).
     cwd, env:
         Working directory and environment of the launched process (default:
-        ours). ``PYBRIDGE_CHANNEL`` is added to ``env``.
+        ours). ``PYBRIDGE_CHANNEL`` is added to ``env``, and
+        ``OMPI_MCA_odls_base_sigkill_timeout=0`` unless ``env`` sets it (an
+        Open MPI job then ends at once when one of its ranks dies, instead of
+        a second later).
     close_timeout:
         Seconds :meth:`close` waits for the simulator to leave its loop before
         its session is terminated.
