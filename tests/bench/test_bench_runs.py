@@ -33,3 +33,19 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     assert len(pool["overhead_us"]) == 5 and all(us > 0 for us in pool["overhead_us"].values())
     assert pool["speedup"]["one_s"] > 0 and pool["differential_evolution"]["evaluations"] > 0
     assert "| target | measured | bound | met |" in run.stdout
+
+
+def test_the_model_time_measurement_runs(tmp_path: Path) -> None:
+    """benchmarks/model_time.py (issue 10's measurement): a row per model time and spin_us, with
+    added times that are small next to the model's and CPU shares between 0 and 1."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "model_time.py"
+    out = subprocess.run([sys.executable, str(script), "--quick", "--spin-us", "500,0"], capture_output=True,
+                         text=True, check=True, cwd=tmp_path, timeout=120).stdout  # fmt: skip
+    rows = [line.split("|")[1:-1] for line in out.splitlines()[2:]]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        (f"{t} ms", s) for t in ("0.2", "1", "5", "50") for s in ("500", "0")
+    ]
+    for model, _, median, _, _, driver, _ in rows:
+        added_us = float(median.split()[0])
+        assert -5 < added_us < 0.5 * float(model.split()[0]) * 1000, (model, median)  # the model's time is subtracted
+        assert 0 <= float(driver.strip().rstrip("%")) <= 100
