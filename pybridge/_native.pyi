@@ -95,7 +95,7 @@ class DriverPort:
     allow_nonfinite: bool
     def __init__(self, name: str, doorbell: str | None, poll_seconds: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
-    def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, max_batch: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex) -> None:
+    def accept(self, n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, max_batch: typing.SupportsInt | typing.SupportsIndex, spin_us: typing.SupportsInt | typing.SupportsIndex, forecast: bool = True) -> None:
         ...
     def batch_values(self, kind: typing.SupportsInt | typing.SupportsIndex) -> typing.Any:
         """

@@ -131,6 +131,12 @@ class Simulator(_native.FastCall):
         slowly), at the price of up to this much CPU per wait; waits that
         keep outlasting it fall back to short spins by themselves. 0 blocks
         at once (lowest CPU use, slowest round trips).
+    forecast:
+        For evaluations of milliseconds: wait for a reply by blocking until
+        shortly before the time recent replies suggest, then spinning through
+        it (a few per cent of a core instead of a wake-up per evaluation; see
+        docs/performance.md). False keeps plain spin-then-block. No effect
+        with ``spin_us=0``.
     cwd, env:
         Working directory and environment of the launched process (default:
         ours). ``PYBRIDGE_CHANNEL`` is added to ``env``, and
@@ -159,6 +165,7 @@ class Simulator(_native.FastCall):
         allow_nonfinite: bool = False,
         max_batch: Optional[int] = None,
         spin_us: int = DEFAULT_SPIN_US,
+        forecast: bool = True,
         cwd: Optional[PathLike] = None,
         env: Optional[Mapping[str, str]] = None,
         close_timeout: float = 5.0,
@@ -176,6 +183,7 @@ class Simulator(_native.FastCall):
         if isinstance(spin_us, bool) or not isinstance(spin_us, (int, np.integer)) or not 0 <= spin_us < 2**32:
             raise ValueError(f"spin_us must be a whole number of microseconds >= 0, not {spin_us!r}")
         self.spin_us = int(spin_us)
+        self.forecast = bool(forecast)
         self._argv = None if command is None else _argv(command)
         self._cwd = cwd
         self._env = env
@@ -732,7 +740,7 @@ class Simulator(_native.FastCall):
                 stderr_tail=self.stderr_tail(),
             ) from None
         n_params, n_residuals, max_batch = self._reconcile(declaration)
-        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us, max_batch)
+        session.channel.accept(n_params, n_residuals, declaration.capabilities, self.spin_us, max_batch, self.forecast)
         if self._agreed is None:
             self._agreed = (n_params, n_residuals, declaration.capabilities, max_batch)
             # A restarted simulator must take the same shape, whoever named it first.

@@ -41,7 +41,7 @@ void bind_driver_port(py::module_ &m) {
         .def("wait_declaration", &DriverPort::wait_declaration, py::arg("slice_seconds"))
         .def("reject", &DriverPort::reject, py::arg("reason"))
         .def("accept", &DriverPort::accept, py::arg("n_params"), py::arg("n_residuals"), py::arg("capabilities"),
-             py::arg("max_batch"), py::arg("spin_us"))
+             py::arg("max_batch"), py::arg("spin_us"), py::arg("forecast") = true)
         .def("shutdown", &DriverPort::shutdown)
         .def("send", &DriverPort::send, py::arg("x"), py::arg("kind"))
         .def("start", &DriverPort::start, py::arg("x"), py::arg("kind"),

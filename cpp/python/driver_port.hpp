@@ -65,8 +65,10 @@ public:
                               declaration.max_batch, pid);
     }
     void reject(const std::string &reason) { check(pybridge_driver_reject(open(), reason.c_str())); }
-    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t max_batch, uint32_t spin_us) {
+    void accept(uint32_t n_params, uint32_t n_residuals, uint32_t capabilities, uint32_t max_batch, uint32_t spin_us,
+                bool forecast) {
         check(pybridge_driver_accept(open(), n_params, n_residuals, capabilities, max_batch, spin_us));
+        check(pybridge_driver_set_forecast(open(), forecast ? 1 : 0));
         pybridge_driver_shape(d_, &n_params_, &n_residuals_, &capabilities_, &max_batch_);
         params_ = pybridge_driver_params(d_);
     }

@@ -56,6 +56,7 @@ struct pybridge_channel {
     uint32_t pending_kind = 0;
     uint32_t pending_count = 0;
     pybridge::detail::SpinPolicy spin;
+    pybridge::detail::Forecast forecast;  // of the gap between requests
     char error[1024] = "";  // fixed size: reporting an error must not allocate
 
     // The watchdog (see pybridge_channel_set_watchdog) and what it shares with the serving thread.
@@ -381,19 +382,24 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
         return load(h->request_seq) > ch->last_seq || load(h->state) == PYBRIDGE_STATE_CLOSED;
     };
     ch->in_wait.store(true, std::memory_order_relaxed);  // read by the watchdog every 100 ms: no fence needed
-    // Spin once, at the start; later liveness periods of a long wait only block.
+    // As planned from the gaps between recent requests (the driver's own work): spin-then-block
+    // when they were short, block-spin-block around the expected time when they were long; the
+    // driver's liveness is checked between slices.
     const auto started = pybridge::detail::Clock::now();
-    bool done = pybridge::detail::spin(ready, ch->spin, started);
-    while (!done) {
-        done = pybridge::detail::block(ready, h->simulator_sleeping, ch->request_sem, kLivenessPeriod);
-        if (done) break;
+    const auto plan = ch->forecast.plan(started, ch->spin);
+    const int64_t slice = std::chrono::duration_cast<std::chrono::nanoseconds>(kLivenessPeriod).count();
+    bool done;
+    while (!(done = pybridge::detail::wait_planned(ready, plan, ch->forecast, h->simulator_sleeping, ch->request_sem,
+                                                   slice))) {
         if (!process_alive(ch->driver_pid)) {
             ch->in_wait.store(false, std::memory_order_relaxed);
             return driver_gone(ch);
         }
     }
     ch->in_wait.store(false, std::memory_order_relaxed);
-    ch->spin.record(pybridge::detail::nanoseconds_since(started));
+    const int64_t waited = pybridge::detail::nanoseconds_since(started);
+    ch->spin.record(waited);
+    ch->forecast.record(waited);
     if (load(h->state) == PYBRIDGE_STATE_CLOSED) return PYBRIDGE_CLOSED;
     const uint64_t seq = load(h->request_seq);
     const uint32_t kind = h->request_kind;

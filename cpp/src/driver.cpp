@@ -48,6 +48,9 @@ struct pybridge_driver {
     bool spun = false;  // its one spin is spent
     pybridge::detail::Clock::time_point sent_at{};
     pybridge::detail::SpinPolicy spin;
+    pybridge::detail::Forecast forecast;  // of the time from request to reply
+    pybridge::detail::Forecast::Plan plan{};  // of the pending request's wait
+    bool forecasting = true;                  // pybridge_driver_set_forecast
     char reply_error[PYBRIDGE_ERROR_TEXT_SIZE] = "";
     char error[1024] = "";
 
@@ -152,7 +155,9 @@ void set_state(pybridge_driver *d, uint32_t state) {
 bool answered(const pybridge_driver *d) { return load_acquire(d->header()->reply_seq) == d->seq; }
 
 void record_answer(pybridge_driver *d) {
-    d->spin.record(pybridge::detail::nanoseconds_since(d->sent_at));
+    const int64_t waited = pybridge::detail::nanoseconds_since(d->sent_at);
+    d->spin.record(waited);
+    d->forecast.record(waited);
     d->outcome = PYBRIDGE_OUTCOME_ANSWERED;
 }
 
@@ -214,6 +219,7 @@ int send_request(pybridge_driver *d, uint32_t kind, uint32_t count, const double
     pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
     d->sent_at = pybridge::detail::Clock::now();
     d->spun = false;
+    d->plan = d->forecast.plan(d->sent_at, d->spin, d->forecasting);
     d->outcome = PYBRIDGE_OUTCOME_PENDING;
     return PYBRIDGE_OK;
 }
@@ -391,15 +397,17 @@ int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) {
     if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_OK;
     if (d->outcome != PYBRIDGE_OUTCOME_PENDING) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no request to wait for");
     const auto ready = [d] { return answered(d); };
-    bool done = !d->spun && pybridge::detail::spin(ready, d->spin, d->sent_at);
+    const bool done = pybridge::detail::wait_planned(ready, d->plan, d->forecast, d->header()->driver_sleeping,
+                                                     d->reply_sem, timeout_ns, PYBRIDGE_SLEEPING_ON_REPLY);
     d->spun = true;
-    if (!done) {
-        done = timeout_ns > 0 ? pybridge::detail::block(ready, d->header()->driver_sleeping, d->reply_sem,
-                                                        std::chrono::nanoseconds(timeout_ns), PYBRIDGE_SLEEPING_ON_REPLY)
-                              : ready();
-    }
     if (!done) return PYBRIDGE_TIMEOUT;
     record_answer(d);
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_set_forecast(pybridge_driver *d, int enabled) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    d->forecasting = enabled != 0;
     return PYBRIDGE_OK;
 }
 
@@ -436,6 +444,8 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
         pybridge_driver *d = drivers[i];
         if (d->outcome != PYBRIDGE_OUTCOME_PENDING || d->spun) continue;
         d->spun = true;
+        // A pool waits on all its simulators at once and keeps plain spin-then-block: a forecast
+        // wait per channel has no single time to wake at (left for later, see docs/performance.md).
         if (const int64_t spin_ns = d->spin.spin_ns(); spin_ns > 0) {
             spin_end = std::max(spin_end, d->sent_at + std::chrono::nanoseconds(spin_ns));
         }

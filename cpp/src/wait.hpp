@@ -7,18 +7,30 @@
 // waiter spins for a bounded time and then blocks; and it spins only while
 // recent waits were short enough for spinning to pay (see SpinPolicy).
 //
+// Between the two regimes (evaluations of 0.2-50 ms) neither pays: spinning
+// through a millisecond burns a core, blocking costs a wake-up per evaluation.
+// There a waiter forecasts the event from its recent waits (Forecast): it
+// blocks until shortly before the expected time, spins through it, and blocks
+// again if the event is late. An early event still wakes it (its peer posts,
+// as for any blocked waiter): a wrong forecast costs a wake-up, never a hang.
+//
 // No lost wake-ups: the waiter raises its `sleeping` flag and re-checks the
 // condition (both seq_cst) before blocking; the poster publishes the
 // condition and then reads the flag (both seq_cst). One of them must see the
 // other's write, so either the waiter does not block or the poster posts.
 #pragma once
 
+#include <fcntl.h>
 #include <semaphore.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 
 #include "pybridge/protocol.h"
 
@@ -56,6 +68,7 @@ class SpinPolicy {
 public:
     explicit SpinPolicy(uint32_t budget_us = 0) noexcept { set_budget(budget_us); }
     void set_budget(uint32_t budget_us) noexcept { budget_ns_ = int64_t{budget_us} * 1000; }
+    int64_t budget_ns() const noexcept { return budget_ns_; }
     int64_t spin_ns() const noexcept { return hit_share_ >= kHitShareMin ? budget_ns_ : budget_ns_ / 16; }
     void record(int64_t waited_ns) noexcept {
         const int32_t hit = waited_ns <= budget_ns_ ? kOne : 0;
@@ -68,6 +81,111 @@ private:
     int64_t budget_ns_ = 0;
     int32_t hit_share_ = kOne;
 };
+
+// When the next event is expected, learned from the durations of recent waits
+// and from how late a timed block wakes up on this machine.
+//
+// The plan of a wait: block until `wake_at`, spin until `spin_end`, then block.
+// While recent waits were short (under 4 wake-ups' worth), or fewer than
+// kHistory/2 are known, it is plain spin-then-block (wake_at = started).
+// Otherwise the spin window is the middle half of recent waits (first to third
+// quartile), at most kMaxWindowShare of the median and kMaxWindowNs wide
+// around it, widened by one margin (the measured oversleep plus a guard) on
+// each side. The median event thus finds the waiter spinning; an event before
+// the window costs a wake-up (the peer posts, as for any blocked waiter), one
+// after it costs the window's spin and a wake-up. The caps keep the spinning
+// to a few per cent of a core whatever the jitter: 50 ms +-10 % would
+// otherwise spin 5 ms per wait.
+//
+// Two guards. Events that keep missing the window (a forecast gone stale)
+// shrink it to +-1 margin around the median until they land in it again. And
+// when more threads are runnable than there are cores, spinning takes a core
+// from the peer (or from whoever else needs it) and slows the very evaluation
+// it waits for: then the waiter only blocks, in every regime (pure blocking
+// is what a busy machine needs). The kernel's count of runnable threads
+// (/proc/loadavg) is read at most every 10 ms per thread.
+class Forecast {
+public:
+    static constexpr int kHistory = 16;
+
+    void record(int64_t waited_ns) noexcept {
+        history_[next_] = waited_ns;
+        next_ = (next_ + 1) % kHistory;
+        if (count_ < kHistory) ++count_;
+        last_ns_ = waited_ns;
+    }
+    // How late a timed block returned past the time it was asked for.
+    void record_oversleep(int64_t late_ns) noexcept { oversleep_ns_ += (std::max<int64_t>(late_ns, 0) - oversleep_ns_) / 8; }
+    // Whether the event came while the waiter spun in its window.
+    void record_window(bool caught) noexcept { caught_share_ += ((caught ? kOne : 0) - caught_share_) / 8; }
+    int64_t margin_ns() const noexcept { return oversleep_ns_ + oversleep_ns_ / 4 + kGuardNs; }
+
+    struct Plan {
+        Clock::time_point wake_at, spin_end;
+        bool forecast;  // false: plain spin-then-block
+    };
+    Plan plan(Clock::time_point started, const SpinPolicy &spin, bool enabled = true) const noexcept {
+        const int64_t margin = margin_ns();
+        if (spin.budget_ns() > 0 && cores_oversubscribed(started)) return {started, started, false};  // block only
+        if (enabled && spin.budget_ns() > 0 && count_ >= kHistory / 2 && last_ns_ > 4 * margin) {
+            int64_t sorted[kHistory];
+            std::copy(history_, history_ + count_, sorted);
+            std::sort(sorted, sorted + count_);
+            const int64_t median = sorted[count_ / 2];
+            if (sorted[count_ / 4] > 4 * margin) {
+                int64_t half = std::min<int64_t>(kMaxWindowNs, median / 100 * kMaxWindowShare) / 2;
+                if (caught_share_ < kOne / 4) half = 0;  // missing: just the margins around the median
+                const int64_t lo = std::max(sorted[count_ / 4], median - half);
+                const int64_t hi = std::min(sorted[(3 * count_) / 4], median + half);
+                return {started + std::chrono::nanoseconds(lo - margin), started + std::chrono::nanoseconds(hi + margin),
+                        true};
+            }
+        }
+        return {started, started + std::chrono::nanoseconds(spin.spin_ns()), false};
+    }
+
+private:
+    static constexpr int64_t kGuardNs = 10'000;
+    static constexpr int64_t kMaxWindowNs = 600'000;
+    static constexpr int64_t kMaxWindowShare = 12;  // per cent of the median
+    static constexpr int32_t kOne = 1 << 16;
+    int64_t history_[kHistory] = {};
+    int count_ = 0, next_ = 0;
+    int64_t last_ns_ = 0;
+    int64_t oversleep_ns_ = 60'000;  // until measured: a sleeping vCPU's wake-up here (../shared/MEASURED.md)
+    int32_t caught_share_ = kOne;
+
+    // More runnable threads than online cores, the caller included ("R/T" in /proc/loadavg)? Read at
+    // most every 10 ms per thread (a few microseconds each time), so that instant round trips stay
+    // sub-microsecond.
+    static bool cores_oversubscribed(Clock::time_point now) noexcept {
+        static const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+        thread_local Clock::time_point read_at{};
+        thread_local bool busy = false;
+        if (now - read_at < std::chrono::milliseconds(10)) return busy;
+        read_at = now;
+        char text[128];
+        const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return busy = false;
+        const ssize_t got = ::read(fd, text, sizeof text - 1);
+        ::close(fd);
+        long runnable = 0;
+        if (got > 0) text[got] = '\0';
+        busy = got > 0 && std::sscanf(text, "%*s %*s %*s %ld/", &runnable) == 1 && cores > 0 && runnable > cores;
+        return busy;
+    }
+};
+
+// Timed blocks of a forecast wake up late by the timer slack on top of the
+// wake-up itself: 50 us by default for a normal thread. Asked for once per
+// thread that forecasts; it only makes this thread's timers more punctual.
+inline void tighten_timer_slack() noexcept {
+    thread_local bool done = false;
+    if (!done) {
+        ::prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+        done = true;
+    }
+}
 
 // Post `sem` if the waiter announced it sleeps. Call after publishing.
 inline int wake(uint32_t &sleeping, sem_t *sem) noexcept {
@@ -94,14 +212,6 @@ bool spin_until(Ready ready, Clock::time_point spin_end) noexcept {
         if (ready()) return true;
         if ((i & 63) == 0 && Clock::now() >= spin_end) return false;  // the clock costs more than a pause
     }
-}
-
-// Spins until ready() holds, for at most policy.spin_ns(). True when ready.
-template <typename Ready>
-bool spin(Ready ready, const SpinPolicy &policy, Clock::time_point started) noexcept {
-    if (ready()) return true;
-    const int64_t spin_ns = policy.spin_ns();
-    return spin_ns > 0 && spin_until(ready, started + std::chrono::nanoseconds(spin_ns));
 }
 
 // The absolute CLOCK_REALTIME time `ns` from now, as sem_timedwait takes it.
@@ -137,6 +247,38 @@ bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds
     const bool done = wait_posted(ready, sem, deadline_after(slice.count()));
     __atomic_store_n(&sleeping, 0u, __ATOMIC_RELAXED);
     return done;
+}
+
+// One call of a planned wait (Forecast::Plan): blocks until plan.wake_at (an
+// early post still wakes it), spins until plan.spin_end, then blocks, for at
+// most block_ns of blocking in all. The phases are times, not steps, so the
+// caller may wait in slices (to check its peer, its deadline, its signals) and
+// each call carries on where the last stopped. With block_ns = 0 it never
+// blocks: it spins if the plan spins now, else it only looks.
+template <typename Ready>
+bool wait_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, uint32_t &sleeping, sem_t *sem,
+                  int64_t block_ns, uint32_t on = 1u) noexcept {
+    if (ready()) return true;
+    auto now = Clock::now();
+    const auto deadline = now + std::chrono::nanoseconds(std::max<int64_t>(block_ns, 0));
+    if (now < plan.wake_at) {
+        if (block_ns <= 0) return false;
+        tighten_timer_slack();
+        const auto until = std::min(plan.wake_at, deadline);
+        if (block(ready, sleeping, sem, until - now, on)) return true;
+        now = Clock::now();
+        if (until != plan.wake_at) return ready();  // this slice ended first
+        forecast.record_oversleep(std::chrono::duration_cast<std::chrono::nanoseconds>(now - plan.wake_at).count());
+    }
+    if (now < plan.spin_end) {
+        const bool caught = spin_until(ready, block_ns > 0 ? std::min(plan.spin_end, deadline) : plan.spin_end);
+        if (plan.forecast && (caught || Clock::now() >= plan.spin_end)) forecast.record_window(caught);
+        if (caught) return true;
+    }
+    if (block_ns <= 0) return ready();
+    now = Clock::now();
+    if (now >= deadline) return ready();
+    return block(ready, sleeping, sem, deadline - now, on);
 }
 
 inline int64_t nanoseconds_since(Clock::time_point started) noexcept {

@@ -153,16 +153,24 @@ class DriverChannel:
         return Declaration(n_params, n_residuals, Capability(capabilities), max_batch, self.simulator_pid)
 
     def accept(
-        self, n_params: int, n_residuals: int, capabilities: Capability, spin_us: int = 0, max_batch: int = 1
+        self,
+        n_params: int,
+        n_residuals: int,
+        capabilities: Capability,
+        spin_us: int = 0,
+        max_batch: int = 1,
+        forecast: bool = True,
     ) -> None:
         """Fixes the layout for this shape, grows the segment and lets requests flow.
 
         ``spin_us``: how long each side spins before blocking (0 = block at once). ``max_batch``:
         parameter vectors one request may carry (at most what the simulator declared).
+        ``forecast``: the driver's waits for replies of milliseconds block until shortly before the
+        forecast reply and spin through it (cpp/src/wait.hpp); False keeps plain spin-then-block.
         """
         layout = _native.layout(n_params, n_residuals, int(capabilities), max_batch)
         try:
-            self._port().accept(n_params, n_residuals, int(capabilities), max_batch, spin_us)
+            self._port().accept(n_params, n_residuals, int(capabilities), max_batch, spin_us, forecast)
         except ShimError as error:
             if error.code == Status.E_NO_SPACE:
                 shape = f"{n_params} parameters" + (f", {n_residuals} residuals" if n_residuals else "")

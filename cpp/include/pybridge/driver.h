@@ -131,12 +131,20 @@ PYBRIDGE_API int pybridge_driver_send(pybridge_driver *driver, uint32_t kind, co
 PYBRIDGE_API int pybridge_driver_send_batch(pybridge_driver *driver, uint32_t kind, uint32_t count,
                                             const double *params);
 
-/* Waits for the reply to the latest request. The first wait after a send
- * spins up to the spin budget (adaptive, see cpp/src/wait.hpp); then it blocks
- * on the channel's own reply semaphore for the rest of timeout_ns. timeout_ns = 0 spins at
- * most and never blocks. PYBRIDGE_OK once answered, PYBRIDGE_TIMEOUT if not
- * yet, PYBRIDGE_E_INVALID_ARGUMENT if nothing was sent. */
+/* Waits for the reply to the latest request, as planned at the send (see
+ * cpp/src/wait.hpp): while recent replies came within the spin budget, it
+ * spins up to the budget, then blocks on the channel's own reply semaphore;
+ * once they take milliseconds, it blocks until shortly before the forecast
+ * reply, spins through it, and blocks again if the reply is late. Several
+ * calls (slices) carry on one plan. timeout_ns bounds the blocking of this
+ * call; timeout_ns = 0 never blocks (it spins only if the plan spins now).
+ * PYBRIDGE_OK once answered, PYBRIDGE_TIMEOUT if not yet,
+ * PYBRIDGE_E_INVALID_ARGUMENT if nothing was sent. */
 PYBRIDGE_API int pybridge_driver_wait(pybridge_driver *driver, int64_t timeout_ns);
+
+/* Turns the forecast of pybridge_driver_wait on (the default) or off (plain
+ * spin-then-block whatever the replies take), from the next request on. */
+PYBRIDGE_API int pybridge_driver_set_forecast(pybridge_driver *driver, int enabled);
 
 /* Waits up to timeout_ns until any of count drivers has its reply, blocking
  * on the doorbell they share (create them with the same doorbell). An

@@ -7,7 +7,8 @@ evaluation, a persistent process over a pipe, a Unix socket, TCP loopback —
 next to the lower bounds: the same function called in-process through
 pybind11, an in-process numpy expression, and two C processes spinning on
 shared memory. Then end-to-end SciPy runs, the CPU burned while waiting
-for a slow simulator, and the pool: dispatch overhead against the standard
+for a slow simulator, evaluations of milliseconds (the time the wait adds, its CPU, abrupt changes,
+every core busy), and the pool: dispatch overhead against the standard
 process pools, 2 simulators against 1, differential evolution in parallel. Transports are measured interleaved, in rounds, so
 that drift hits all alike; every target is a ratio within this one run.
 
@@ -32,6 +33,7 @@ import numpy as np
 from .calibration import measure_calibration
 from .distributed import measure_dask
 from .measure import measure_end_to_end, measure_idle_cpu, measure_latency, measure_memcpy_8mb
+from .model_time import measure_model_time
 from .pool import measure_pool
 from .report import evaluate_targets, tables
 from .transports import SIZES
@@ -53,6 +55,7 @@ def run(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     results["end_to_end"] = measure_end_to_end(quick)
     log("CPU while waiting for 50 ms evaluations ...")
     results["idle_cpu"] = measure_idle_cpu(quick)
+    results["model_time"] = measure_model_time(quick, log)
     results["pool"] = measure_pool(quick, log)
     results["calibration"] = measure_calibration(quick, log)
     results["dask"] = measure_dask(quick, log)

@@ -36,6 +36,24 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
     default = results["idle_cpu"][f"spin {DEFAULT_SPIN_US} us, then block"]
     rows.append(("50 ms evaluations: driver CPU (% of a core)", default["driver_percent"], "<=", 2))
     rows.append(("50 ms evaluations: simulator CPU (% of a core)", default["simulator_percent"], "<=", 2))
+    model = results["model_time"]
+    blocking, spinning, forecast = "pure blocking (spin_us=0)", "pure spinning (spin_us=20000)", "forecast (default)"
+    for model_us in ("1000", "5000"):
+        rows_at = model["model_times"][model_us]
+        label = f"{int(model_us) / 1000:g} ms ±10 %"
+        rows.append((f"{label}: time the bridge adds, median (µs)", rows_at[forecast]["median_us"], "<=", 10))
+        for side in ("driver", "simulator"):
+            rows.append((f"{label}: {side} CPU beyond pure blocking (% of a core)",
+                         rows_at[forecast][f"{side}_percent"] - rows_at[blocking][f"{side}_percent"], "<=", 10))
+        floors.append((f"{label}: pure spinning (100 % of a core) adds, median (µs)", rows_at[spinning]["median_us"]))
+    rows.append(("50 ms ±10 %: driver CPU (% of a core)", model["model_times"]["50000"][forecast]["driver_percent"],
+                 "<=", 2))  # fmt: skip
+    for change, waits in model["abrupt"].items():
+        rows.append((f"model time {change}: added over the next 5, forecast / spin-then-block",
+                     waits[forecast]["mean_us"] / waits["spin-then-block (forecast=False)"]["mean_us"], "<=", 1))
+    busy = model["contention"]
+    rows.append(("every core busy, 1 ms: mean round trip, forecast / pure blocking",
+                 busy[forecast]["mean_round_trip_us"] / busy[blocking]["mean_round_trip_us"], "<=", 1))
     pool = results["pool"]
     overhead = pool["overhead_us"]
     rows.append(("pool dispatch: ProcessPoolExecutor / pybridge Pool, per evaluation",
@@ -85,6 +103,18 @@ def tables(results: dict) -> Iterator[str]:
     yield "|---|---:|---:|"
     for label, cpu in results["idle_cpu"].items():
         yield f"| {label} | {cpu['driver_percent']:.2f} % | {cpu['simulator_percent']:.2f} % |"
+    model = results["model_time"]
+    yield ("\n| model time (±10 %) | wait | added: median | p10 | p90 | driver CPU | simulator CPU beyond the model |")
+    yield "|---|---|---:|---:|---:|---:|---:|"
+    for model_us, waits in model["model_times"].items():
+        for wait, r in waits.items():
+            yield (f"| {int(model_us) / 1000:g} ms | {wait} | {r['median_us']:.1f} µs | {r['p10_us']:.1f} | "
+                   f"{r['p90_us']:.1f} | {r['driver_percent']:.1f} % | {r['simulator_percent']:.1f} % |")  # fmt: skip
+    for change, waits in model["abrupt"].items():
+        yield (f"model time {change}: the next 5 evaluations add " +
+               ", ".join(f"{r['mean_us']:.0f} µs ({wait})" for wait, r in waits.items()))  # fmt: skip
+    yield ("every core busy, 1 ms: mean round trip " +
+           ", ".join(f"{r['mean_round_trip_us']:.0f} µs ({wait})" for wait, r in model["contention"].items()))
     pool = results["pool"]
     yield "\n| dispatching trivial evaluations on 2 workers | µs per evaluation |"
     yield "|---|---:|"

@@ -1,0 +1,115 @@
+"""Evaluations of milliseconds for `pybridge bench`: the time the bridge adds, and the CPU it spends.
+
+The benchmark simulator computes (burns CPU) for x[0] microseconds and replies with its own wall time,
+which is subtracted from the round trip measured here. Model times of 0.2, 1, 5 and 50 ms with ±10 %
+uniform jitter, each through four waits in turn: the forecast (the default), plain spin-then-block
+(``forecast=False``, the wait before the forecast), pure blocking (``spin_us=0``), and pure spinning
+(``spin_us=20000``: the floor of this machine at 100 % CPU). Then the two ways a forecast can go wrong:
+a model time that changes abruptly (10x longer or shorter), and every core busy with other work.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ...simulator import Simulator
+from .measure import _cpu_seconds, _program
+
+__all__ = ["measure_model_time", "WAITS"]
+
+JITTER = 0.1
+MODEL_TIMES_US = {200: 1000, 1000: 600, 5000: 200, 50000: 30}  # model time: evaluations
+WAITS: Dict[str, Dict[str, Any]] = {
+    "forecast (default)": {},
+    "spin-then-block (forecast=False)": {"forecast": False},
+    "pure blocking (spin_us=0)": {"spin_us": 0},
+    "pure spinning (spin_us=20000)": {"spin_us": 20000, "forecast": False},
+}
+SPIN_FLOOR_UP_TO_US = 5000  # pure spinning beyond this would only burn a core for a long time
+AFTER_CHANGE = 5  # evaluations after an abrupt change that are counted
+
+
+def _simulator(options: Dict[str, Any]) -> Simulator:
+    return Simulator([_program("pybridge-bench-sim"), "--burn-x0"], n_params=2, **options)
+
+
+def _evaluate(sim: Simulator, model_us: "Sequence[float] | np.ndarray") -> Tuple[np.ndarray, np.ndarray, float, float, float]:
+    """(round trips µs, the model's own wall times µs, driver CPU s, simulator CPU s beyond its model,
+    wall s). Round trip minus model time is what the bridge added."""
+    assert sim.pid is not None
+    x = np.zeros(2)
+    trips, models = np.empty(len(model_us)), np.empty(len(model_us))
+    wall, cpu, peer = time.perf_counter(), time.process_time(), _cpu_seconds(sim.pid)
+    for i, us in enumerate(model_us):
+        x[0] = us
+        started = time.perf_counter_ns()
+        models[i] = sim(x)
+        trips[i] = (time.perf_counter_ns() - started) / 1e3
+    wall = time.perf_counter() - wall
+    return trips, models, time.process_time() - cpu, _cpu_seconds(sim.pid) - peer - float(models.sum()) / 1e6, wall
+
+
+def _jittered(model_us: float, count: int, rng: np.random.Generator) -> np.ndarray:
+    return model_us * (1 + JITTER * rng.uniform(-1, 1, count))
+
+
+def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    rng = np.random.default_rng(0)
+    results: Dict[str, Any] = {"jitter": JITTER, "model_times": {}, "abrupt": {}, "contention": {}}
+    for model_us, count in MODEL_TIMES_US.items():
+        log(f"evaluations of {model_us / 1000:g} ms ...")
+        count = max(10, count // 10) if quick else count
+        rows: Dict[str, Dict[str, float]] = {}
+        for wait, options in WAITS.items():
+            if "spinning" in wait and model_us > SPIN_FLOOR_UP_TO_US:
+                continue
+            with _simulator(options) as sim:
+                _evaluate(sim, [model_us] * (10 if quick else 20))  # the waits learn the model time
+                trips, models, driver_s, simulator_s, wall = _evaluate(sim, _jittered(model_us, count, rng))
+            added = trips - models
+            p10, median, p90 = np.percentile(added, [10, 50, 90])
+            rows[wait] = {"median_us": float(median), "p10_us": float(p10), "p90_us": float(p90),
+                          "mean_us": float(np.mean(added)), "driver_percent": 100 * driver_s / wall,
+                          "simulator_percent": 100 * simulator_s / wall}  # fmt: skip
+        results["model_times"][str(model_us)] = rows
+    log("abrupt changes of the model time ...")
+    cycles = 2 if quick else 8
+    for change, (before, after) in {"1 ms -> 10 ms": (1000, 10000), "10 ms -> 1 ms": (10000, 1000)}.items():
+        rows = {}
+        for wait in ("forecast (default)", "spin-then-block (forecast=False)"):
+            counted: List[float] = []
+            with _simulator(WAITS[wait]) as sim:
+                for _ in range(cycles):  # learn `before`, then count the first evaluations of `after`
+                    _evaluate(sim, _jittered(before, 20, rng))
+                    trips, models = _evaluate(sim, _jittered(after, AFTER_CHANGE, rng))[:2]
+                    counted += list(trips - models)
+            rows[wait] = {"mean_us": float(np.mean(counted))}
+        results["abrupt"][change] = rows
+    log("1 ms evaluations with every core busy ...")
+    # One CPU-bound process per core. The scheduler's delays make single means swing by +-30 % here, so
+    # the waits take turns over several rounds and the means are of all rounds together.
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        busy: Dict[str, List[np.ndarray]] = {"forecast (default)": [], "pure blocking (spin_us=0)": []}
+        for _ in range(1 if quick else 4):
+            for wait, rounds in busy.items():
+                with _simulator(WAITS[wait]) as sim:
+                    _evaluate(sim, [1000] * 20)
+                    trips, models = _evaluate(sim, _jittered(1000, 30 if quick else 200, rng))[:2]
+                rounds.append(np.stack([trips, models]))
+        for wait, rounds in busy.items():
+            trips, models = np.concatenate(rounds, axis=1)
+            # The whole round trip: a spinning driver slows the model itself down when cores are short.
+            results["contention"][wait] = {"mean_round_trip_us": float(np.mean(trips)),
+                                           "mean_model_us": float(np.mean(models))}  # fmt: skip
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    return results
