@@ -1,0 +1,64 @@
+"""The forecast wait (cpp/src/wait.hpp): a wrong forecast costs a wake-up, never a wrong value, a hang or a
+late timeout. The benchmark simulator computes for x[0] microseconds and answers its own wall time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import pybridge
+from pybridge.cli.bench.measure import _program
+from pybridge.errors import EvaluationTimeout
+
+
+def simulator(**options: object) -> pybridge.Simulator:
+    return pybridge.Simulator([_program("pybridge-bench-sim"), "--burn-x0"], n_params=2, **options)
+
+
+def timed(sim: pybridge.Simulator, model_us: float) -> "tuple[float, float]":
+    """(round trip in µs, the model's own wall time in µs)."""
+    started = time.perf_counter()
+    model = sim(np.array([model_us, 0.0]))
+    return (time.perf_counter() - started) * 1e6, model
+
+
+def test_an_early_reply_wakes_the_waiter_at_once() -> None:
+    with simulator() as sim:
+        for _ in range(16):
+            timed(sim, 20_000)  # the forecast now expects 20 ms
+        trip, model = timed(sim, 500)
+    assert 500 <= model < 5_000
+    assert trip < model + 5_000, f"a {model:.0f} us evaluation took {trip:.0f} us: held until the forecast"
+
+
+def test_a_reply_later_than_the_window_is_received() -> None:
+    with simulator() as sim:
+        for _ in range(16):
+            timed(sim, 2_000)
+        trip, model = timed(sim, 20_000)
+        assert model >= 20_000 and model <= trip < model + 5_000
+        assert [round(timed(sim, 2_000)[1] / 1000) for _ in range(3)] == [2, 2, 2]  # and it keeps serving
+
+
+def test_a_timeout_fires_on_time_while_forecasting() -> None:
+    with simulator(timeout=0.05) as sim:
+        for _ in range(16):
+            timed(sim, 10_000)
+        started = time.perf_counter()
+        with pytest.raises(EvaluationTimeout):
+            timed(sim, 500_000)
+        assert time.perf_counter() - started < 0.05 + 0.03
+
+
+@pytest.mark.parametrize("options", [{}, {"forecast": False}, {"spin_us": 0}])
+def test_every_wait_returns_the_same_values(options: dict) -> None:
+    """Jittered milliseconds through each wait: each answer is its own evaluation's (the model time the
+    simulator measured is close to the one asked for), whatever the wait did."""
+    rng = np.random.default_rng(1)
+    with simulator(**options) as sim:
+        assert sim.forecast is options.get("forecast", True)
+        for asked in rng.uniform(200, 3_000, 40):
+            trip, model = timed(sim, asked)
+            assert asked <= model < asked + 2_000 and trip >= model
