@@ -99,7 +99,7 @@ private:
 //
 // Two guards. Events that keep missing the window (a forecast gone stale)
 // shrink it to +-1 margin around the median until they land in it again. And
-// when more threads are runnable than there are cores, spinning takes a core
+// when more threads are runnable than there are cores (besides the waiter), spinning takes a core
 // from the peer (or from whoever else needs it) and slows the very evaluation
 // it waits for: then the waiter only blocks, in every regime (pure blocking
 // is what a busy machine needs). The kernel's count of runnable threads
@@ -155,9 +155,10 @@ private:
     int64_t oversleep_ns_ = 60'000;  // until measured: a sleeping vCPU's wake-up here (../shared/MEASURED.md)
     int32_t caught_share_ = kOne;
 
-    // More runnable threads than online cores, the caller included ("R/T" in /proc/loadavg)? Read at
-    // most every 10 ms per thread (a few microseconds each time), so that instant round trips stay
-    // sub-microsecond.
+    // More runnable threads than online cores, not counting the caller ("R/T" in /proc/loadavg counts
+    // it)? The peer computing and the caller spinning already fill two cores; one more runnable thread
+    // (a kernel worker, a moment's work) is normal and does not count. Read at most every 10 ms per
+    // thread (a few microseconds each time), so that instant round trips stay sub-microsecond.
     static bool cores_oversubscribed(Clock::time_point now) noexcept {
         static const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
         thread_local Clock::time_point read_at{};
@@ -171,7 +172,7 @@ private:
         ::close(fd);
         long runnable = 0;
         if (got > 0) text[got] = '\0';
-        busy = got > 0 && std::sscanf(text, "%*s %*s %*s %ld/", &runnable) == 1 && cores > 0 && runnable > cores;
+        busy = got > 0 && std::sscanf(text, "%*s %*s %*s %ld/", &runnable) == 1 && cores > 0 && runnable > cores + 1;
         return busy;
     }
 };
