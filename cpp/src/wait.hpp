@@ -99,11 +99,12 @@ private:
 //
 // Two guards. Events that keep missing the window (a forecast gone stale)
 // shrink it to +-1 margin around the median until they land in it again. And
-// when more threads are runnable than there are cores (besides the waiter), spinning takes a core
+// when more threads are runnable than there are cores, spinning takes a core
 // from the peer (or from whoever else needs it) and slows the very evaluation
 // it waits for: then the waiter only blocks, in every regime (pure blocking
 // is what a busy machine needs). The kernel's count of runnable threads
-// (/proc/loadavg) is read at most every 10 ms per thread.
+// (/proc/loadavg) is sampled at most every 10 ms per thread, and a majority
+// of recent samples decides.
 class Forecast {
 public:
     static constexpr int kHistory = 16;
@@ -155,25 +156,29 @@ private:
     int64_t oversleep_ns_ = 60'000;  // until measured: a sleeping vCPU's wake-up here (../shared/MEASURED.md)
     int32_t caught_share_ = kOne;
 
-    // More runnable threads than online cores, not counting the caller ("R/T" in /proc/loadavg counts
-    // it)? The peer computing and the caller spinning already fill two cores; one more runnable thread
-    // (a kernel worker, a moment's work) is normal and does not count. Read at most every 10 ms per
-    // thread (a few microseconds each time), so that instant round trips stay sub-microsecond.
+    // Is the machine oversubscribed: more runnable threads than online cores ("R/T" in /proc/loadavg,
+    // the caller included)? One sample is not enough: a kernel worker next to a driver and a simulator
+    // that fill a 2-core machine makes three for a moment, while another job on the node keeps the
+    // count high from either side's view. So the samples (at most one per 10 ms per thread, a few
+    // microseconds each, so that instant round trips stay sub-microsecond) feed a moving share, and
+    // the machine counts as busy while more than half of the recent ones were.
     static bool cores_oversubscribed(Clock::time_point now) noexcept {
         static const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
         thread_local Clock::time_point read_at{};
-        thread_local bool busy = false;
-        if (now - read_at < std::chrono::milliseconds(10)) return busy;
-        read_at = now;
-        char text[128];
-        const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return busy = false;
-        const ssize_t got = ::read(fd, text, sizeof text - 1);
-        ::close(fd);
-        long runnable = 0;
-        if (got > 0) text[got] = '\0';
-        busy = got > 0 && std::sscanf(text, "%*s %*s %*s %ld/", &runnable) == 1 && cores > 0 && runnable > cores + 1;
-        return busy;
+        thread_local int32_t busy_share = -1;  // no sample yet: the first one decides alone
+        if (now - read_at >= std::chrono::milliseconds(10)) {
+            read_at = now;
+            char text[128];
+            long runnable = 0;
+            const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+            const ssize_t got = fd < 0 ? -1 : ::read(fd, text, sizeof text - 1);
+            if (fd >= 0) ::close(fd);
+            if (got > 0) text[got] = '\0';
+            const bool busy = got > 0 && std::sscanf(text, "%*s %*s %*s %ld/", &runnable) == 1 && cores > 0 &&
+                              runnable > cores;
+            busy_share = busy_share < 0 ? (busy ? kOne : 0) : busy_share + ((busy ? kOne : 0) - busy_share) / 8;
+        }
+        return busy_share > kOne / 2;
     }
 };
 
