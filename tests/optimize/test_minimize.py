@@ -18,7 +18,11 @@ BOX = {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}
 
 @pytest.mark.parametrize(
     "method, tolerance",
-    [("Nelder-Mead", 1e-3), ("L-BFGS-B", 1e-4), ("SLSQP", 2e-3), ("trust-constr", 1e-4), ("Powell", 1e-3),
+    [("Nelder-Mead", 1e-3), ("L-BFGS-B", 1e-4), ("SLSQP", 2e-3),
+     # SciPy 1.17's trust-constr remarks on its quasi-Newton update once the gradient stops changing at the
+     # minimum; a remark to its user, not a failure.
+     pytest.param("trust-constr", 1e-4, marks=pytest.mark.filterwarnings("ignore:delta_grad == 0.0:UserWarning")),
+     ("Powell", 1e-3),
      pytest.param("COBYQA", 1e-3, marks=pytest.mark.skipif(
          tuple(map(int, scipy.__version__.split(".")[:2])) < (1, 14), reason="COBYQA arrived in SciPy 1.14")),
      ("differential_evolution", 1e-4), ("shgo", 1e-3), ("dual_annealing", 1e-3), ("direct", 1e-3)],
