@@ -36,6 +36,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Seconds a terminated simulator gets between SIGTERM (to its whole session) and SIGKILL.
 TERM_GRACE = 1.0
+#: Seconds stop() waits, after SIGKILL, for the session's members to die (a process stuck in the
+#: kernel, state D, can outlast it; that is the only case).
+KILL_WAIT = 2.0
 #: Added to a launched simulator's environment unless the caller's environment sets them. When one rank
 #: of an Open MPI job dies, mpirun waits odls_base_sigkill_timeout (1 s) before it kills the others, and
 #: only then does rank 0, the one attached, disappear: measured here, SimulatorCrashed came 1.02-1.04 s
@@ -100,6 +103,11 @@ class SimulatorProcess:
             # already exited, MPI ranks) goes now; the zombie leader still holds the session id.
             self._signal_session(signal.SIGKILL)
             self._returncode = self._popen.wait()
+            # SIGKILL is delivered, not done: a rank may still be running for a moment after its launcher
+            # is reaped (seen under mpirun). Wait until every member has died (exited, or a zombie).
+            deadline = time.monotonic() + KILL_WAIT
+            while _session_members(self.pid, running_only=True) and time.monotonic() < deadline:
+                time.sleep(_POLL)
         return self._returncode
 
     def stderr_tail(self, lines: int) -> str:
@@ -129,21 +137,29 @@ class SimulatorProcess:
             _signal_if_in_session(pid, self.pid, signum)
 
 
-def _session_of(pid: int) -> Optional[int]:
-    """The session id of ``pid`` (field 6 of /proc/PID/stat), or None if it is gone."""
+def _session_of(pid: int, running_only: bool = False) -> Optional[int]:
+    """The session id of ``pid`` (field 6 of /proc/PID/stat), or None if it is gone (``running_only``:
+    or dead, a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-            return int(stat.read().rsplit(b")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    if running_only and fields[0] in (b"Z", b"X"):
+        return None
+    try:
+        return int(fields[3])
+    except (IndexError, ValueError):
         return None
 
 
-def _session_members(session: int) -> List[int]:
-    """The processes of ``session`` other than its leader, read from /proc."""
+def _session_members(session: int, running_only: bool = False) -> List[int]:
+    """The processes of ``session`` other than its leader, read from /proc (``running_only``: not
+    those that have died and wait to be reaped)."""
     members = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != session and _session_of(int(entry)) == session:
+        if entry.isdigit() and int(entry) != session and _session_of(int(entry), running_only) == session:
             members.append(int(entry))
     return members
 
