@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header', 'wait_any']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header', 'wait_any']
 class SimulatorChannel:
     """
     The simulator's end of a channel (pybridge_channel_*).
@@ -194,6 +194,33 @@ class FastCall:
         (cost, gradient) at x, for scipy.optimize.minimize(..., jac=True).
         
         The gradient is a fresh array: the next evaluation does not overwrite it.
+        """
+class Recorder:
+    """
+    Recorder(simulator, n, offset, width, lower, upper, scaled, on_due, on_failure, fallback)
+    
+    A calibration's cost function on one Simulator, with its records kept in columns (pybridge/optimize/calibration.py).
+    """
+    @staticmethod
+    def __new__(type, *args, **kwargs):
+        """
+        Create and return a new object.  See help(type) for accurate signature.
+        """
+    def __call__(self, *args, **kwargs):
+        """
+        Call self as a function.
+        """
+    def callback(self, intermediate_result):
+        """
+        SciPy's per-iteration callback (an OptimizeResult, or the point alone).
+        """
+    def iteration(self, z, cost):
+        """
+        The SciPy method finished an iteration at solver vector z (cost NaN if unknown).
+        """
+    def take(self):
+        """
+        (x, cost, started, finished, iteration_after, iteration_x, iteration_cost, iteration_time): the pending rows, as fresh arrays; forgotten here.
         """
 def _set_shim_error(type: typing.Any) -> None:
     """

@@ -5,6 +5,7 @@
 //   simulator_channel.cpp  the shim's simulator end (pybridge.h) for simulators written in Python
 //   driver_port.hpp/.cpp   the shim's driver end (driver.h) for pybridge.Simulator, and wait_any
 //   fast_call.cpp          FastCall, the base class whose calls run the driver port from C
+//   recorder.cpp           Recorder, a calibration's cost function that keeps its records in columns
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -24,5 +25,6 @@ void bind_protocol(py::module_ &m);
 void bind_simulator_channel(py::module_ &m);
 void bind_driver_port(py::module_ &m);
 void bind_fast_call(py::module_ &m);
+void bind_recorder(py::module_ &m);
 
 }  // namespace pybridge::python

@@ -40,4 +40,5 @@ PYBIND11_MODULE(_native, m) {
     bind_simulator_channel(m);
     bind_driver_port(m);
     bind_fast_call(m);
+    bind_recorder(m);
 }

@@ -13,6 +13,12 @@ whichever comes first): on a fast model the per-evaluation bookkeeping is what a
 beyond SciPy, so only what must be exact happens per evaluation — the count, the best point, the
 evaluation budget and the target cost — and the journal, the progress bar, callbacks and the other
 rules take the records a batch at a time, in order.
+
+On a single :class:`~pybridge.Simulator` SciPy's cost calls go to a native recorder
+(``_native.Recorder``, cpp/python/recorder.cpp) instead: it evaluates and appends x, cost and times
+to columns in C, and calls back here (:meth:`Calibration._due`) only when a batch is due, the budget
+is spent, the target is reached or a stop was asked. The columns become the same records, in the
+same order (:meth:`Calibration._absorb`); the journal cannot tell the two paths apart.
 """
 
 from __future__ import annotations
@@ -20,15 +26,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from itertools import repeat
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
 
 import numpy as np
 
+from .. import _native
 from ..pool.pool import evaluation_kind
 from ..protocol import Capability, RequestKind
 from ..record.journal import Journal
 from ..record.progress import ProgressBar
-from ..record.records import Evaluation, Iteration
+from ..record.records import Batch, Evaluation, Iteration, each_record
 from ..simulator import Simulator
 from .params import Parameters
 from .stopping import MaxEvaluations, Progress, Rule, TargetCost
@@ -40,8 +48,25 @@ __all__ = ["Calibration", "Objective", "Stopped"]
 _now = time.time
 _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
 _KIND_OF = {request: kind for kind, request in _REQUEST.items()}
-DRAIN_RECORDS = 64
+DRAIN_RECORDS = 256
 DRAIN_SECONDS = 0.1
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__: several times cheaper
+
+
+class NativeRecorder(Protocol):
+    """The interface of ``_native.Recorder`` (cpp/python/recorder.cpp); its attributes are C getters and
+    setters, which stubs of the compiled module do not list."""
+
+    pending: int
+    blocked: bool
+    remaining: int
+    next_drain: float
+    target: float
+
+    def __call__(self, z: Any) -> float: ...
+    def iteration(self, z: Any, cost: float) -> None: ...
+    def callback(self, intermediate_result: Any) -> None: ...
+    def take(self) -> Tuple[np.ndarray, ...]: ...
 
 
 class Stopped(Exception):
@@ -112,6 +137,9 @@ class Calibration:
         self._batch_rules = [rule for rule in self.rules if not isinstance(rule, (MaxEvaluations, TargetCost))]
         self._pending: List[Any] = []  # records not yet delivered, in order
         self._next_drain = 0.0
+        # The native recorder of the start running now, and which start that is (see the module's doc).
+        self._native: Optional[NativeRecorder] = None
+        self._native_start = 0
 
     @property
     def concurrency(self) -> int:
@@ -127,6 +155,8 @@ class Calibration:
     def _stop(self, message: str, rule: Optional[str]) -> None:
         if self.stop_message is None:
             self.stop_message, self.stop_rule = message, rule
+        if self._native is not None:
+            self._native.blocked = True
 
     def check_stopped(self) -> None:
         if self.stop_message is not None:
@@ -275,6 +305,9 @@ class Calibration:
         finished: float,
         worker: int,
     ) -> Evaluation:
+        native = self._native
+        if native is not None and native.pending:
+            self._absorb()  # the native rows came first
         self._index += 1
         progress = self.progress
         progress.evaluations += 1
@@ -291,19 +324,22 @@ class Calibration:
         self._pending.append(record)
         if len(self._pending) >= DRAIN_RECORDS or finished >= self._next_drain:
             self._drain()
+        if native is not None:
+            self._arm()  # this evaluation counts against the native countdown's budget too
         return record
 
     def _drain(self) -> None:
         """Delivers the pending records, in order: journal, progress bar, callbacks, rules (under the lock)."""
-        records, self._pending = self._pending, []
+        items, self._pending = self._pending, []
         self._next_drain = time.time() + DRAIN_SECONDS
-        if not records:
+        if not items:
             return
-        evaluations = [r for r in records if type(r) is Evaluation]
         if self.journal is not None:
-            self.journal.add_all(records)
-        if self.progress_bar is not None and evaluations:
-            self.progress_bar.update_all(evaluations, self.progress.best_cost)
+            self.journal.add_all(items)
+        # One batch (a fast model's common case) is its own list of records.
+        records = items[0].records if len(items) == 1 and type(items[0]) is Batch else list(each_record(items))
+        if self.progress_bar is not None:
+            self.progress_bar.update(self.progress.evaluations, self.progress.best_cost, records)
         for callback in self.callbacks:
             for record in records:
                 callback(record)
@@ -313,7 +349,7 @@ class Calibration:
                     message = rule.after_iteration(self.progress, record)
                     if message is not None:
                         self._stop(message, rule.name)
-            if evaluations:
+            if any(type(record) is Evaluation for record in records):
                 message = rule.after_evaluation(self.progress)
                 if message is not None:
                     self._stop(message, rule.name)
@@ -321,7 +357,120 @@ class Calibration:
     def flush(self) -> None:
         """Delivers every pending record (at the end of a run)."""
         with self._lock:
+            self._absorb()
             self._drain()
+
+    # ---- the native recorder ------------------------------------------------------------
+
+    def native_cost(self, start: int, fallback: Callable[[Any], float]) -> Optional[NativeRecorder]:
+        """The cost function for SciPy in ``start`` when a native recorder can serve it: a single
+        Simulator answering costs, and no journal to replay. ``fallback`` evaluates what it does not take."""
+        if self._direct is None or self._cost_kind != "cost" or self._replay_rows:
+            return None
+        params = self.params
+        with self._lock:
+            self._absorb()  # what the previous start left
+            self._native = native = cast(NativeRecorder, _native.Recorder(
+                self.evaluator, params.size, params.solver_offset, params.solver_scale, params.lower, params.upper,
+                params.scaled, self._due, self._native_failed, fallback,
+            ))  # fmt: skip
+            self._native_start = start
+            self._arm()
+            return native
+
+    def end_start(self, start: int) -> None:
+        """A start ended: its native rows become records (its counts and best point are then final)."""
+        with self._lock:
+            if self._native is not None and self._native_start == start:
+                self._absorb()
+                self._native = None
+
+    def _arm(self) -> None:
+        """Tells the native recorder when to call back: after the rest of this batch, at the next timed
+        drain, at the target cost; before any evaluation once stopped or out of budget."""
+        native = self._native
+        assert native is not None
+        left = DRAIN_RECORDS
+        if self._budget is not None:
+            left = min(left, self._budget.count - self.progress.evaluations - self._in_flight)
+        native.remaining = max(0, left)
+        native.blocked = self.stop_message is not None or left <= 0
+        native.next_drain = self._next_drain
+        native.target = self._target.target if self._target is not None else -math.inf
+
+    def _due(self, before: bool) -> None:
+        """The native recorder's call: before an evaluation when blocked (raise :class:`Stopped`, or let
+        it go ahead), else after one when a batch is due (records delivered, rules checked)."""
+        with self._lock:
+            self._absorb()
+            if before and self._budget is not None and self.progress.evaluations + self._in_flight >= self._budget.count:
+                self._stop(self._budget.message, self._budget.name)
+            if not before:
+                self._drain()
+            self._arm()
+        self.check_stopped()
+
+    def _native_failed(self, x: np.ndarray, started: float, finished: float, error: BaseException) -> None:
+        """The native recorder's call when the simulator raised: recorded like any failed evaluation."""
+        with self._lock:
+            self._record_outcome("cost", x, None, error, 0, started, finished, self._native_start)
+            self._arm()
+
+    def _absorb(self) -> None:
+        """The native recorder's rows as one :class:`Batch` of records, in the order they happened
+        (lock held)."""
+        native = self._native
+        if native is None or not native.pending:
+            return
+        x, cost, started, finished, after, iteration_x, iteration_cost, iteration_time = native.take()
+        start = self._native_start
+        progress = self.progress
+        count = len(cost)
+        costs = cost.tolist()
+        penalty = self.penalty
+        statuses = ["penalty" if c == penalty else "ok" for c in costs] if penalty is not None else repeat("ok")
+        begun, ended = started.tolist(), finished.tolist()
+        # Built in C (zip, map, tuple.__new__): a NamedTuple's own __new__ is a Python frame per record.
+        records: List[Any] = list(map(_new, repeat(Evaluation), zip(
+            range(self._index + 1, self._index + count + 1), repeat(start), repeat("cost"), list(x), costs,
+            repeat(None), repeat(None), statuses, repeat(None), begun, ended, repeat(0),
+        )))  # fmt: skip
+        iteration_columns: Tuple[List[Any], ...] = ([], [], [], [], [])
+        if len(iteration_cost):
+            # An iteration after `at` evaluations of this batch saw the best cost of those and all before.
+            best_then = np.fmin.accumulate(np.concatenate(([progress.best_cost], cost)))[after].tolist()
+            number = self._iterations.get(start, 0)
+            iteration_columns = (list(range(number + 1, number + len(iteration_cost) + 1)), iteration_cost.tolist(),
+                                 best_then, (after + progress.evaluations).tolist(), iteration_time.tolist())
+            numbers, values, bests, counts, times = iteration_columns
+            iterations = list(map(_new, repeat(Iteration), zip(numbers, repeat(start), list(iteration_x), values, bests,
+                                                               counts, times)))  # fmt: skip
+            self._iterations[start] = number + len(iterations)
+            progress.iterations += len(iterations)
+            ordered = records.copy()
+            for shift, (at, iteration) in enumerate(zip(after.tolist(), iterations)):
+                ordered.insert(at + shift, iteration)
+            records = ordered
+        if count:
+            self._index += count
+            self.computed += count
+            progress.evaluations += count
+            self.evaluations_by_start[start] = self.evaluations_by_start.get(start, 0) + count
+            best = self.best.get(start)
+            least = float(np.fmin.reduce(cost))  # NaN only if all are
+            if least != least:
+                if best is None:
+                    self.best[start] = (math.inf, None)
+            else:
+                if least < progress.best_cost:
+                    progress.best_cost = least
+                    if self._target is not None and least <= self._target.target:
+                        self._stop(self._target.after_evaluation(progress) or "", self._target.name)
+                if best is None or least < best[0]:
+                    # The first of equals, as one-by-one comparison keeps (and -0.0 == 0.0 there too).
+                    self.best[start] = (least, x[costs.index(least)])
+        all_ok = penalty is None or penalty not in costs
+        self._pending.append(Batch(records, start, x, costs, begun, ended, all_ok, iteration_columns, iteration_x))
 
     def _for_solver(self, kind: str, record: Evaluation) -> Any:
         """A record's value as SciPy wants it: a cost, (cost, gradient in z), or residuals."""
@@ -337,6 +486,10 @@ class Calibration:
 
     def iteration(self, start: int, z: Any, cost: float = math.nan) -> None:
         """The SciPy method finished an iteration at ``z``, of ``cost`` if it says (its callback)."""
+        native = self._native
+        if native is not None and start == self._native_start:
+            native.iteration(z, cost)  # in order with its evaluations; raises Stopped when stopped
+            return
         x = self._x_of(z)
         with self._lock:
             index = self._iterations[start] = self._iterations.get(start, 0) + 1
@@ -359,11 +512,14 @@ class Objective:
     def __init__(self, calibration: Calibration, start: int) -> None:
         self.calibration = calibration
         self.start = start
+        native = calibration.native_cost(start, self.__call__)
+        #: What SciPy calls for a cost: the native recorder where it serves, else this object itself.
+        self.cost: Callable[[Any], float] = native or self.__call__
+        #: SciPy's per-iteration callback: :meth:`callback`, or the native recorder's (the same conventions).
+        self.iteration_callback: Callable[[Any], None] = self.callback if native is None else native.callback
 
     def __call__(self, z: Any) -> float:
         return self.calibration.evaluate_one("cost", z, self.start)
-
-    cost = __call__
 
     def value_and_grad(self, z: Any) -> Tuple[float, np.ndarray]:
         return self.calibration.evaluate_one("gradient", z, self.start)

@@ -271,6 +271,11 @@ class Parameters(Mapping[str, Parameter]):
         return self._width
 
     @property
+    def solver_offset(self) -> np.ndarray:
+        """x at z = 0 (before clipping): ``from_solver(z)`` is ``solver_offset + z * solver_scale``."""
+        return self._offset
+
+    @property
     def solver_bounds(self) -> Tuple[np.ndarray, np.ndarray]:
         """The bounds of ``z``."""
         return self.to_solver(self.lower), self.to_solver(self.upper)

@@ -224,6 +224,7 @@ def _solve(calibration: Calibration, method: str, start: int, x0: np.ndarray, co
 
 
 def _finished(calibration: Calibration, start: int, raw: Any, method: str) -> CalibrationResult:
+    calibration.end_start(start)
     params = calibration.params
     result = CalibrationResult(raw)
     result.solver = raw
@@ -244,6 +245,7 @@ def _finished(calibration: Calibration, start: int, raw: Any, method: str) -> Ca
 
 
 def _stopped(calibration: Calibration, start: int, x0: np.ndarray) -> CalibrationResult:
+    calibration.end_start(start)
     cost, x = calibration.best.get(start, (math.nan, None))
     x = x0 if x is None else x
     message = f"stopped: {calibration.stop_message}"
@@ -264,7 +266,7 @@ def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, 
     bounds = so.Bounds(lower, upper)
     parallel = calibration.concurrency > 1
     constraints = _solver_constraints(constraints, params)
-    callback = objective.callback
+    callback = objective.iteration_callback
     if method == "least_squares":
         kwargs = dict(options)
         if parallel and "workers" in inspect.signature(so.least_squares).parameters:
@@ -319,7 +321,7 @@ def _solver_constraints(constraints: Any, params: Parameters) -> Any:
     )
     if not items or not params.scaled.any():
         return items
-    offset, width = params.from_solver(np.zeros(params.size)), params.solver_scale
+    offset, width = params.solver_offset, params.solver_scale
     restated: List[Any] = []
     for item in items:
         if isinstance(item, so.LinearConstraint):

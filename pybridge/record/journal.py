@@ -28,13 +28,14 @@ import os
 import sqlite3
 import threading
 import time
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import JournalError
-from .records import Evaluation, Iteration
+from .records import Batch, Evaluation, Iteration
 
 __all__ = ["Journal", "JournalContents", "read_journal", "SCHEMA_VERSION", "READABLE_SLOTS"]
 
@@ -75,10 +76,11 @@ class Journal:
         except sqlite3.Error as error:
             raise JournalError(f"cannot open the journal {self.path}: {error}") from None
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
-            # an OS crash may lose the last commits, which a resume then recomputes.
+            # an OS crash may lose the last commits, which a resume then recomputes. Set first, so that the
+            # switch to WAL is not itself written with FULL's extra syncs.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA journal_mode=WAL")
             if existed:
                 self._check_problem(problem, labels, resume)
             else:
@@ -189,7 +191,23 @@ class Journal:
         readable = bool(self._readable)
         groups: List[Tuple[str, List[tuple]]] = []  # (statement, rows) in order
         iterations: List[tuple] = []
-        for record in records:
+        for record in _records_and_columns(records, readable):
+            if type(record) is Batch:  # the common rows of a fast model, bound column by column
+                if record.start == 0:
+                    statement = lean0
+                    rows: List[tuple] = list(zip(repeat(run), record.cost, record.started, record.finished,
+                                                 *record.x.T.tolist()))  # fmt: skip
+                else:
+                    statement = lean
+                    rows = list(zip(repeat(run), repeat(record.start), record.cost, record.started, record.finished,
+                                    repeat(0), *record.x.T.tolist()))  # fmt: skip
+                if groups and groups[-1][0] is statement:
+                    groups[-1][1].extend(rows)
+                else:
+                    groups.append((statement, rows))
+                iterations.extend(zip(repeat(run), repeat(record.start), *record.iteration_columns,
+                                      *record.iteration_x.T.tolist()))  # fmt: skip
+                continue
             if type(record) is Iteration:
                 cost, best_cost = record.cost, record.best_cost
                 iterations.append((run, record.start, record.number, None if cost != cost else cost,
@@ -282,6 +300,18 @@ class Journal:
     @property
     def _x_columns(self) -> str:
         return ", ".join(_quoted(label) for label in self._readable) if self._readable else "x"
+
+
+def _records_and_columns(items: Sequence[Any], readable: bool) -> Iterator[Any]:
+    """Records as they are, and each batch as its columns when they fit the common row, or else as its
+    records."""
+    for item in items:
+        if type(item) is not Batch:
+            yield item
+        elif item.all_ok and readable:
+            yield item
+        else:
+            yield from item.records
 
 
 class JournalContents(NamedTuple):

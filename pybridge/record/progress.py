@@ -45,14 +45,17 @@ class ProgressBar:
     def enabled(self) -> bool:
         return self._bar is not None
 
-    def update_all(self, evaluations: Sequence[Evaluation], best_cost: float) -> None:
+    def update(self, evaluations: int, best_cost: float, records: Sequence[Any] = ()) -> None:
+        """``evaluations`` so far in all, the best cost, and the records just delivered (the latency
+        shown is the last computed evaluation's among them)."""
         if self._bar is None:
             return
-        self._count += len(evaluations)
+        self._count = evaluations
         self._best = best_cost
-        computed = [e for e in evaluations if e.status != "replayed"]
-        if computed:
-            self._latency = computed[-1].finished - computed[-1].started
+        for record in reversed(records):
+            if type(record) is Evaluation and record.status != "replayed":
+                self._latency = record.finished - record.started
+                break
         now = time.monotonic()
         if now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS

@@ -6,11 +6,11 @@ the journal, the progress bar, user callbacks — receive them; none of them imp
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Evaluation", "Iteration", "STATUSES"]
+__all__ = ["Evaluation", "Iteration", "Batch", "STATUSES", "each_record"]
 
 #: ``ok``: computed now; ``replayed``: taken from the journal of an earlier run; ``penalty``: the
 #: evaluation failed and the simulator's ``penalty`` stood in; ``failed``: it failed and raised.
@@ -67,3 +67,31 @@ class Iteration(NamedTuple):
     #: Evaluations of the whole calibration so far.
     evaluations: int
     time: float
+
+
+class Batch(NamedTuple):
+    """Evaluations of one start that came through the native recorder, with the iterations between
+    them: the same rows twice, as records in order (for callbacks) and as columns (for the journal,
+    which binds columns several times faster than it reads records)."""
+
+    #: Evaluation and Iteration records, in the order they happened.
+    records: List[Any]
+    start: int
+    #: The evaluations, column by column (x one row each); ``all_ok`` when every status is "ok".
+    x: np.ndarray
+    cost: List[float]
+    started: List[float]
+    finished: List[float]
+    all_ok: bool
+    #: The iterations, column by column: number, cost, best cost, evaluations, time; and x.
+    iteration_columns: Tuple[List[Any], ...]
+    iteration_x: np.ndarray
+
+
+def each_record(items: Sequence[Any]) -> Iterator[Any]:
+    """The records of a stream of records and batches, in order."""
+    for item in items:
+        if type(item) is Batch:
+            yield from item.records
+        else:
+            yield item

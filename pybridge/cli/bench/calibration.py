@@ -3,7 +3,7 @@ progress bar cost on a fast model.
 
 The same 10 000-evaluation Nelder-Mead on the bundled Rosenbrock simulator, run alternately as
 plain ``scipy.optimize.minimize(sim, ...)`` and through ``pybridge.minimize`` with records only,
-with the journal, and with the journal, the progress bar and a callback. Each is the best of three.
+with the journal, and with the journal, the progress bar and a callback. Each is the best of five.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import io
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import numpy as np
 import scipy.optimize as so
 
 from ...optimize import minimize
+from ...optimize.calibration import DRAIN_RECORDS
 from ...paths import bundled_simulator
 from ...record.journal import Journal
+from ...record.records import Batch, Evaluation, Iteration
 from ...simulator import Simulator
 
 __all__ = ["measure_calibration"]
@@ -53,25 +55,27 @@ def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict
                 sim, params, "Nelder-Mead", x0={"x": x0}, options=options, journal=next(journals),
                 progress=io.StringIO(), callback=lambda record: None),
         }  # fmt: skip
-        for _ in range(3):
+        for _ in range(5):
             for name, run in variants.items():  # alternately, so that drift hits all alike
                 started = time.perf_counter()
                 result = run()
                 elapsed = time.perf_counter() - started
                 seconds[name] = min(seconds.get(name, float("inf")), elapsed)
                 counts[name] = int(result.nfev)
-        # The journal alone, measured directly (a difference of two noisy totals can come out negative):
-        # a run's records written to a fresh journal.
+        # The journal alone, measured directly (a difference of two noisy totals can come out negative): a
+        # run's records written to a fresh journal as the calibration hands them over, in batches of columns
+        # (opening and closing the file included).
         records: List[Any] = []
         minimize(sim, params, "Nelder-Mead", x0={"x": x0}, options=options, progress=False, callback=records.append)
+        batches = list(_as_batches(records, DRAIN_RECORDS))
         writes = []
-        for i in range(3):
+        for i in range(5):
+            started = time.perf_counter()
             journal = Journal(Path(folder) / f"direct{i}.db", {"bench": i}, [f"x[{k}]" for k in range(N_PARAMS)],
                               resume=False)  # fmt: skip
             journal.begin_run("nelder-mead", {}, resumed=False)
-            started = time.perf_counter()
-            for at in range(0, len(records), 64):  # as the calibration delivers them
-                journal.add_all(records[at : at + 64])
+            for batch in batches:
+                journal.add_all([batch])
             journal.close()
             writes.append(time.perf_counter() - started)
     base = seconds["scipy.optimize.minimize(sim)"]
@@ -82,3 +86,17 @@ def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict
         "per_evaluation_us": {name: s / counts[name] * 1e6 for name, s in seconds.items()},
         "journal_us_per_evaluation": journal_us * 1e6,
     }  # fmt: skip
+
+
+def _as_batches(records: List[Any], size: int) -> Iterator[Batch]:
+    """Records of one start cut into the batches the native recorder hands the journal."""
+    for at in range(0, len(records), size):
+        chunk = records[at : at + size]
+        evaluations = [r for r in chunk if type(r) is Evaluation]
+        iterations = [r for r in chunk if type(r) is Iteration]
+        yield Batch(
+            chunk, 0, np.array([r.x for r in evaluations]).reshape(-1, N_PARAMS), [r.cost for r in evaluations],
+            [r.started for r in evaluations], [r.finished for r in evaluations], True,
+            tuple([getattr(r, field) for r in iterations] for field in ("number", "cost", "best_cost", "evaluations", "time")),
+            np.array([r.x for r in iterations]).reshape(-1, N_PARAMS),
+        )  # fmt: skip
