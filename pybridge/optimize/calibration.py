@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from itertools import repeat
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
 
 import numpy as np
@@ -50,7 +49,16 @@ _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residua
 _KIND_OF = {request: kind for kind, request in _REQUEST.items()}
 DRAIN_RECORDS = 256
 DRAIN_SECONDS = 0.1
-_new = tuple.__new__  # a NamedTuple without its Python-level __new__: several times cheaper
+
+
+def _latency(items: Sequence[Any]) -> Optional[float]:
+    """Request to reply of the last evaluation computed among these records and batches."""
+    for item in reversed(items):
+        if type(item) is Batch and item.cost:
+            return item.latency
+        if type(item) is Evaluation and item.status != "replayed":
+            return item.elapsed
+    return None
 
 
 class NativeRecorder(Protocol):
@@ -336,10 +344,12 @@ class Calibration:
             return
         if self.journal is not None:
             self.journal.add_all(items)
+        if self.progress_bar is not None:
+            self.progress_bar.update(self.progress.evaluations, self.progress.best_cost, _latency(items))
+        if not self.callbacks and not self._batch_rules:
+            return  # nobody wants records: a batch's are never made
         # One batch (a fast model's common case) is its own list of records.
         records = items[0].records if len(items) == 1 and type(items[0]) is Batch else list(each_record(items))
-        if self.progress_bar is not None:
-            self.progress_bar.update(self.progress.evaluations, self.progress.best_cost, records)
         for callback in self.callbacks:
             for record in records:
                 callback(record)
@@ -417,8 +427,8 @@ class Calibration:
             self._arm()
 
     def _absorb(self) -> None:
-        """The native recorder's rows as one :class:`Batch` of records, in the order they happened
-        (lock held)."""
+        """The native recorder's rows as one :class:`Batch`: counts, best point and target kept exact
+        here, records made only if someone asks (lock held)."""
         native = self._native
         if native is None or not native.pending:
             return
@@ -428,13 +438,6 @@ class Calibration:
         count = len(cost)
         costs = cost.tolist()
         penalty = self.penalty
-        statuses = ["penalty" if c == penalty else "ok" for c in costs] if penalty is not None else repeat("ok")
-        begun, ended = started.tolist(), finished.tolist()
-        # Built in C (zip, map, tuple.__new__): a NamedTuple's own __new__ is a Python frame per record.
-        records: List[Any] = list(map(_new, repeat(Evaluation), zip(
-            range(self._index + 1, self._index + count + 1), repeat(start), repeat("cost"), list(x), costs,
-            repeat(None), repeat(None), statuses, repeat(None), begun, ended, repeat(0),
-        )))  # fmt: skip
         iteration_columns: Tuple[List[Any], ...] = ([], [], [], [], [])
         if len(iteration_cost):
             # An iteration after `at` evaluations of this batch saw the best cost of those and all before.
@@ -442,15 +445,13 @@ class Calibration:
             number = self._iterations.get(start, 0)
             iteration_columns = (list(range(number + 1, number + len(iteration_cost) + 1)), iteration_cost.tolist(),
                                  best_then, (after + progress.evaluations).tolist(), iteration_time.tolist())
-            numbers, values, bests, counts, times = iteration_columns
-            iterations = list(map(_new, repeat(Iteration), zip(numbers, repeat(start), list(iteration_x), values, bests,
-                                                               counts, times)))  # fmt: skip
-            self._iterations[start] = number + len(iterations)
-            progress.iterations += len(iterations)
-            ordered = records.copy()
-            for shift, (at, iteration) in enumerate(zip(after.tolist(), iterations)):
-                ordered.insert(at + shift, iteration)
-            records = ordered
+            self._iterations[start] = number + len(iteration_cost)
+            progress.iterations += len(iteration_cost)
+        statuses = None
+        if penalty is not None and penalty in costs:
+            statuses = ["penalty" if c == penalty else "ok" for c in costs]
+        batch = Batch(self._index + 1, start, x, costs, started.tolist(), finished.tolist(), statuses, after.tolist(),
+                      iteration_columns, iteration_x)  # fmt: skip
         if count:
             self._index += count
             self.computed += count
@@ -469,8 +470,7 @@ class Calibration:
                 if best is None or least < best[0]:
                     # The first of equals, as one-by-one comparison keeps (and -0.0 == 0.0 there too).
                     self.best[start] = (least, x[costs.index(least)])
-        all_ok = penalty is None or penalty not in costs
-        self._pending.append(Batch(records, start, x, costs, begun, ended, all_ok, iteration_columns, iteration_x))
+        self._pending.append(batch)
 
     def _for_solver(self, kind: str, record: Evaluation) -> Any:
         """A record's value as SciPy wants it: a cost, (cost, gradient in z), or residuals."""

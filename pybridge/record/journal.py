@@ -308,7 +308,7 @@ def _records_and_columns(items: Sequence[Any], readable: bool) -> Iterator[Any]:
     for item in items:
         if type(item) is not Batch:
             yield item
-        elif item.all_ok and readable:
+        elif item.statuses is None and readable:
             yield item
         else:
             yield from item.records

@@ -1,4 +1,4 @@
-"""A tqdm progress bar fed by evaluation records: evaluations per second, best cost, latency.
+"""A tqdm progress bar fed by the calibration's counts: evaluations per second, best cost, latency.
 
 Refreshed at most every :data:`REFRESH_SECONDS` (a postfix update costs tens of microseconds,
 more than an evaluation of a fast model), so it is cheap on fast runs and live on slow ones.
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any, Optional, Sequence
-
-from .records import Evaluation
+from typing import IO, Any, Optional
 
 __all__ = ["ProgressBar"]
 
@@ -45,17 +43,15 @@ class ProgressBar:
     def enabled(self) -> bool:
         return self._bar is not None
 
-    def update(self, evaluations: int, best_cost: float, records: Sequence[Any] = ()) -> None:
-        """``evaluations`` so far in all, the best cost, and the records just delivered (the latency
-        shown is the last computed evaluation's among them)."""
+    def update(self, evaluations: int, best_cost: float, latency: Optional[float] = None) -> None:
+        """``evaluations`` so far in all, the best cost, and the latest evaluation's request-to-reply
+        time (None: unchanged)."""
         if self._bar is None:
             return
         self._count = evaluations
         self._best = best_cost
-        for record in reversed(records):
-            if type(record) is Evaluation and record.status != "replayed":
-                self._latency = record.finished - record.started
-                break
+        if latency is not None:
+            self._latency = latency
         now = time.monotonic()
         if now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS

@@ -6,6 +6,8 @@ the journal, the progress bar, user callbacks — receive them; none of them imp
 
 from __future__ import annotations
 
+import math
+from itertools import repeat
 from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -69,23 +71,49 @@ class Iteration(NamedTuple):
     time: float
 
 
-class Batch(NamedTuple):
+class Batch:
     """Evaluations of one start that came through the native recorder, with the iterations between
-    them: the same rows twice, as records in order (for callbacks) and as columns (for the journal,
-    which binds columns several times faster than it reads records)."""
+    them, as columns: the journal binds them column by column, and the records (for callbacks and
+    rules) are made only when someone asks for them (:attr:`records`)."""
 
-    #: Evaluation and Iteration records, in the order they happened.
-    records: List[Any]
-    start: int
-    #: The evaluations, column by column (x one row each); ``all_ok`` when every status is "ok".
-    x: np.ndarray
-    cost: List[float]
-    started: List[float]
-    finished: List[float]
-    all_ok: bool
-    #: The iterations, column by column: number, cost, best cost, evaluations, time; and x.
-    iteration_columns: Tuple[List[Any], ...]
-    iteration_x: np.ndarray
+    __slots__ = ("first", "start", "x", "cost", "started", "finished", "statuses", "iteration_after",
+                 "iteration_columns", "iteration_x", "_records")  # fmt: skip
+
+    def __init__(self, first: int, start: int, x: np.ndarray, cost: List[float], started: List[float],
+                 finished: List[float], statuses: Optional[List[str]], iteration_after: List[int],
+                 iteration_columns: Tuple[List[Any], ...], iteration_x: np.ndarray) -> None:  # fmt: skip
+        #: The number of the first evaluation; the start that made them all.
+        self.first, self.start = first, start
+        #: The evaluations: x (one row each), cost, times; statuses None when every one is "ok".
+        self.x, self.cost, self.started, self.finished, self.statuses = x, cost, started, finished, statuses
+        #: The iterations: how many of the evaluations came before each; number, cost, best cost,
+        #: evaluations, time; x.
+        self.iteration_after, self.iteration_columns, self.iteration_x = iteration_after, iteration_columns, iteration_x
+        self._records: Optional[List[Any]] = None
+
+    @property
+    def latency(self) -> float:
+        """Request to reply of the last evaluation (NaN if none)."""
+        return self.finished[-1] - self.started[-1] if self.finished else math.nan
+
+    @property
+    def records(self) -> List[Any]:
+        """Evaluation and Iteration records, in the order they happened."""
+        if self._records is None:
+            new = tuple.__new__  # a NamedTuple's own __new__ is a Python frame per record: built in C here
+            count = len(self.cost)
+            statuses = repeat("ok") if self.statuses is None else self.statuses
+            records: List[Any] = list(map(new, repeat(Evaluation), zip(
+                range(self.first, self.first + count), repeat(self.start), repeat("cost"), list(self.x), self.cost,
+                repeat(None), repeat(None), statuses, repeat(None), self.started, self.finished, repeat(0),
+            )))  # fmt: skip
+            numbers, costs, bests, evaluations, times = self.iteration_columns
+            iterations = map(new, repeat(Iteration), zip(numbers, repeat(self.start), list(self.iteration_x), costs,
+                                                         bests, evaluations, times))  # fmt: skip
+            for shift, (at, iteration) in enumerate(zip(self.iteration_after, iterations)):
+                records.insert(at + shift, iteration)
+            self._records = records
+        return self._records
 
 
 def each_record(items: Sequence[Any]) -> Iterator[Any]:
