@@ -1,9 +1,10 @@
 """The calibration front end's figures for `pybridge bench`: what records, the journal and the
 progress bar cost on a fast model.
 
-The same 10 000-evaluation Nelder-Mead on the bundled Rosenbrock simulator, run alternately as
-plain ``scipy.optimize.minimize(sim, ...)`` and through ``pybridge.minimize`` with records only,
-with the journal, and with the journal, the progress bar and a callback. Each is the best of five.
+The same 10 000-evaluation Nelder-Mead on the bundled Rosenbrock simulator, run in turn as plain
+``scipy.optimize.minimize(sim, ...)`` and through ``pybridge.minimize`` with records only, with the
+journal, and with the journal, the progress bar and a callback; µs per evaluation are the best of
+:data:`ROUNDS`, the ratio the median of the rounds' own.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ N_PARAMS = 4
 BOUNDS = [(-2.0, 2.0)] * N_PARAMS
 # xatol = fatol = 0: Nelder-Mead runs until maxfev, so every variant makes the same evaluations.
 OPTIONS = {"xatol": 0.0, "fatol": 0.0}
+BASE = "scipy.optimize.minimize(sim)"
+FULL = "pybridge.minimize + journal + progress bar + callback"
+#: Rounds of all variants in turn. The ratio is the median of the rounds' own ratios (each pair run back
+#: to back): this host's drift moves a baseline by up to 50 % between rounds, which a ratio of two
+#: separate minima takes as the code's.
+ROUNDS = 7
 
 
 def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -45,23 +52,25 @@ def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict
     ) as sim:
         journals = iter(Path(folder) / f"run{i}.db" for i in range(100))
         variants: Dict[str, Callable[[], Any]] = {
-            "scipy.optimize.minimize(sim)": lambda: so.minimize(sim, x0, method="Nelder-Mead", bounds=BOUNDS,
-                                                                 options=options),
+            BASE: lambda: so.minimize(sim, x0, method="Nelder-Mead", bounds=BOUNDS, options=options),
             "pybridge.minimize, records only": lambda: minimize(sim, params, "Nelder-Mead", x0={"x": x0},
                                                                 options=options, progress=False),
             "pybridge.minimize + journal": lambda: minimize(sim, params, "Nelder-Mead", x0={"x": x0},
                                                             options=options, progress=False, journal=next(journals)),
-            "pybridge.minimize + journal + progress bar + callback": lambda: minimize(
+            FULL: lambda: minimize(
                 sim, params, "Nelder-Mead", x0={"x": x0}, options=options, journal=next(journals),
                 progress=io.StringIO(), callback=lambda record: None),
         }  # fmt: skip
-        for _ in range(5):
-            for name, run in variants.items():  # alternately, so that drift hits all alike
+        ratios: List[float] = []
+        for _ in range(2 if quick else ROUNDS):
+            times: Dict[str, float] = {}
+            for name, run in variants.items():  # in turn, so that drift hits all alike
                 started = time.perf_counter()
                 result = run()
-                elapsed = time.perf_counter() - started
-                seconds[name] = min(seconds.get(name, float("inf")), elapsed)
+                times[name] = time.perf_counter() - started
+                seconds[name] = min(seconds.get(name, float("inf")), times[name])
                 counts[name] = int(result.nfev)
+            ratios.append(times[FULL] / times[BASE])
         # The journal alone, measured directly (a difference of two noisy totals can come out negative): a
         # run's records written to a fresh journal as the calibration hands them over, in batches of columns
         # (opening and closing the file included).
@@ -78,11 +87,9 @@ def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict
                 journal.add_all([batch])
             journal.close()
             writes.append(time.perf_counter() - started)
-    base = seconds["scipy.optimize.minimize(sim)"]
-    full = seconds["pybridge.minimize + journal + progress bar + callback"]
     journal_us = min(writes) / evaluations
     return {
-        "evaluations": counts, "seconds": seconds, "ratio": full / base,
+        "evaluations": counts, "seconds": seconds, "ratio": float(np.median(ratios)), "ratios": ratios,
         "per_evaluation_us": {name: s / counts[name] * 1e6 for name, s in seconds.items()},
         "journal_us_per_evaluation": journal_us * 1e6,
     }  # fmt: skip
@@ -95,8 +102,9 @@ def _as_batches(records: List[Any], size: int) -> Iterator[Batch]:
         evaluations = [r for r in chunk if type(r) is Evaluation]
         iterations = [r for r in chunk if type(r) is Iteration]
         yield Batch(
-            chunk, 0, np.array([r.x for r in evaluations]).reshape(-1, N_PARAMS), [r.cost for r in evaluations],
-            [r.started for r in evaluations], [r.finished for r in evaluations], True,
+            evaluations[0].number if evaluations else 1, 0, np.array([r.x for r in evaluations]).reshape(-1, N_PARAMS),
+            [r.cost for r in evaluations], [r.started for r in evaluations], [r.finished for r in evaluations], None,
+            [r.evaluations - (evaluations[0].number - 1 if evaluations else 0) for r in iterations],
             tuple([getattr(r, field) for r in iterations] for field in ("number", "cost", "best_cost", "evaluations", "time")),
             np.array([r.x for r in iterations]).reshape(-1, N_PARAMS),
         )  # fmt: skip

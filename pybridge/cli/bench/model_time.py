@@ -79,30 +79,36 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
                           "simulator_percent": 100 * simulator_s / wall}  # fmt: skip
         results["model_times"][str(model_us)] = rows
     log("abrupt changes of the model time ...")
-    cycles = 2 if quick else 8
+    # Both waits side by side, taking turns (which goes first alternates): the host's drift over the
+    # minutes this takes is larger than the difference looked for.
+    cycles = 2 if quick else 16
+    compared = ("forecast (default)", "spin-then-block (forecast=False)")
     for change, (before, after) in {"1 ms -> 10 ms": (1000, 10000), "10 ms -> 1 ms": (10000, 1000)}.items():
-        rows = {}
-        for wait in ("forecast (default)", "spin-then-block (forecast=False)"):
-            counted: List[float] = []
-            with _simulator(WAITS[wait]) as sim:
-                for _ in range(cycles):  # learn `before`, then count the first evaluations of `after`
-                    _evaluate(sim, _jittered(before, 20, rng))
-                    trips, models = _evaluate(sim, _jittered(after, AFTER_CHANGE, rng))[:2]
-                    counted += list(trips - models)
-            rows[wait] = {"mean_us": float(np.mean(counted))}
-        results["abrupt"][change] = rows
+        counted: Dict[str, List[float]] = {wait: [] for wait in compared}
+        with _simulator(WAITS[compared[0]]) as first, _simulator(WAITS[compared[1]]) as second:
+            sims = dict(zip(compared, (first, second)))
+            for cycle in range(cycles):  # learn `before`, then count the first evaluations of `after`
+                for wait in compared if cycle % 2 == 0 else compared[::-1]:
+                    _evaluate(sims[wait], _jittered(before, 20, rng))
+                    trips, models = _evaluate(sims[wait], _jittered(after, AFTER_CHANGE, rng))[:2]
+                    counted[wait] += list(trips - models)
+        results["abrupt"][change] = {wait: {"mean_us": float(np.mean(values)), "median_us": float(np.median(values))}
+                                     for wait, values in counted.items()}  # fmt: skip
     log("1 ms evaluations with every core busy ...")
     # One CPU-bound process per core. The scheduler's delays make single means swing by +-30 % here, so
-    # the waits take turns over several rounds and the means are of all rounds together.
+    # the waits take turns (which goes first alternates) over several rounds, and the means are of all
+    # rounds together.
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
         busy: Dict[str, List[np.ndarray]] = {"forecast (default)": [], "pure blocking (spin_us=0)": []}
-        for _ in range(1 if quick else 4):
-            for wait, rounds in busy.items():
-                with _simulator(WAITS[wait]) as sim:
-                    _evaluate(sim, [1000] * 20)
-                    trips, models = _evaluate(sim, _jittered(1000, 30 if quick else 200, rng))[:2]
-                rounds.append(np.stack([trips, models]))
+        with _simulator(WAITS["forecast (default)"]) as forecast, _simulator(WAITS["pure blocking (spin_us=0)"]) as blocking:
+            sims = dict(zip(busy, (forecast, blocking)))
+            for sim in sims.values():
+                _evaluate(sim, [1000] * 20)
+            for turn in range(1 if quick else 8):
+                for wait in list(busy) if turn % 2 == 0 else list(busy)[::-1]:
+                    trips, models = _evaluate(sims[wait], _jittered(1000, 30 if quick else 100, rng))[:2]
+                    busy[wait].append(np.stack([trips, models]))
         for wait, rounds in busy.items():
             trips, models = np.concatenate(rounds, axis=1)
             # The whole round trip: a spinning driver slows the model itself down when cores are short.
