@@ -423,8 +423,7 @@ class Calibration:
     def _native_failed(self, x: np.ndarray, started: float, finished: float, error: BaseException) -> None:
         """The native recorder's call when the simulator raised: recorded like any failed evaluation."""
         with self._lock:
-            self._record_outcome("cost", x, None, error, 0, started, finished, self._native_start)
-            self._arm()
+            self._record_outcome("cost", x, None, error, 0, started, finished, self._native_start)  # and re-arms
 
     def _absorb(self) -> None:
         """The native recorder's rows as one :class:`Batch`: counts, best point and target kept exact
