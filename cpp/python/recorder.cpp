@@ -33,12 +33,13 @@ namespace {
 //   on_failure(x, started, finished, error)
 //                   the Simulator raised an Exception: Python records it; the
 //                   error is then raised to SciPy as it was.
-//   fallback(z)     a vector this class does not take (not n float64 values):
+//   fallback(z)     a vector this class does not take (not n float64 values, or
+//                   a call from a second thread while one is under way):
 //                   Python's own path evaluates it.
 //
 // Rows are kept in the order they happened; an iteration notes how many
 // evaluation rows came before it, so that Python merges both streams back in
-// order. GIL held throughout: one SciPy call at a time per recorder.
+// order. Its state is only touched with the GIL held.
 struct State {
     PyObject *simulator = nullptr;
     PyObject *on_due = nullptr;
@@ -58,6 +59,7 @@ struct State {
     double next_drain = 0.0;
     double target = -INFINITY;
     bool blocked = false;
+    bool in_call = false;  // a Simulator call is under way (it lets go of the GIL while it waits)
 };
 
 struct Recorder {
@@ -130,10 +132,15 @@ PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs) {
         return nullptr;
     }
     PyObject *z = PyTuple_GET_ITEM(args, 0);
+    // A second thread while a call is under way (SciPy's workers= with a thread pool) would overwrite
+    // the one x buffer that call records: it takes Python's path, which is thread-safe.
+    if (s.in_call) return PyObject_CallOneArg(s.fallback, z);
     if (!let_through(s)) return nullptr;
     if (!physical(s, z, s.x)) return PyObject_CallOneArg(s.fallback, z);
     const double started = wall_clock();
+    s.in_call = true;
     PyObject *result = PyObject_CallOneArg(s.simulator, s.x_array);
+    s.in_call = false;
     const double finished = wall_clock();
     double cost = 0.0;
     if (result != nullptr) {
@@ -279,6 +286,8 @@ PyObject *get_pending(PyObject *self, void *) {
     const State &s = *reinterpret_cast<Recorder *>(self)->s;
     return PyLong_FromSize_t(s.cost.size() + s.iteration_cost.size());
 }
+
+PyObject *get_busy(PyObject *self, void *) { return PyBool_FromLong(reinterpret_cast<Recorder *>(self)->s->in_call); }
 
 PyObject *get_blocked(PyObject *self, void *) { return PyBool_FromLong(reinterpret_cast<Recorder *>(self)->s->blocked); }
 
@@ -426,6 +435,7 @@ PyMethodDef recorder_methods[] = {
 
 PyGetSetDef recorder_getset[] = {
     {"pending", get_pending, nullptr, "Rows (evaluations and iterations) not yet taken.", nullptr},
+    {"busy", get_busy, nullptr, "A Simulator call is under way (from another thread, when asked).", nullptr},
     {"blocked", get_blocked, set_blocked, "When set, every call asks on_due(True) first.", nullptr},
     {"remaining", get_remaining, set_remaining, "Evaluations until on_due(False) is due.", nullptr},
     {"next_drain", get_double<&State::next_drain>, set_double<&State::next_drain>,

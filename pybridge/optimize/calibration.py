@@ -66,6 +66,7 @@ class NativeRecorder(Protocol):
     setters, which stubs of the compiled module do not list."""
 
     pending: int
+    busy: bool
     blocked: bool
     remaining: int
     next_drain: float
@@ -182,10 +183,10 @@ class Calibration:
         x = self._x_of(z)
         asked = self._cost_kind if kind == "cost" else kind
         with self._lock:
-            if self._budget is not None and self.progress.evaluations + self._in_flight >= self._budget.count:
+            if not self._admit(1):
+                assert self._budget is not None
                 self._stop(self._budget.message, self._budget.name)
                 raise Stopped(self._budget.message)
-            self._in_flight += 1
         error: Optional[BaseException] = None
         started = time.time()
         try:
@@ -202,6 +203,22 @@ class Calibration:
             raise Stopped(self.stop_message)
         return self._for_solver(kind, record)
 
+    def _admit(self, wanted: int) -> int:
+        """How many of ``wanted`` evaluations the budget lets go; they count as in flight until recorded
+        (lock held). An evaluation budget is kept exactly, also by concurrent starts, by a population
+        sent at once and by SciPy's own threads on one Simulator: what lies beyond it is never sent."""
+        native = self._native
+        if native is not None:
+            self._absorb()  # its finished evaluations count
+        admitted = wanted
+        if self._budget is not None:
+            flying = self._in_flight + (1 if native is not None and native.busy else 0)
+            admitted = max(0, min(wanted, self._budget.count - self.progress.evaluations - flying))
+        self._in_flight += admitted
+        if native is not None and self._budget is not None:
+            self._arm()  # the native recorder must count these against the budget too
+        return admitted
+
     def _x_of(self, z: Any) -> np.ndarray:
         # Always a copy: SciPy may change its array in place after the call, and records keep x.
         return self.params.from_solver(z) if self._scaled else np.array(z, dtype=float)
@@ -214,16 +231,8 @@ class Calibration:
         asked = self._cost_kind if kind == "cost" else kind
         xs = [self._x_of(z) for z in zs]
         with self._lock:
-            # An evaluation budget is kept exactly, also by concurrent starts and by a population sent at
-            # once: what lies beyond it is never sent.
-            if self._budget is not None:
-                xs = xs[: max(0, self._budget.count - self.progress.evaluations - self._in_flight)]
-            self._in_flight += len(xs)
-        try:
-            answers = self._answers(asked, xs, start)
-        finally:
-            with self._lock:
-                self._in_flight -= len(xs)
+            xs = xs[: self._admit(len(xs))]
+        answers = self._answers(asked, xs, start)  # takes them out of flight
         if len(xs) < len(zs):
             assert self._budget is not None
             self.stop(self._budget.message, self._budget.name)
@@ -239,9 +248,15 @@ class Calibration:
                 todo.append(i)
             else:
                 answers[i] = hit
-        outcomes = iter(self.evaluator.evaluate([xs[i] for i in todo], _REQUEST[asked]) if todo else ())
+        try:
+            outcomes = iter(self.evaluator.evaluate([xs[i] for i in todo], _REQUEST[asked]) if todo else ())
+        except BaseException:
+            with self._lock:
+                self._in_flight -= len(xs)
+            raise
         error: Optional[BaseException] = None
         with self._lock:  # recorded in the order SciPy asked, so that a resume counts alike
+            self._in_flight -= len(xs)  # in the same section as their records: never counted twice
             for i, x in enumerate(xs):
                 hit = answers[i]
                 if hit is not None:
@@ -332,7 +347,7 @@ class Calibration:
         self._pending.append(record)
         if len(self._pending) >= DRAIN_RECORDS or finished >= self._next_drain:
             self._drain()
-        if native is not None:
+        if native is not None and self._budget is not None:
             self._arm()  # this evaluation counts against the native countdown's budget too
         return record
 
@@ -423,7 +438,8 @@ class Calibration:
     def _native_failed(self, x: np.ndarray, started: float, finished: float, error: BaseException) -> None:
         """The native recorder's call when the simulator raised: recorded like any failed evaluation."""
         with self._lock:
-            self._record_outcome("cost", x, None, error, 0, started, finished, self._native_start)  # and re-arms
+            self._record_outcome("cost", x, None, error, 0, started, finished, self._native_start)
+            self._arm()
 
     def _absorb(self) -> None:
         """The native recorder's rows as one :class:`Batch`: counts, best point and target kept exact

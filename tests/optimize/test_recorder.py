@@ -111,3 +111,30 @@ def test_failed_and_penalised_evaluations_are_recorded_alike(python_simulator, t
         assert len(failed) == 1 and "no convergence above a = 0.2" in failed[0].error
         assert failed[0].x[0] > 0.2 and np.isnan(failed[0].cost)
     assert errors[0] == errors[1]
+
+
+def test_concurrent_calls_from_scipys_own_threads_record_their_own_x(rosenbrock) -> None:
+    # workers= with a thread pool on a single Simulator: SciPy calls the cost function from two threads
+    # at once. Every record must still carry the x its cost was computed at.
+    from concurrent.futures import ThreadPoolExecutor
+
+    records: List[Any] = []
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim, ThreadPoolExecutor(2) as threads:
+        pybridge.minimize(sim, {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}, method="differential_evolution",
+                          options={"workers": threads.map, "updating": "deferred", "maxiter": 20, "seed": 3,
+                                   "polish": False}, callback=records.append, progress=False)  # fmt: skip
+    evaluations = [r for r in records if type(r) is Evaluation]
+    assert len(evaluations) > 300
+    for record in evaluations:
+        a, b = record.x
+        assert record.cost == pytest.approx((1 - a) ** 2 + 100 * (b - a * a) ** 2, rel=1e-12, abs=1e-12)
+
+
+def test_an_evaluation_budget_holds_with_scipys_threads_on_one_simulator(rosenbrock) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim, ThreadPoolExecutor(2) as threads:
+        result = pybridge.minimize(sim, {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}, method="differential_evolution",
+                                   options={"workers": threads.map, "updating": "deferred", "seed": 3},
+                                   stop=MaxEvaluations(101), progress=False)  # fmt: skip
+        assert result.stop_rule == "max_evaluations" and result.nfev == 101 == sim.evaluations
