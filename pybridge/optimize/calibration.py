@@ -473,7 +473,7 @@ class Calibration:
             progress.evaluations += count
             self.evaluations_by_start[start] = self.evaluations_by_start.get(start, 0) + count
             best = self.best.get(start)
-            least = float(np.fmin.reduce(cost))  # NaN only if all are
+            least = min((c for c in costs if c == c), default=math.nan)  # NaN only if all are
             if least != least:
                 if best is None:
                     self.best[start] = (math.inf, None)
