@@ -57,8 +57,15 @@ def test_every_wait_returns_the_same_values(options: dict) -> None:
     """Jittered milliseconds through each wait: each answer is its own evaluation's (the model time the
     simulator measured is close to the one asked for, not a neighbour's), whatever the wait did."""
     rng = np.random.default_rng(1)
+    overshot = []
     with simulator(**options) as sim:
         assert sim.forecast is options.get("forecast", True)
         for asked in rng.uniform(200, 3_000, 40):
             trip, model = timed(sim, asked)
-            assert int(asked) <= model < asked + 2_000 and trip >= model  # it computes whole microseconds
+            assert int(asked) <= model and trip >= model  # it computes whole microseconds
+            if model >= asked + 2_000:
+                overshot.append((asked, model))
+    # The simulator burns CPU time and reports wall time: the host preempting it for milliseconds makes
+    # the odd evaluation long (seen: 2861 us asked, 5326 measured). A neighbour's answer would miss by
+    # the neighbour's difference in about every other evaluation.
+    assert len(overshot) <= 3, overshot
