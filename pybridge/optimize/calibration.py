@@ -210,14 +210,19 @@ class Calibration:
         native = self._native
         if native is not None:
             self._absorb()  # its finished evaluations count
-        admitted = wanted
-        if self._budget is not None:
-            flying = self._in_flight + (1 if native is not None and native.busy else 0)
-            admitted = max(0, min(wanted, self._budget.count - self.progress.evaluations - flying))
+        admitted = wanted if self._budget is None else max(0, min(wanted, self._budget_left()))
         self._in_flight += admitted
         if native is not None and self._budget is not None:
             self._arm()  # the native recorder must count these against the budget too
         return admitted
+
+    def _budget_left(self) -> int:
+        """Evaluations the budget still allows beyond those recorded and those in flight: Python's, and
+        the native recorder's call under way in another thread (lock held; a budget is set)."""
+        assert self._budget is not None
+        native = self._native
+        flying = self._in_flight + (1 if native is not None and native.busy else 0)
+        return self._budget.count - self.progress.evaluations - flying
 
     def _x_of(self, z: Any) -> np.ndarray:
         # Always a copy: SciPy may change its array in place after the call, and records keep x.
@@ -415,9 +420,7 @@ class Calibration:
         drain, at the target cost; before any evaluation once stopped or out of budget."""
         native = self._native
         assert native is not None
-        left = DRAIN_RECORDS
-        if self._budget is not None:
-            left = min(left, self._budget.count - self.progress.evaluations - self._in_flight)
+        left = DRAIN_RECORDS if self._budget is None else min(DRAIN_RECORDS, self._budget_left())
         native.remaining = max(0, left)
         native.blocked = self.stop_message is not None or left <= 0
         native.next_drain = self._next_drain
@@ -428,7 +431,7 @@ class Calibration:
         it go ahead), else after one when a batch is due (records delivered, rules checked)."""
         with self._lock:
             self._absorb()
-            if before and self._budget is not None and self.progress.evaluations + self._in_flight >= self._budget.count:
+            if before and self._budget is not None and self._budget_left() <= 0:
                 self._stop(self._budget.message, self._budget.name)
             if not before:
                 self._drain()
