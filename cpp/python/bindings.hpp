@@ -21,6 +21,21 @@ namespace pybridge::python {
 // Raises pybridge.ShimError(message, code).
 [[noreturn]] void raise_shim_error(int code, const std::string &message);
 
+// The values of `x` when it is a numpy array of n native float64 values, contiguous and aligned;
+// nullptr otherwise (no exception set). Read from the array's own fields: the buffer protocol costs
+// about 0.1 us per call on a fresh array, a tenth of a fast evaluation.
+inline const double *float64_values(py::handle x, py::ssize_t n) {
+    if (!py::isinstance<py::array>(x)) return nullptr;
+    auto *array = py::detail::array_proxy(x.ptr());
+    const auto *descr = py::detail::array_descriptor_proxy(array->descr);
+    constexpr int needed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+    if (descr->type_num != py::detail::npy_api::NPY_DOUBLE_ || descr->byteorder == '>' || array->nd != 1 ||
+        array->dimensions[0] != n || (array->flags & needed) != needed) {
+        return nullptr;
+    }
+    return reinterpret_cast<const double *>(array->data);
+}
+
 void bind_protocol(py::module_ &m);
 void bind_simulator_channel(py::module_ &m);
 void bind_driver_port(py::module_ &m);

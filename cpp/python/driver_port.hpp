@@ -84,15 +84,9 @@ public:
     // decided. The finiteness check is the C API's: one rule for both paths.
     bool send(py::handle x, uint32_t kind) {
         outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
-        if (d_ == nullptr || params_ == nullptr || !py::isinstance<py::array>(x)) return false;
-        auto *array = py::detail::array_proxy(x.ptr());
-        const auto *descr = py::detail::array_descriptor_proxy(array->descr);
-        constexpr int needed = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-        if (descr->type_num != py::detail::npy_api::NPY_DOUBLE_ || descr->byteorder == '>' || array->nd != 1 ||
-            array->dimensions[0] != static_cast<py::ssize_t>(n_params_) || (array->flags & needed) != needed) {
-            return false;
-        }
-        if (pybridge_driver_send(d_, kind, reinterpret_cast<const double *>(array->data)) != PYBRIDGE_OK) return false;
+        if (d_ == nullptr || params_ == nullptr) return false;
+        const double *values = float64_values(x, static_cast<py::ssize_t>(n_params_));
+        if (values == nullptr || pybridge_driver_send(d_, kind, values) != PYBRIDGE_OK) return false;
         outcome_ = PYBRIDGE_OUTCOME_PENDING;
         return true;
     }

@@ -77,28 +77,33 @@ double wall_clock() {  // what time.time() reads
 // operations in the same order, so that x is bit-identical to Python's).
 // False, no exception set, when z is not n float64 values.
 bool physical(const State &s, PyObject *z, double *out) {
-    Py_buffer view;
-    if (PyObject_GetBuffer(z, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
-        PyErr_Clear();
-        return false;
+    Py_buffer view{};
+    const double *z_values = float64_values(z, s.n);
+    if (z_values == nullptr) {  // another contiguous float64 vector (a memoryview, an array.array)
+        if (PyObject_GetBuffer(z, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+            PyErr_Clear();
+            return false;
+        }
+        const bool fits = view.format != nullptr && std::strcmp(view.format, "d") == 0 &&
+                          view.len == static_cast<Py_ssize_t>(s.n * sizeof(double));
+        if (!fits) {
+            PyBuffer_Release(&view);
+            return false;
+        }
+        z_values = static_cast<const double *>(view.buf);
     }
-    const bool fits = view.format != nullptr && std::strcmp(view.format, "d") == 0 &&
-                      view.len == static_cast<Py_ssize_t>(s.n * sizeof(double));
-    if (fits) {
-        const auto *z_values = static_cast<const double *>(view.buf);
-        if (!s.any_scaled) {
-            std::memcpy(out, z_values, s.n * sizeof(double));
-        } else {
-            for (Py_ssize_t i = 0; i < s.n; ++i) {
-                double x = s.offset[i] + z_values[i] * s.width[i];
-                // np.clip: NaN stays NaN (std::max/min return their first argument on NaN).
-                if (s.scaled[i]) x = std::min(std::max(x, s.lower[i]), s.upper[i]);
-                out[i] = x;
-            }
+    if (!s.any_scaled) {
+        std::memcpy(out, z_values, s.n * sizeof(double));
+    } else {
+        for (Py_ssize_t i = 0; i < s.n; ++i) {
+            double x = s.offset[i] + z_values[i] * s.width[i];
+            // np.clip: NaN stays NaN (std::max/min return their first argument on NaN).
+            if (s.scaled[i]) x = std::min(std::max(x, s.lower[i]), s.upper[i]);
+            out[i] = x;
         }
     }
-    PyBuffer_Release(&view);
-    return fits;
+    if (view.obj != nullptr) PyBuffer_Release(&view);
+    return true;
 }
 
 // Calls on_due(before); false with the exception set if it raised.

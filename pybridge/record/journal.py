@@ -15,8 +15,10 @@ One file per calibration problem. Schema version 1 (``PRAGMA user_version``), do
 Writes go through WAL, in small transactions (:data:`FLUSH_ROWS` rows or :data:`FLUSH_SECONDS`,
 whichever comes first): a reader (``pybridge monitor``) never blocks the run, and a run killed
 with -9 loses at most the last unflushed evaluations (a tenth of a second of work, or 256
-evaluations of a fast model), which a resume recomputes. An insert costs a few microseconds per
-column it binds, so the common row (a cost, status ok) binds only what it must.
+evaluations of a fast model), which a resume recomputes. The common row (a cost, status ok) binds only
+what it must, and a fast model's rows (a :class:`~pybridge.record.records.Batch`) go in by
+:data:`ROWS_PER_INSERT` per statement: a row costs SQLite about 0.7 µs, and the ``sqlite3`` module adds
+about 0.3 µs per statement it steps, which the batch pays once per chunk (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import os
 import sqlite3
 import threading
 import time
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -44,6 +45,9 @@ SCHEMA_VERSION = 1
 READABLE_SLOTS = 100
 FLUSH_ROWS = 256
 FLUSH_SECONDS = 0.1
+#: Rows of a batch per INSERT statement (fewer for wide rows: SQLite before 3.32 binds at most 999 values).
+ROWS_PER_INSERT = 32
+_MAX_BOUND_VALUES = 999
 #: SQLite files start with these bytes; anything else is not a journal.
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -61,10 +65,12 @@ class Journal:
     def __init__(self, path: PathLike, problem: Dict[str, Any], labels: Sequence[str], *, resume: bool) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        # Rows waiting for the next transaction, as runs of rows that share one INSERT statement.
-        self._pending_evaluations: List[Tuple[str, List[tuple]]] = []
+        # Rows waiting for the next transaction, per table as runs that share one INSERT statement (of
+        # one row, or of several: then each item binds the values of all its rows).
+        self._pending_evaluations: List[Tuple[str, List[Sequence[Any]]]] = []
         self._pending_count = 0
-        self._pending_iterations: List[tuple] = []
+        self._pending_iterations: List[Tuple[str, List[Sequence[Any]]]] = []
+        self._multi_row: Dict[Tuple[str, int], str] = {}  # (one-row statement, rows) -> its many-row form
         self._last_flush = time.monotonic()
         self._run: Optional[int] = None
         self._readable = list(labels) if len(labels) <= READABLE_SLOTS else []
@@ -189,33 +195,32 @@ class Journal:
         lean, lean0, full = self._insert_cost, self._insert_cost0, self._insert_any
         run = self._run
         readable = bool(self._readable)
-        groups: List[Tuple[str, List[tuple]]] = []  # (statement, rows) in order
-        iterations: List[tuple] = []
+        groups: List[Tuple[str, List[Sequence[Any]]]] = []  # (statement, rows) in order
+        iterations: List[Tuple[str, List[Sequence[Any]]]] = []
+        count = 0
         for record in _records_and_columns(records, readable):
             if type(record) is Batch:  # the common rows of a fast model, bound column by column
+                n = len(record.cost)
                 if record.start == 0:
                     statement = lean0
-                    rows: List[tuple] = list(zip(repeat(run), record.cost, record.started, record.finished,
-                                                 *record.x.T.tolist()))  # fmt: skip
+                    columns: Tuple[Any, ...] = (np.full(n, run), record.cost, record.started, record.finished)
                 else:
                     statement = lean
-                    rows = list(zip(repeat(run), repeat(record.start), record.cost, record.started, record.finished,
-                                    repeat(0), *record.x.T.tolist()))  # fmt: skip
-                if groups and groups[-1][0] is statement:
-                    groups[-1][1].extend(rows)
-                else:
-                    groups.append((statement, rows))
-                iterations.extend(zip(repeat(run), repeat(record.start), *record.iteration_columns,
-                                      *record.iteration_x.T.tolist()))  # fmt: skip
+                    columns = (np.full(n, run), np.full(n, record.start), record.cost, record.started,
+                               record.finished, np.zeros(n))  # fmt: skip
+                count += n
+                self._add_rows(groups, statement, np.column_stack((*columns, record.x)))
+                m = len(record.iteration_after)
+                if m:
+                    self._add_rows(iterations, self._insert_iteration, np.column_stack(
+                        (np.full(m, run), np.full(m, record.start), *record.iteration_columns, record.iteration_x)))
                 continue
             if type(record) is Iteration:
                 cost, best_cost = record.cost, record.best_cost
-                iterations.append((run, record.start, record.number, None if cost != cost else cost,
-                                   None if best_cost != best_cost else best_cost, record.evaluations, record.time,
-                                   *record.x.tolist()) if readable else
-                                  (run, record.start, record.number, None if cost != cost else cost,
-                                   None if best_cost != best_cost else best_cost, record.evaluations, record.time,
-                                   _blob(record.x)))  # fmt: skip
+                head = (run, record.start, record.number, None if cost != cost else cost,
+                        None if best_cost != best_cost else best_cost, record.evaluations, record.time)
+                _append(iterations, self._insert_iteration,
+                        (*head, *record.x.tolist()) if readable else (*head, _blob(record.x)))  # fmt: skip
                 continue
             status = record.status
             if status == "replayed":
@@ -237,19 +242,16 @@ class Journal:
                     None if readable else _blob(record.x), _blob(record.gradient), _blob(record.residuals),
                     *(record.x.tolist() if readable else ()),
                 )  # fmt: skip
-            if groups and groups[-1][0] is statement:
-                groups[-1][1].append(row)
-            else:
-                groups.append((statement, [row]))
+            count += 1
+            _append(groups, statement, row)
         with self._lock:
-            pending = self._pending_evaluations
-            for statement, rows in groups:
-                if pending and pending[-1][0] is statement:
-                    pending[-1][1].extend(rows)
-                else:
-                    pending.append((statement, rows))
-                self._pending_count += len(rows)
-            self._pending_iterations.extend(iterations)
+            for pending, added in ((self._pending_evaluations, groups), (self._pending_iterations, iterations)):
+                for statement, rows in added:
+                    if pending and pending[-1][0] is statement:
+                        pending[-1][1].extend(rows)
+                    else:
+                        pending.append((statement, rows))
+            self._pending_count += count
             if self._pending_count >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()
 
@@ -263,9 +265,24 @@ class Journal:
         if not evaluations and not iterations:
             return
         with _transaction(self._db):
-            for statement, rows in evaluations:
+            for statement, rows in evaluations + iterations:
                 self._db.executemany(statement, rows)
-            self._db.executemany(self._insert_iteration, iterations)
+
+    def _add_rows(self, groups: List[Tuple[str, List[Sequence[Any]]]], statement: str, rows: np.ndarray) -> None:
+        """Queues ``rows`` (one per row of the array, the values of ``statement`` in its order) in chunks
+        of one multi-row statement, the rest one by one. Every value goes in as a float: SQLite stores a
+        whole float as an INTEGER in an INTEGER column, so ``run`` and ``start`` read back as before."""
+        count, width = rows.shape
+        per = max(1, min(ROWS_PER_INSERT, _MAX_BOUND_VALUES // width))
+        whole = count - count % per
+        if whole:
+            many = self._multi_row.get((statement, per))
+            if many is None:
+                head, values = statement.split(" VALUES ")
+                many = self._multi_row[statement, per] = f"{head} VALUES {', '.join([values] * per)}"
+            _append_all(groups, many, rows[:whole].reshape(-1, per * width).tolist())
+        if whole < count:
+            _append_all(groups, statement, rows[whole:].tolist())
 
     def end_run(self, message: str, best_cost: float) -> None:
         with self._lock:
@@ -300,6 +317,20 @@ class Journal:
     @property
     def _x_columns(self) -> str:
         return ", ".join(_quoted(label) for label in self._readable) if self._readable else "x"
+
+
+def _append(groups: List[Tuple[str, List[Sequence[Any]]]], statement: str, row: Sequence[Any]) -> None:
+    if groups and groups[-1][0] is statement:
+        groups[-1][1].append(row)
+    else:
+        groups.append((statement, [row]))
+
+
+def _append_all(groups: List[Tuple[str, List[Sequence[Any]]]], statement: str, rows: List[Any]) -> None:
+    if groups and groups[-1][0] is statement:
+        groups[-1][1].extend(rows)
+    else:
+        groups.append((statement, rows))
 
 
 def _records_and_columns(items: Sequence[Any], readable: bool) -> Iterator[Any]:

@@ -3,6 +3,7 @@ resumed bit for bit after kill -9, and never mixed with another problem's."""
 
 from __future__ import annotations
 
+import math
 import signal
 import sqlite3
 import subprocess
@@ -193,3 +194,34 @@ def test_a_large_problem_keeps_its_vector_as_bytes(tmp_path, monkeypatch) -> Non
     assert read_journal(path).x.tolist() == [b.tolist() for b in blobs]
     again = _calibrate(path, budget=100, resume=True)
     assert again.replayed == 100 and again.x.tolist() == first.x.tolist()
+
+
+@pytest.mark.parametrize("width", [3, 100])  # 100 values: fewer rows per statement (999 bound values at most)
+@pytest.mark.parametrize("start", [0, 2])
+def test_a_batch_goes_in_by_chunks_and_reads_back_exactly(tmp_path, width, start) -> None:
+    from pybridge.record.journal import Journal
+    from pybridge.record.records import Batch
+
+    rng = np.random.default_rng(width)
+    count, iterations = 70, 5  # 70: whole chunks of several rows, and a remainder of single rows
+    x = rng.uniform(-1, 1, (count, width)) / 3  # values with all 53 bits in use
+    cost = (rng.uniform(size=count) * 1e-7).tolist()
+    started = (1.7e9 + np.arange(count) * 1e-6).tolist()
+    finished = [t + 3e-7 for t in started]
+    after = [0, 13, 14, 40, 70]  # evaluations of this batch before each iteration
+    columns = ([1, 2, 3, 4, 5], [float("nan"), 0.5, 0.25, 0.125, 0.0625], [math.inf, 0.5, 0.25, 0.125, 0.0625],
+               [a + 10 for a in after], [1.7e9 + i for i in range(iterations)])  # fmt: skip
+    labels = [f"x[{i}]" for i in range(width)]
+    journal = Journal(tmp_path / "batch.db", {"test": width}, labels, resume=False)
+    journal.begin_run("nelder-mead", {}, resumed=False)
+    journal.add_all([Batch(11, start, x, cost, started, finished, None, after, columns, x[after[:-1] + [69]])])
+    journal.close()
+    with closing(sqlite3.connect(tmp_path / "batch.db")) as db:
+        rows = db.execute(f"SELECT typeof(run), run, start, worker, kind, status, cost, started, finished, "
+                          f"{', '.join(f'{chr(34)}{label}{chr(34)}' for label in labels)} FROM evaluations ORDER BY id").fetchall()  # fmt: skip
+        assert [row[:6] for row in rows] == [("integer", 1, start, 0, "cost", "ok")] * count
+        assert [row[6] for row in rows] == cost and [row[7] for row in rows] == started
+        assert [row[8] for row in rows] == finished and [list(row[9:]) for row in rows] == x.tolist()
+        kept = db.execute("SELECT typeof(iteration), iteration, start, cost, best_cost, evaluations, time "
+                          "FROM iterations ORDER BY id").fetchall()  # fmt: skip
+    assert kept == [("integer", n, start, None if c != c else c, b, e, t) for n, c, b, e, t in zip(*columns)]
