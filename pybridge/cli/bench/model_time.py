@@ -5,11 +5,13 @@ which is subtracted from the round trip measured here. Model times of 0.2, 1, 5 
 uniform jitter, each through four waits in turn: the forecast (the default), plain spin-then-block
 (``forecast=False``, the wait before the forecast), pure blocking (``spin_us=0``), and pure spinning
 (``spin_us=20000``: the floor of this machine at 100 % CPU). Then the two ways a forecast can go wrong:
-a model time that changes abruptly (10x longer or shorter), and every core busy with other work.
+a model time that changes abruptly (10x longer or shorter), and every core busy with other work
+(there pure blocking is measured twice, on two simulators, to show the noise of the comparison).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,6 +35,8 @@ WAITS: Dict[str, Dict[str, Any]] = {
 }
 SPIN_FLOOR_UP_TO_US = 5000  # pure spinning beyond this would only burn a core for a long time
 AFTER_CHANGE = 5  # evaluations after an abrupt change that are counted
+BUSY_ROUNDS, BUSY_BLOCK = 150, 10  # every core busy: rounds of one block of evaluations per wait
+BLOCKING_AGAIN = "pure blocking, second simulator"
 
 
 def _simulator(options: Dict[str, Any]) -> Simulator:
@@ -95,25 +99,33 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
         results["abrupt"][change] = {wait: {"mean_us": float(np.mean(values)), "median_us": float(np.median(values))}
                                      for wait, values in counted.items()}  # fmt: skip
     log("1 ms evaluations with every core busy ...")
-    # One CPU-bound process per core. The scheduler's delays make single means swing by +-30 % here, so
-    # the waits take turns (which goes first alternates) over several rounds, and the means are of all
-    # rounds together.
+    # One CPU-bound process per core. The scheduler makes single means swing by +-30 % here, and the
+    # host drifts over seconds, so the waits take turns in short blocks (in a new random order each
+    # round), and pure blocking runs twice, on two simulators: how far those two differ is the noise
+    # that any difference between the forecast and pure blocking has to be read against.
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
-        busy: Dict[str, List[np.ndarray]] = {"forecast (default)": [], "pure blocking (spin_us=0)": []}
-        with _simulator(WAITS["forecast (default)"]) as forecast, _simulator(WAITS["pure blocking (spin_us=0)"]) as blocking:
-            sims = dict(zip(busy, (forecast, blocking)))
+        arms = {"forecast (default)": WAITS["forecast (default)"], "pure blocking (spin_us=0)": {"spin_us": 0},
+                BLOCKING_AGAIN: {"spin_us": 0}}  # fmt: skip
+        busy: Dict[str, List[np.ndarray]] = {arm: [] for arm in arms}
+        with contextlib.ExitStack() as stack:
+            sims = {arm: stack.enter_context(_simulator(options)) for arm, options in arms.items()}
             for sim in sims.values():
                 _evaluate(sim, [1000] * 20)
-            for turn in range(1 if quick else 8):
-                for wait in list(busy) if turn % 2 == 0 else list(busy)[::-1]:
-                    trips, models = _evaluate(sims[wait], _jittered(1000, 30 if quick else 100, rng))[:2]
-                    busy[wait].append(np.stack([trips, models]))
-        for wait, rounds in busy.items():
-            trips, models = np.concatenate(rounds, axis=1)
-            # The whole round trip: a spinning driver slows the model itself down when cores are short.
-            results["contention"][wait] = {"mean_round_trip_us": float(np.mean(trips)),
-                                           "mean_model_us": float(np.mean(models))}  # fmt: skip
+            order = list(arms)
+            for _ in range(3 if quick else BUSY_ROUNDS):
+                rng.shuffle(order)
+                for arm in order:
+                    trips, models = _evaluate(sims[arm], _jittered(1000, BUSY_BLOCK, rng))[:2]
+                    busy[arm].append(np.stack([trips, models]))
+        means = {arm: np.concatenate(rounds, axis=1).mean(axis=1) for arm, rounds in busy.items()}
+        # The whole round trip: a spinning driver slows the model itself down when cores are short.
+        # Pure blocking's figure is both its simulators together.
+        pooled = (means["pure blocking (spin_us=0)"] + means[BLOCKING_AGAIN]) / 2
+        for arm, (trips_us, model_us) in (("forecast (default)", means["forecast (default)"]),
+                                          ("pure blocking (spin_us=0)", pooled)):  # fmt: skip
+            results["contention"][arm] = {"mean_round_trip_us": float(trips_us), "mean_model_us": float(model_us)}
+        results["contention_noise"] = float(means[BLOCKING_AGAIN][0] / means["pure blocking (spin_us=0)"][0])
     finally:
         for burner in burners:
             burner.kill()
