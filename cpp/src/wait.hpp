@@ -97,6 +97,11 @@ private:
 // to a few per cent of a core whatever the jitter: 50 ms +-10 % would
 // otherwise spin 5 ms per wait.
 //
+// A change of pace (two waits in a row below half the first quartile, or
+// above twice the third) restarts the history from those two waits: the next
+// wait is planned around them rather than around a median that half a history
+// of wake-ups would have to move.
+//
 // Two guards. Events that keep missing the window (a forecast gone stale)
 // shrink it to +-1 margin around the median until they land in it again. And
 // when more threads are runnable than there are cores, spinning takes a core
@@ -110,6 +115,25 @@ public:
     static constexpr int kHistory = 16;
 
     void record(int64_t waited_ns) noexcept {
+        // A change of pace (a model 10x slower or faster): two waits in a row far outside the recent
+        // ones, on the same side. The history then restarts from those two, so that the next wait is
+        // planned around them; the median alone would take half a history to move, a wake-up each.
+        // One such wait alone (a checkpoint written, a cache miss) changes nothing. Instant round
+        // trips never get here: the check needs a wait long enough for a forecast to matter.
+        int side = 0;
+        if (count_ >= kHistory / 2 && std::max(waited_ns, last_ns_) > 4 * margin_ns()) {
+            int64_t sorted[kHistory];
+            std::copy(history_, history_ + count_, sorted);
+            std::sort(sorted, sorted + count_);
+            side = waited_ns < sorted[count_ / 4] / 2 ? -1 : waited_ns > 2 * sorted[(3 * count_) / 4] ? 1 : 0;
+        }
+        if (side != 0 && side == surprise_side_) {
+            restart(surprise_ns_, waited_ns);
+            surprise_side_ = 0;
+            return;
+        }
+        surprise_side_ = side;
+        surprise_ns_ = waited_ns;
         history_[next_] = waited_ns;
         next_ = (next_ + 1) % kHistory;
         if (count_ < kHistory) ++count_;
@@ -126,8 +150,12 @@ public:
         bool forecast;  // false: plain spin-then-block
     };
     Plan plan(Clock::time_point started, const SpinPolicy &spin, bool enabled = true) const noexcept {
-        const int64_t margin = margin_ns();
         if (spin.budget_ns() > 0 && cores_oversubscribed(started)) return {started, started, false};  // block only
+        return unguarded_plan(started, spin, enabled);
+    }
+    // The plan that recent waits alone suggest (plan() without its guard for a busy machine).
+    Plan unguarded_plan(Clock::time_point started, const SpinPolicy &spin, bool enabled = true) const noexcept {
+        const int64_t margin = margin_ns();
         if (enabled && spin.budget_ns() > 0 && count_ >= kHistory / 2 && last_ns_ > 4 * margin) {
             int64_t sorted[kHistory];
             std::copy(history_, history_ + count_, sorted);
@@ -155,6 +183,21 @@ private:
     int64_t last_ns_ = 0;
     int64_t oversleep_ns_ = 60'000;  // until measured: a sleeping vCPU's wake-up here (../shared/MEASURED.md)
     int32_t caught_share_ = kOne;
+    int surprise_side_ = 0;  // the last wait was far below (-1) or above (+1) the recent ones
+    int64_t surprise_ns_ = 0;
+
+    // A full history from two waits a and b: first quartile the lower, median their middle, third
+    // quartile the higher, so that the window spans what the two showed. The waits that follow
+    // replace these one by one. The new pace has not missed its window yet.
+    void restart(int64_t a, int64_t b) noexcept {
+        static_assert(kHistory == 16, "the pattern below puts the quartiles at 4, 8 and 12");
+        const int64_t low = std::min(a, b), high = std::max(a, b), middle = low + (high - low) / 2;
+        for (int i = 0; i < kHistory; ++i) history_[i] = i < 5 ? low : i < 11 ? middle : high;
+        count_ = kHistory;
+        next_ = 0;
+        last_ns_ = b;
+        caught_share_ = kOne;
+    }
 
     // Is the machine oversubscribed: more runnable threads than online cores ("R/T" in /proc/loadavg,
     // the caller included)? One sample is not enough: a kernel worker next to a driver and a simulator

@@ -1,0 +1,129 @@
+// Tests of the forecast wait's plan (cpp/src/wait.hpp) from recorded waits
+// alone: no clock, no peer, so that what a plan looks like after a given
+// history is checked exactly. The plan's guard (a busy machine) reads
+// /proc/loadavg and is left out: unguarded_plan is the history's own plan.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include "../src/wait.hpp"
+
+namespace {
+
+using pybridge::detail::Clock;
+using pybridge::detail::Forecast;
+using pybridge::detail::SpinPolicy;
+
+int failures = 0;
+
+#define CHECK(condition)                                                                        \
+    do {                                                                                        \
+        if (!(condition)) {                                                                     \
+            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #condition); \
+            ++failures;                                                                         \
+        }                                                                                       \
+    } while (0)
+
+constexpr int64_t kUs = 1000;
+const SpinPolicy kDefaultSpin{500};
+
+// A model time with +-10 % jitter, the same sequence every run.
+std::vector<int64_t> jittered(int64_t model_ns, int count) {
+    std::vector<int64_t> waits;
+    for (int i = 0; i < count; ++i) waits.push_back(model_ns + model_ns / 10 * ((i * 8) % 21 - 10) / 10);
+    return waits;
+}
+
+void record_all(Forecast &forecast, const std::vector<int64_t> &waits) {
+    for (const int64_t wait : waits) forecast.record(wait);
+}
+
+// Whether a wait of `wait_ns` would end while the waiter spins (inside the plan's window).
+bool caught(const Forecast &forecast, int64_t wait_ns) {
+    const auto started = Clock::now();
+    const auto plan = forecast.unguarded_plan(started, kDefaultSpin);
+    const auto event = started + std::chrono::nanoseconds(wait_ns);
+    return plan.forecast && plan.wake_at <= event && event <= plan.spin_end;
+}
+
+void test_a_steady_model_is_caught() {
+    Forecast forecast;
+    record_all(forecast, jittered(1000 * kUs, 20));
+    CHECK(caught(forecast, 1000 * kUs));
+    CHECK(!caught(forecast, 100 * kUs));  // a reply far earlier wakes the waiter by its post
+}
+
+// The abrupt changes: a model 10x slower or faster. Two waits of the new pace in a row are
+// enough to plan around them, instead of the half history (8 wake-ups) that moves the median.
+void test_a_model_ten_times_faster_is_caught_after_two_waits() {
+    Forecast forecast;
+    record_all(forecast, jittered(10000 * kUs, 20));
+    const auto faster = jittered(1000 * kUs, 10);
+    forecast.record(faster[0]);
+    CHECK(!caught(forecast, (faster[0] + faster[1]) / 2));  // one alone could be an outlier
+    forecast.record(faster[1]);
+    CHECK(caught(forecast, (faster[0] + faster[1]) / 2));  // planned around the two
+    for (int i = 2; i < 10; ++i) forecast.record(faster[i]);
+    CHECK(caught(forecast, 1000 * kUs));  // and around the new pace as the history fills with it
+}
+
+void test_a_model_ten_times_slower_is_caught_after_two_waits() {
+    Forecast forecast;
+    record_all(forecast, jittered(1000 * kUs, 20));
+    const auto slower = jittered(10000 * kUs, 10);
+    forecast.record(slower[0]);
+    CHECK(!caught(forecast, (slower[0] + slower[1]) / 2));
+    forecast.record(slower[1]);
+    CHECK(caught(forecast, (slower[0] + slower[1]) / 2));
+    for (int i = 2; i < 10; ++i) forecast.record(slower[i]);
+    CHECK(caught(forecast, 10000 * kUs));
+}
+
+// A single long evaluation (a checkpoint written, a cache miss) is not a new pace.
+void test_one_outlier_changes_nothing() {
+    Forecast forecast;
+    record_all(forecast, jittered(1000 * kUs, 20));
+    forecast.record(10000 * kUs);
+    CHECK(caught(forecast, 1000 * kUs));
+    forecast.record(1000 * kUs);
+    forecast.record(10000 * kUs);  // outliers that do not follow each other
+    CHECK(caught(forecast, 1000 * kUs));
+}
+
+// From instant waits to slow ones: planned from the second slow wait on.
+void test_instant_then_slow_is_caught_after_two_waits() {
+    Forecast forecast;
+    record_all(forecast, std::vector<int64_t>(20, 1 * kUs));
+    forecast.record(5000 * kUs);
+    forecast.record(5100 * kUs);
+    CHECK(caught(forecast, 5050 * kUs));
+}
+
+// Fast round trips never reach the forecast's arithmetic (plain spin-then-block).
+void test_instant_waits_spin_then_block() {
+    Forecast forecast;
+    record_all(forecast, std::vector<int64_t>(20, 1 * kUs));
+    const auto started = Clock::now();
+    const auto plan = forecast.unguarded_plan(started, kDefaultSpin);
+    CHECK(!plan.forecast && plan.wake_at == started &&
+          plan.spin_end == started + std::chrono::nanoseconds(kDefaultSpin.spin_ns()));
+}
+
+}  // namespace
+
+int main() {
+    test_a_steady_model_is_caught();
+    test_a_model_ten_times_faster_is_caught_after_two_waits();
+    test_a_model_ten_times_slower_is_caught_after_two_waits();
+    test_one_outlier_changes_nothing();
+    test_instant_then_slow_is_caught_after_two_waits();
+    test_instant_waits_spin_then_block();
+    if (failures != 0) {
+        std::fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    std::puts("test_wait: all passed");
+    return 0;
+}
