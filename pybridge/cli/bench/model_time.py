@@ -107,6 +107,8 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
     try:
         arms = {"forecast (default)": WAITS["forecast (default)"], "pure blocking (spin_us=0)": {"spin_us": 0},
                 BLOCKING_AGAIN: {"spin_us": 0}}  # fmt: skip
+        # Per evaluation: round trip, the model's wall time, driver CPU, simulator CPU beyond the model's
+        # own (it burns the CPU time asked): spinning would show in the last two.
         busy: Dict[str, List[np.ndarray]] = {arm: [] for arm in arms}
         with contextlib.ExitStack() as stack:
             sims = {arm: stack.enter_context(_simulator(options)) for arm, options in arms.items()}
@@ -116,15 +118,19 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
             for _ in range(3 if quick else BUSY_ROUNDS):
                 rng.shuffle(order)
                 for arm in order:
-                    trips, models = _evaluate(sims[arm], _jittered(1000, BUSY_BLOCK, rng))[:2]
-                    busy[arm].append(np.stack([trips, models]))
+                    asked = _jittered(1000, BUSY_BLOCK, rng)
+                    trips, models, driver_s, beyond_wall_s, _ = _evaluate(sims[arm], asked)
+                    simulator_us = (beyond_wall_s + (models.sum() - asked.sum()) / 1e6) * 1e6 / len(asked)
+                    busy[arm].append(np.stack([trips, models, np.full(len(asked), driver_s * 1e6 / len(asked)),
+                                               np.full(len(asked), simulator_us)]))  # fmt: skip
         means = {arm: np.concatenate(rounds, axis=1).mean(axis=1) for arm, rounds in busy.items()}
         # The whole round trip: a spinning driver slows the model itself down when cores are short.
-        # Pure blocking's figure is both its simulators together.
+        # Pure blocking's figures are both its simulators together.
         pooled = (means["pure blocking (spin_us=0)"] + means[BLOCKING_AGAIN]) / 2
-        for arm, (trips_us, model_us) in (("forecast (default)", means["forecast (default)"]),
-                                          ("pure blocking (spin_us=0)", pooled)):  # fmt: skip
-            results["contention"][arm] = {"mean_round_trip_us": float(trips_us), "mean_model_us": float(model_us)}
+        for arm, (trips_us, model_us, driver_us, simulator_us) in (
+                ("forecast (default)", means["forecast (default)"]), ("pure blocking (spin_us=0)", pooled)):  # fmt: skip
+            results["contention"][arm] = {"mean_round_trip_us": float(trips_us), "mean_model_us": float(model_us),
+                                          "driver_cpu_us": float(driver_us), "simulator_cpu_us": float(simulator_us)}  # fmt: skip
         results["contention_noise"] = float(means[BLOCKING_AGAIN][0] / means["pure blocking (spin_us=0)"][0])
     finally:
         for burner in burners:

@@ -56,6 +56,9 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
                  busy[forecast]["mean_round_trip_us"] / busy[blocking]["mean_round_trip_us"], "<=", 1))
     floors.append(("every core busy: pure blocking's two simulators, second / first (the noise of the row above)",
                    model["contention_noise"]))
+    for side in ("driver", "simulator"):  # spinning would show here: the forecast's guard blocks instead
+        floors.append((f"every core busy: {side} CPU per evaluation, forecast - pure blocking (µs)",
+                       busy[forecast][f"{side}_cpu_us"] - busy[blocking][f"{side}_cpu_us"]))
     pool = results["pool"]
     overhead = pool["overhead_us"]
     rows.append(("pool dispatch: ProcessPoolExecutor / pybridge Pool, per evaluation",
@@ -116,7 +119,10 @@ def tables(results: dict) -> Iterator[str]:
         yield (f"model time {change}: the next 5 evaluations add " +
                ", ".join(f"{r['mean_us']:.0f} µs ({wait})" for wait, r in waits.items()))  # fmt: skip
     yield ("every core busy, 1 ms: mean round trip " +
-           ", ".join(f"{r['mean_round_trip_us']:.0f} µs ({wait})" for wait, r in model["contention"].items()))
+           ", ".join(f"{r['mean_round_trip_us']:.0f} µs ({wait})" for wait, r in model["contention"].items()) +
+           "; CPU per evaluation, driver / simulator beyond the model: " +
+           ", ".join(f"{r['driver_cpu_us']:.0f} / {r['simulator_cpu_us']:.0f} µs ({wait})"
+                     for wait, r in model["contention"].items()))  # fmt: skip
     pool = results["pool"]
     yield "\n| dispatching trivial evaluations on 2 workers | µs per evaluation |"
     yield "|---|---:|"
