@@ -25,20 +25,13 @@
 #include <thread>
 #include <vector>
 
+#include "check.hpp"
 #include "pybridge/driver.h"
 #include "pybridge/pybridge.hpp"
 
 namespace {
 
-int failures = 0;
-
-#define CHECK(condition)                                                               \
-    do {                                                                               \
-        if (!(condition)) {                                                            \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #condition); \
-            ++failures;                                                                \
-        }                                                                              \
-    } while (0)
+using pybridge_tests::failures;
 
 template <typename T>
 T load(const T &field) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../src/wait.hpp"
+#include "check.hpp"
 
 namespace {
 
@@ -16,15 +17,7 @@ using pybridge::detail::Clock;
 using pybridge::detail::Forecast;
 using pybridge::detail::SpinPolicy;
 
-int failures = 0;
-
-#define CHECK(condition)                                                                        \
-    do {                                                                                        \
-        if (!(condition)) {                                                                     \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #condition); \
-            ++failures;                                                                         \
-        }                                                                                       \
-    } while (0)
+using pybridge_tests::failures;
 
 constexpr int64_t kUs = 1000;
 const SpinPolicy kDefaultSpin{500};
