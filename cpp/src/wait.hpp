@@ -123,8 +123,7 @@ public:
         int side = 0;
         if (count_ >= kHistory / 2 && std::max(waited_ns, last_ns_) > 4 * margin_ns()) {
             int64_t sorted[kHistory];
-            std::copy(history_, history_ + count_, sorted);
-            std::sort(sorted, sorted + count_);
+            sort_history(sorted);
             side = waited_ns < sorted[count_ / 4] / 2 ? -1 : waited_ns > 2 * sorted[(3 * count_) / 4] ? 1 : 0;
         }
         if (side != 0 && side == surprise_side_) {
@@ -158,8 +157,7 @@ public:
         const int64_t margin = margin_ns();
         if (enabled && spin.budget_ns() > 0 && count_ >= kHistory / 2 && last_ns_ > 4 * margin) {
             int64_t sorted[kHistory];
-            std::copy(history_, history_ + count_, sorted);
-            std::sort(sorted, sorted + count_);
+            sort_history(sorted);
             const int64_t median = sorted[count_ / 2];
             if (sorted[count_ / 4] > 4 * margin) {
                 int64_t half = std::min<int64_t>(kMaxWindowNs, median / 100 * kMaxWindowShare) / 2;
@@ -185,6 +183,12 @@ private:
     int32_t caught_share_ = kOne;
     int surprise_side_ = 0;  // the last wait was far below (-1) or above (+1) the recent ones
     int64_t surprise_ns_ = 0;
+
+    // The recent waits in order, into out[0, count_): quartiles at count_/4, count_/2, 3*count_/4.
+    void sort_history(int64_t *out) const noexcept {
+        std::copy(history_, history_ + count_, out);
+        std::sort(out, out + count_);
+    }
 
     // A full history from two waits a and b: first quartile the lower, median their middle, third
     // quartile the higher, so that the window spans what the two showed. The waits that follow
