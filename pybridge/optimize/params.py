@@ -249,7 +249,8 @@ class Parameters(Mapping[str, Parameter]):
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
             raise ParameterError(
-                f"{what} puts {self.labels[i]} = {x[i]!r} outside its bounds [{self.lower[i]!r}, {self.upper[i]!r}]"
+                f"{what} puts {self.labels[i]} = {float(x[i])!r} outside its bounds "
+                f"[{float(self.lower[i])!r}, {float(self.upper[i])!r}]"
             )
 
     # ---- the solver's vector -----------------------------------------------------------

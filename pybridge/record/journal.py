@@ -74,6 +74,10 @@ class Journal:
         self._last_flush = time.monotonic()
         self._run: Optional[int] = None
         self._readable = list(labels) if len(labels) <= READABLE_SLOTS else []
+        if self.path.is_dir():
+            raise JournalError(f"{self.path} is a folder; give a file name for the journal, such as {self.path / 'run.db'}")
+        if not self.path.parent.is_dir():
+            raise JournalError(f"the folder {self.path.parent} does not exist: create it, or choose another path for the journal")
         existed = self.path.exists() and self.path.stat().st_size > 0
         if existed:
             _check_is_sqlite(self.path)

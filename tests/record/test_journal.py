@@ -181,6 +181,13 @@ def test_corrupted_or_foreign_files_are_refused(tmp_path) -> None:
         read_journal(garbage)
 
 
+def test_a_path_that_cannot_be_a_journal_says_what_to_do(tmp_path) -> None:
+    with pytest.raises(JournalError, match=r"folder .*missing.* does not exist: create it"):
+        _calibrate(tmp_path / "missing" / "run.db", budget=5)
+    with pytest.raises(JournalError, match="is a folder; give a file name"):
+        _calibrate(tmp_path, budget=5)
+
+
 def test_a_large_problem_keeps_its_vector_as_bytes(tmp_path, monkeypatch) -> None:
     import pybridge.record.journal as journal_module
 
