@@ -807,8 +807,13 @@ class Simulator(_native.FastCall):
     def _check_started(self, session: "_Session") -> None:
         returncode = None if session.process is None else session.process.exit_status()
         if returncode is not None:
+            # A clean exit this early is rarely a crash: the wrong program ran (a tool that printed its
+            # usage, a job script whose solver line is commented out) and never opened a channel.
+            hint = (" without opening its pybridge channel: check that the command runs your simulator "
+                    "and that it opens the channel (pybridge_channel_open, or pybridge::Channel::open) before its loop"
+                    if returncode == 0 else "")  # fmt: skip
             raise SimulatorCrashed(
-                f"the simulator {describe_exit(returncode)} before completing the handshake",
+                f"the simulator {describe_exit(returncode)} before completing the handshake{hint}",
                 returncode=returncode,
                 stderr_tail=session.stderr_tail(),
             )

@@ -67,6 +67,13 @@ def test_simulator_exiting_before_the_handshake_reports_code_and_stderr(python_s
     assert "cannot read mesh file" in str(info.value)
 
 
+def test_a_program_that_ends_without_opening_a_channel_is_named_as_such() -> None:
+    # The commonest start-up mistake: the wrong program (a wrapper that forgot "exec", a tool that
+    # printed its usage). It exits cleanly, so the message says what to check.
+    with pytest.raises(SimulatorCrashed, match="exited with code 0 .* without opening its pybridge channel"):
+        pybridge.Simulator(["true"], n_params=2)
+
+
 def test_simulator_that_never_attaches_times_out(python_simulator: Callable) -> None:
     command = python_simulator("time.sleep(60)\n")
     started = time.monotonic()
