@@ -8,7 +8,7 @@ next to the lower bounds: the same function called in-process through
 pybind11, an in-process numpy expression, and two C processes spinning on
 shared memory. Then end-to-end SciPy runs, the CPU burned while waiting
 for a slow simulator, evaluations of milliseconds (the time the wait adds, its CPU, abrupt changes,
-every core busy), and the pool: dispatch overhead against the standard
+every core busy, the caches after a halt), and the pool: dispatch overhead against the standard
 process pools, 2 simulators against 1, differential evolution in parallel. Transports are measured interleaved, in rounds, so
 that drift hits all alike; every target is a ratio within this one run.
 

@@ -60,6 +60,14 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
     for side in ("driver", "simulator"):  # spinning would show here: the forecast's guard blocks instead
         floors.append((f"every core busy: {side} CPU per evaluation, forecast - pure blocking (µs)",
                        busy[forecast][f"{side}_cpu_us"] - busy[blocking][f"{side}_cpu_us"]))
+    # Evidence for the 5 ms row: what a thread finds after it was halted for 4.5 ms (then spun 300 µs).
+    warm, halted = model["after_halt"]["never halted"], model["after_halt"]["halted 4.5 ms"]
+    floors.append(("after 4.5 ms halted: a 32 KiB walk, halted / never halted (caches; 1 = still warm)",
+                   halted["walk_us"] / warm["walk_us"]))  # fmt: skip
+    floors.append(("after 4.5 ms halted in 1 ms naps: the same walk, halted / never halted",
+                   model["after_halt"]["halted 4.5 ms in 1 ms naps"]["walk_us"] / warm["walk_us"]))
+    floors.append(("after 4.5 ms halted: arithmetic, halted / never halted (the clock; 1 = no ramp)",
+                   halted["arithmetic_us"] / warm["arithmetic_us"]))  # fmt: skip
     pool = results["pool"]
     overhead = pool["overhead_us"]
     rows.append(("pool dispatch: ProcessPoolExecutor / pybridge Pool, per evaluation",
@@ -125,6 +133,9 @@ def tables(results: dict) -> Iterator[str]:
            "; CPU per evaluation, driver / simulator beyond the model: " +
            ", ".join(f"{r['driver_cpu_us']:.0f} / {r['simulator_cpu_us']:.0f} µs ({wait})"
                      for wait, r in model["contention"].items()))  # fmt: skip
+    yield ("after a halt of 4.5 ms and a spin of 300 µs, a 32 KiB walk / arithmetic / CPU of the halt: " +
+           ", ".join(f"{r['walk_us']:.1f} / {r['arithmetic_us']:.1f} / {r['block_cpu_us']:.0f} µs ({regime})"
+                     for regime, r in model["after_halt"].items()))  # fmt: skip
     pool = results["pool"]
     yield "\n| dispatching trivial evaluations on 2 workers | µs per evaluation |"
     yield "|---|---:|"
