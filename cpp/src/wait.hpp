@@ -88,14 +88,21 @@ private:
 // The plan of a wait: block until `wake_at`, spin until `spin_end`, then block.
 // While recent waits were short (under 4 wake-ups' worth), or fewer than
 // kHistory/2 are known, it is plain spin-then-block (wake_at = started).
-// Otherwise the spin window is the middle half of recent waits (first to third
-// quartile), at most kMaxWindowShare of the median and kMaxWindowNs wide
-// around it, widened by one margin (the measured oversleep plus a guard) on
-// each side. The median event thus finds the waiter spinning; an event before
-// the window costs a wake-up (the peer posts, as for any blocked waiter), one
-// after it costs the window's spin and a wake-up. The caps keep the spinning
-// to a few per cent of a core whatever the jitter: 50 ms +-10 % would
-// otherwise spin 5 ms per wait.
+// Otherwise the spin window spans recent waits from the second shortest to the
+// second longest, around their median, widened by one margin (the measured
+// oversleep plus a guard) on each side. An event before the window costs a
+// wake-up (the peer posts, as for any blocked waiter), one after it costs the
+// window's spin and a wake-up. Wide, because the median event is a caught one
+// only while well over half are caught: a reply caught after a long halt costs
+// ~10 us here (cold caches), a wake-up 50-100, so a window of the middle half
+// left the median among the wake-ups. Its cost is capped (the whole span,
+// margins included, and a centred window spins half its span on average): at
+// most kMaxSpanShare of the median, kMaxSpanNs, and kSpanAreaNs2 / median, so
+// that a 5 ms +-10 % model is caught almost always at ~7 % of a core, while
+// for long evaluations, where a wake-up is a negligible share, the span
+// shrinks towards the margins (50 ms: ~0.3 %). Where the margins alone exceed
+// that budget (evaluations of a few hundred us) the window keeps
+// kMinWindowShare of the median.
 //
 // A change of pace (two waits in a row below half the first quartile, or
 // above twice the third) restarts the history from those two waits: the next
@@ -160,10 +167,13 @@ public:
             sort_history(sorted);
             const int64_t median = sorted[count_ / 2];
             if (sorted[count_ / 4] > 4 * margin) {
-                int64_t half = std::min<int64_t>(kMaxWindowNs, median / 100 * kMaxWindowShare) / 2;
+                // The span's budget, and the window the margins leave of it (for short evaluations,
+                // where the margins alone exceed it, the window keeps a floor: a share of the median).
+                const int64_t span = std::min({median / 100 * kMaxSpanShare, kMaxSpanNs, kSpanAreaNs2 / median});
+                int64_t half = std::max(span - 2 * margin, std::min(span, median / 100 * kMinWindowShare)) / 2;
                 if (caught_share_ < kOne / 4) half = 0;  // missing: just the margins around the median
-                const int64_t lo = std::max(sorted[count_ / 4], median - half);
-                const int64_t hi = std::min(sorted[(3 * count_) / 4], median + half);
+                const int64_t lo = std::max(sorted[1], median - half);
+                const int64_t hi = std::min(sorted[count_ - 2], median + half);
                 return {started + std::chrono::nanoseconds(lo - margin), started + std::chrono::nanoseconds(hi + margin),
                         true};
             }
@@ -173,8 +183,10 @@ public:
 
 private:
     static constexpr int64_t kGuardNs = 10'000;
-    static constexpr int64_t kMaxWindowNs = 600'000;
-    static constexpr int64_t kMaxWindowShare = 12;  // per cent of the median
+    static constexpr int64_t kMaxSpanShare = 24;    // per cent of the median
+    static constexpr int64_t kMinWindowShare = 12;  // per cent of the median
+    static constexpr int64_t kMaxSpanNs = 1'000'000;
+    static constexpr int64_t kSpanAreaNs2 = 5'000'000LL * 1'000'000LL;  // 5 ms x 1 ms
     static constexpr int32_t kOne = 1 << 16;
     int64_t history_[kHistory] = {};
     int count_ = 0, next_ = 0;
