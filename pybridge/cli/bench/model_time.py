@@ -7,6 +7,8 @@ uniform jitter, each through four waits in turn: the forecast (the default), pla
 (``spin_us=20000``: the floor of this machine at 100 % CPU). Then the two ways a forecast can go wrong:
 a model time that changes abruptly (10x longer or shorter), and every core busy with other work
 (there pure blocking is measured twice, on two simulators, to show the noise of the comparison).
+At 1 and 5 ms an oracle runs too: a wait told each reply's time, spinning through its last 10 % —
+the best any wait can do within the targets' 10 % of a core.
 Last, what a thread finds after its vCPU was halted through most of a 5 ms evaluation, as a wait within
 10 % of a core must leave it (``pybridge-bench-halt``: the same work after a halt and after none).
 """
@@ -23,10 +25,11 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ...protocol import RequestKind
 from ...simulator import Simulator
 from .measure import _cpu_seconds, _program
 
-__all__ = ["measure_model_time", "WAITS"]
+__all__ = ["measure_model_time", "WAITS", "ORACLE"]
 
 JITTER = 0.1
 MODEL_TIMES_US = {200: 1000, 1000: 600, 5000: 200, 50000: 30}  # model time: evaluations
@@ -40,23 +43,36 @@ SPIN_FLOOR_UP_TO_US = 5000  # pure spinning beyond this would only burn a core f
 AFTER_CHANGE = 5  # evaluations after an abrupt change that are counted
 BUSY_ROUNDS, BUSY_BLOCK = 150, 10  # every core busy: rounds of one block of evaluations per wait
 BLOCKING_AGAIN = "pure blocking, second simulator"
+ORACLE = "oracle: told the reply's time, spins its last 10 %"
+ORACLE_LEAD = 0.1  # the oracle spins through this share of the model time: 10 % of a core, the issue's budget
+ORACLE_AT_US = (1000, 5000)  # the model times with a latency target
 
 
 def _simulator(options: Dict[str, Any]) -> Simulator:
     return Simulator([_program("pybridge-bench-sim"), "--burn-x0"], n_params=2, **options)
 
 
-def _evaluate(sim: Simulator, model_us: "Sequence[float] | np.ndarray") -> Tuple[np.ndarray, np.ndarray, float, float, float]:
+def _evaluate(sim: Simulator, model_us: "Sequence[float] | np.ndarray",
+              oracle: bool = False) -> Tuple[np.ndarray, np.ndarray, float, float, float]:  # fmt: skip
     """(round trips µs, the model's own wall times µs, driver CPU s, simulator CPU s beyond its model,
-    wall s). Round trip minus model time is what the bridge added."""
+    wall s). Round trip minus model time is what the bridge added.
+
+    ``oracle``: the wait is told each reply's time (this driver asks for it): it sends, sleeps until
+    :data:`ORACLE_LEAD` of the model time is left, then spins (``sim`` must spin that long: pure
+    spinning). No forecast can do better at that CPU; it is the reference for the 1 and 5 ms targets."""
     assert sim.pid is not None
     x = np.zeros(2)
     trips, models = np.empty(len(model_us)), np.empty(len(model_us))
+    port, kind = sim._port, int(RequestKind.COST)
     wall, cpu, peer = time.perf_counter(), time.process_time(), _cpu_seconds(sim.pid)
     for i, us in enumerate(model_us):
         x[0] = us
         started = time.perf_counter_ns()
-        models[i] = sim(x)
+        if oracle and port is not None and port.start(x, kind):
+            time.sleep(us * (1 - ORACLE_LEAD) / 1e6)
+            models[i] = port.finish(kind)
+        else:
+            models[i] = sim(x)
         trips[i] = (time.perf_counter_ns() - started) / 1e3
     wall = time.perf_counter() - wall
     return trips, models, time.process_time() - cpu, _cpu_seconds(sim.pid) - peer - float(models.sum()) / 1e6, wall
@@ -73,12 +89,13 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
         log(f"evaluations of {model_us / 1000:g} ms ...")
         count = max(10, count // 10) if quick else count
         rows: Dict[str, Dict[str, float]] = {}
-        for wait, options in WAITS.items():
-            if "spinning" in wait and model_us > SPIN_FLOOR_UP_TO_US:
+        for wait, options in {**WAITS, ORACLE: WAITS["pure spinning (spin_us=20000)"]}.items():
+            if "spinning" in wait and model_us > SPIN_FLOOR_UP_TO_US or wait == ORACLE and model_us not in ORACLE_AT_US:
                 continue
             with _simulator(options) as sim:
                 _evaluate(sim, [model_us] * (10 if quick else 20))  # the waits learn the model time
-                trips, models, driver_s, simulator_s, wall = _evaluate(sim, _jittered(model_us, count, rng))
+                trips, models, driver_s, simulator_s, wall = _evaluate(sim, _jittered(model_us, count, rng),
+                                                                       oracle=wait == ORACLE)  # fmt: skip
             added = trips - models
             p10, median, p90 = np.percentile(added, [10, 50, 90])
             rows[wait] = {"median_us": float(median), "p10_us": float(p10), "p90_us": float(p90),
