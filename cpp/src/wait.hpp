@@ -183,8 +183,8 @@ public:
 
 private:
     static constexpr int64_t kGuardNs = 10'000;
-    static constexpr int64_t kMaxSpanShare = 24;    // per cent of the median
-    static constexpr int64_t kMinWindowShare = 12;  // per cent of the median
+    static constexpr int64_t kMaxSpanShare = 20;    // per cent of the median
+    static constexpr int64_t kMinWindowShare = 10;  // per cent of the median
     static constexpr int64_t kMaxSpanNs = 1'000'000;
     static constexpr int64_t kSpanAreaNs2 = 5'000'000LL * 1'000'000LL;  // 5 ms x 1 ms
     static constexpr int32_t kOne = 1 << 16;
