@@ -4,13 +4,13 @@ The benchmark simulator computes (burns CPU) for x[0] microseconds and replies w
 which is subtracted from the round trip measured here. Model times of 0.2, 1, 5 and 50 ms with ±10 %
 uniform jitter, each through four waits in turn: the forecast (the default), plain spin-then-block
 (``forecast=False``, the wait before the forecast), pure blocking (``spin_us=0``), and pure spinning
-(``spin_us=20000``: the floor of this machine at 100 % CPU). Then the two ways a forecast can go wrong:
-a model time that changes abruptly (10x longer or shorter), and every core busy with other work
-(there pure blocking is measured twice, on two simulators, to show the noise of the comparison).
-At 1 and 5 ms an oracle runs too: a wait told each reply's time, spinning through its last 10 % —
-the best any wait can do within the targets' 10 % of a core.
-Last, what a thread finds after its vCPU was halted through most of a 5 ms evaluation, as a wait within
-10 % of a core must leave it (``pybridge-bench-halt``: the same work after a halt and after none).
+(``spin_us=20000``: the floor of this machine at 100 % CPU). At 1 and 5 ms an oracle runs too: a wait
+told each reply's time, spinning through its last 10 % — the best any wait can do within the targets'
+10 % of a core. Then the two ways a forecast can go wrong: a model time that changes abruptly (10x
+longer or shorter), and every core busy with other work (there pure blocking is measured twice, on two
+simulators, to show the noise of the comparison). Last, what a thread finds after its vCPU was halted
+through most of a 5 ms evaluation, as a wait within 10 % of a core must leave it
+(``pybridge-bench-halt``: the same work after a halt and after none).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
         count = max(10, count // 10) if quick else count
         rows: Dict[str, Dict[str, float]] = {}
         for wait, options in {**WAITS, ORACLE: WAITS["pure spinning (spin_us=20000)"]}.items():
-            if "spinning" in wait and model_us > SPIN_FLOOR_UP_TO_US or wait == ORACLE and model_us not in ORACLE_AT_US:
+            if ("spinning" in wait and model_us > SPIN_FLOOR_UP_TO_US) or (wait == ORACLE and model_us not in ORACLE_AT_US):
                 continue
             with _simulator(options) as sim:
                 _evaluate(sim, [model_us] * (10 if quick else 20))  # the waits learn the model time
