@@ -223,8 +223,8 @@ class Journal:
                 cost, best_cost = record.cost, record.best_cost
                 head = (run, record.start, record.number, None if cost != cost else cost,
                         None if best_cost != best_cost else best_cost, record.evaluations, record.time)
-                _append(iterations, self._insert_iteration,
-                        (*head, *record.x.tolist()) if readable else (*head, _blob(record.x)))  # fmt: skip
+                _queue(iterations, self._insert_iteration,
+                       [(*head, *record.x.tolist()) if readable else (*head, _blob(record.x))])  # fmt: skip
                 continue
             status = record.status
             if status == "replayed":
@@ -247,14 +247,11 @@ class Journal:
                     *(record.x.tolist() if readable else ()),
                 )  # fmt: skip
             count += 1
-            _append(groups, statement, row)
+            _queue(groups, statement, [row])
         with self._lock:
             for pending, added in ((self._pending_evaluations, groups), (self._pending_iterations, iterations)):
                 for statement, rows in added:
-                    if pending and pending[-1][0] is statement:
-                        pending[-1][1].extend(rows)
-                    else:
-                        pending.append((statement, rows))
+                    _queue(pending, statement, rows)
             self._pending_count += count
             if self._pending_count >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()
@@ -284,9 +281,9 @@ class Journal:
             if many is None:
                 head, values = statement.split(" VALUES ")
                 many = self._multi_row[statement, per] = f"{head} VALUES {', '.join([values] * per)}"
-            _append_all(groups, many, rows[:whole].reshape(-1, per * width).tolist())
+            _queue(groups, many, rows[:whole].reshape(-1, per * width).tolist())
         if whole < count:
-            _append_all(groups, statement, rows[whole:].tolist())
+            _queue(groups, statement, rows[whole:].tolist())
 
     def end_run(self, message: str, best_cost: float) -> None:
         with self._lock:
@@ -323,14 +320,9 @@ class Journal:
         return ", ".join(_quoted(label) for label in self._readable) if self._readable else "x"
 
 
-def _append(groups: List[Tuple[str, List[Sequence[Any]]]], statement: str, row: Sequence[Any]) -> None:
-    if groups and groups[-1][0] is statement:
-        groups[-1][1].append(row)
-    else:
-        groups.append((statement, [row]))
-
-
-def _append_all(groups: List[Tuple[str, List[Sequence[Any]]]], statement: str, rows: List[Any]) -> None:
+def _queue(groups: List[Tuple[str, List[Sequence[Any]]]], statement: str, rows: List[Any]) -> None:
+    """Adds ``rows`` of ``statement`` to the runs in ``groups``: to the last run when it has the same
+    statement (one ``executemany`` for both), else as a run of its own (``rows`` itself, not a copy)."""
     if groups and groups[-1][0] is statement:
         groups[-1][1].extend(rows)
     else:
