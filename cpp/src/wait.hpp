@@ -98,11 +98,11 @@ private:
 // left the median among the wake-ups. Its cost is capped (the whole span,
 // margins included, and a centred window spins half its span on average): at
 // most kMaxSpanShare of the median, kMaxSpanNs, and kSpanAreaNs2 / median, so
-// that a 5 ms +-10 % model is caught almost always at ~7 % of a core, while
-// for long evaluations, where a wake-up is a negligible share, the span
-// shrinks towards the margins (50 ms: ~0.3 %). Where the margins alone exceed
-// that budget (evaluations of a few hundred us) the window keeps
-// kMinWindowShare of the median.
+// that a 5 ms +-10 % model is caught almost always at ~7 % of a core, up to
+// 10 ms the span is the full 1 ms, and beyond, where a wake-up is a
+// negligible share of the evaluation, it shrinks (50 ms: 200 us). Where the
+// margins alone exceed that budget (evaluations of a few hundred us) the
+// window keeps kMinWindowShare of the median.
 //
 // A change of pace (two waits in a row below half the first quartile, or
 // above twice the third) restarts the history from those two waits: the next
@@ -186,7 +186,7 @@ private:
     static constexpr int64_t kMaxSpanShare = 20;    // per cent of the median
     static constexpr int64_t kMinWindowShare = 10;  // per cent of the median
     static constexpr int64_t kMaxSpanNs = 1'000'000;
-    static constexpr int64_t kSpanAreaNs2 = 5'000'000LL * 1'000'000LL;  // 5 ms x 1 ms
+    static constexpr int64_t kSpanAreaNs2 = 10'000'000LL * 1'000'000LL;  // 10 ms x 1 ms
     static constexpr int32_t kOne = 1 << 16;
     int64_t history_[kHistory] = {};
     int count_ = 0, next_ = 0;
