@@ -98,9 +98,10 @@ private:
 // left the median among the wake-ups. Its cost is capped (the whole span,
 // margins included, and a centred window spins half its span on average): at
 // most kMaxSpanShare of the median, kMaxSpanNs, and kSpanAreaNs2 / median, so
-// that a 5 ms +-10 % model is caught almost always at ~7 % of a core, up to
-// 10 ms the span is the full 1 ms, and beyond, where a wake-up is a
-// negligible share of the evaluation, it shrinks (50 ms: 200 us). Where the
+// that 75-82 % of a 5 ms +-10 % model's replies are caught (traced) at ~7 %
+// of a core beyond pure blocking; up to 10 ms the span is the full 1 ms, and
+// beyond, where a wake-up is a negligible share of the evaluation, it shrinks
+// (50 ms: 200 us). Where the
 // margins alone exceed that budget (evaluations of a few hundred us) the
 // window keeps kMinWindowShare of the median.
 //
