@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <semaphore.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -118,6 +119,60 @@ private:
 // is what a busy machine needs). The kernel's count of runnable threads
 // (/proc/loadavg) is sampled at most every 10 ms per thread, and a majority
 // of recent samples decides.
+// The number of runnable threads, from /proc/loadavg ("R" of its "R/T"), or -1.
+// The simulator samples it as it starts waiting for the next request, on the
+// critical path when the driver answers at once: open + read + close took
+// 8.5 us there after 2 ms of computing (half the evaluations of a 5 ms model
+// paid it), one read of a descriptor kept open 1.2 us. So the descriptor
+// stays open for the thread's life (O_CLOEXEC). A program may close
+// descriptors it did not open and reuse the number; each read first checks
+// (fstat, ~0.3 us) that the number still names the file this reader opened,
+// and otherwise forgets it (never reading or closing what is now someone
+// else's) and opens its own again.
+class RunnableCount {
+public:
+    explicit RunnableCount(const char *path = "/proc/loadavg") noexcept : path_(path) {}
+    ~RunnableCount() {
+        if (still_ours()) ::close(fd_);
+    }
+    RunnableCount(const RunnableCount &) = delete;
+    RunnableCount &operator=(const RunnableCount &) = delete;
+
+    long read() noexcept {
+        if (!still_ours() && !reopen()) return -1;
+        char text[128];
+        const ssize_t got = ::pread(fd_, text, sizeof text - 1, 0);
+        if (got <= 0) return -1;
+        text[got] = '\0';
+        long runnable = -1;
+        return std::sscanf(text, "%*f %*f %*f %ld/", &runnable) == 1 ? runnable : -1;
+    }
+    int descriptor() const noexcept { return fd_; }
+
+private:
+    bool still_ours() const noexcept {
+        struct stat now;
+        return fd_ >= 0 && ::fstat(fd_, &now) == 0 && now.st_dev == dev_ && now.st_ino == ino_;
+    }
+    bool reopen() noexcept {
+        fd_ = ::open(path_, O_RDONLY | O_CLOEXEC);
+        struct stat opened;
+        if (fd_ >= 0 && ::fstat(fd_, &opened) != 0) {
+            ::close(fd_);
+            fd_ = -1;
+        }
+        if (fd_ < 0) return false;
+        dev_ = opened.st_dev;
+        ino_ = opened.st_ino;
+        return true;
+    }
+
+    const char *path_;
+    int fd_ = -1;
+    dev_t dev_ = 0;
+    ino_t ino_ = 0;
+};
+
 class Forecast {
 public:
     static constexpr int kHistory = 16;
@@ -219,28 +274,25 @@ private:
     // Is the machine oversubscribed: more runnable threads than online cores ("R/T" in /proc/loadavg,
     // the caller included)? One sample is not enough: a kernel worker next to a driver and a simulator
     // that fill a 2-core machine makes three for a moment, while another job on the node keeps the
-    // count high from either side's view. So the samples (at most one per 10 ms per thread, a few
-    // microseconds each, so that instant round trips stay sub-microsecond) feed a moving share, and
-    // the machine counts as busy while more than half of the recent ones were.
-    static bool cores_oversubscribed(Clock::time_point now) noexcept {
-        static const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
-        thread_local Clock::time_point read_at{};
-        thread_local int32_t busy_share = -1;  // no sample yet: the first one decides alone
-        if (now - read_at >= std::chrono::milliseconds(10)) {
-            read_at = now;
-            char text[128];
-            long runnable = 0;
-            const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-            const ssize_t got = fd < 0 ? -1 : ::read(fd, text, sizeof text - 1);
-            if (fd >= 0) ::close(fd);
-            if (got > 0) text[got] = '\0';
-            const bool busy = got > 0 && std::sscanf(text, "%*s %*s %*s %ld/", &runnable) == 1 && cores > 0 &&
-                              runnable > cores;
-            busy_share = busy_share < 0 ? (busy ? kOne : 0) : busy_share + ((busy ? kOne : 0) - busy_share) / 8;
-        }
-        return busy_share > kOne / 2;
-    }
+    // count high from either side's view. So the samples (at most one per 10 ms per thread, ~1 us
+    // each: see RunnableCount) feed a moving share, and the machine counts as busy while more than
+    // half of the recent ones were.
+    static bool cores_oversubscribed(Clock::time_point now) noexcept;
 };
+
+inline bool Forecast::cores_oversubscribed(Clock::time_point now) noexcept {
+    static const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+    thread_local RunnableCount runnable;
+    thread_local Clock::time_point read_at{};
+    thread_local int32_t busy_share = -1;  // no sample yet: the first one decides alone
+    if (now - read_at >= std::chrono::milliseconds(10)) {
+        read_at = now;
+        const long count = runnable.read();
+        const bool busy = count >= 0 && cores > 0 && count > cores;
+        busy_share = busy_share < 0 ? (busy ? kOne : 0) : busy_share + ((busy ? kOne : 0) - busy_share) / 8;
+    }
+    return busy_share > kOne / 2;
+}
 
 // Timed blocks of a forecast wake up late by the timer slack on top of the
 // wake-up itself: 50 us by default for a normal thread. Asked for once per
