@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include <pybind11/eval.h>
+
 #include "../src/values.hpp"
 #include "../src/wait.hpp"
 #include "bindings.hpp"
@@ -96,17 +98,32 @@ public:
     // The C driver spins once per request; later slices only look, then block.
     // With a timeout, no slice reaches past it: the caller sees the deadline
     // within a timer's wake-up of it, not a poll period later.
+    //
+    // A forecast wait (evaluations of milliseconds) is cut in two where its
+    // spin window opens, and the interpreter runs once there (warm_up) before
+    // the spin. Whatever runs first after a reply is slow when it last ran
+    // milliseconds before, while the vCPU was halted or the host's other work
+    // had the caches; running the interpreter just before the reply halved
+    // the time a 5 ms evaluation's caught reply took to reach the caller
+    // (docs/performance.md). Running Python code there also runs any signal
+    // handler due: an exception it raises leaves the request pending, as one
+    // raised in the slow path's own wait does.
     bool wait() {
         if (outcome_ != PYBRIDGE_OUTCOME_PENDING) return outcome_ == PYBRIDGE_OUTCOME_ANSWERED;
         int status = pybridge_driver_wait(d_, 0);  // spins (first slice only), never blocks: GIL held
-        if (status == PYBRIDGE_TIMEOUT) {
-            std::chrono::nanoseconds slice = poll_;
-            if (timeout_.count() > 0) {
-                const auto left = timeout_ - std::chrono::nanoseconds(pybridge_driver_elapsed_ns(d_));
-                slice = std::max(std::chrono::nanoseconds(0), std::min(slice, left));
+        if (status == PYBRIDGE_TIMEOUT && pybridge_driver_window_in_ns(d_) > 0) {
+            {
+                py::gil_scoped_release release;
+                status = pybridge_driver_wait_until_window(d_, slice());
             }
+            if (status == PYBRIDGE_TIMEOUT) {
+                if (pybridge_driver_window_in_ns(d_) > 0) return false;  // the slice ran out first
+                warm_up();
+            }
+        }
+        if (status == PYBRIDGE_TIMEOUT) {
             py::gil_scoped_release release;
-            status = pybridge_driver_wait(d_, std::max<int64_t>(slice.count(), 0));
+            status = pybridge_driver_wait(d_, slice());
         }
         if (status != PYBRIDGE_OK) return false;
         outcome_ = PYBRIDGE_OUTCOME_ANSWERED;
@@ -248,6 +265,31 @@ private:
         std::memcpy(out.mutable_data(), values, count * sizeof(double));
         return out;
     }
+    // Nanoseconds the next wait may block: a poll slice, cut at the timeout.
+    int64_t slice() const {
+        std::chrono::nanoseconds slice = poll_;
+        if (timeout_.count() > 0) {
+            const auto left = timeout_ - std::chrono::nanoseconds(pybridge_driver_elapsed_ns(d_));
+            slice = std::min(slice, left);
+        }
+        return std::max<int64_t>(slice.count(), 0);
+    }
+
+    // Runs the interpreter once: a Python function that does nothing (made once, never freed: the
+    // interpreter may be finalizing when static destructors run). A C function called instead
+    // (the binding's own call path, a float made) did not help: it is the interpreter's own loop
+    // that the caller's code, after the reply, needs warm.
+    static void warm_up() {
+        static PyObject *nothing = [] {
+            py::dict scope;
+            py::exec("def pybridge_warm_up():\n    pass\n", scope);
+            return py::object(scope["pybridge_warm_up"]).release().ptr();
+        }();
+        PyObject *result = PyObject_CallNoArgs(nothing);
+        if (result == nullptr) throw py::error_already_set();
+        Py_DECREF(result);
+    }
+
     // rows x columns values (a batch's gradients or residuals); columns == 1 gives a vector.
     static py::array_t<double> copy_of(const double *values, py::ssize_t rows, py::ssize_t columns) {
         py::array_t<double> out = columns == 1 ? py::array_t<double>(rows) : py::array_t<double>({rows, columns});

@@ -224,6 +224,21 @@ int send_request(pybridge_driver *d, uint32_t kind, uint32_t count, const double
     return PYBRIDGE_OK;
 }
 
+// pybridge_driver_wait, or with until_window its first part (pybridge_driver_wait_until_window).
+int wait_reply(pybridge_driver *d, int64_t timeout_ns, bool until_window) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_OK;
+    if (d->outcome != PYBRIDGE_OUTCOME_PENDING) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no request to wait for");
+    const auto ready = [d] { return answered(d); };
+    const bool done = pybridge::detail::wait_planned(ready, d->plan, d->forecast, d->header()->driver_sleeping,
+                                                     d->reply_sem, timeout_ns, PYBRIDGE_SLEEPING_ON_REPLY,
+                                                     until_window);
+    if (!until_window) d->spun = true;
+    if (!done) return PYBRIDGE_TIMEOUT;
+    record_answer(d);
+    return PYBRIDGE_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -392,17 +407,16 @@ int pybridge_driver_send_batch(pybridge_driver *d, uint32_t kind, uint32_t count
     return send_request(d, kind, count, params);
 }
 
-int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) {
-    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
-    if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_OK;
-    if (d->outcome != PYBRIDGE_OUTCOME_PENDING) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no request to wait for");
-    const auto ready = [d] { return answered(d); };
-    const bool done = pybridge::detail::wait_planned(ready, d->plan, d->forecast, d->header()->driver_sleeping,
-                                                     d->reply_sem, timeout_ns, PYBRIDGE_SLEEPING_ON_REPLY);
-    d->spun = true;
-    if (!done) return PYBRIDGE_TIMEOUT;
-    record_answer(d);
-    return PYBRIDGE_OK;
+int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) { return wait_reply(d, timeout_ns, false); }
+
+int pybridge_driver_wait_until_window(pybridge_driver *d, int64_t timeout_ns) {
+    return wait_reply(d, timeout_ns, true);
+}
+
+int64_t pybridge_driver_window_in_ns(const pybridge_driver *d) {
+    if (d == nullptr || d->outcome != PYBRIDGE_OUTCOME_PENDING || !d->plan.forecast) return 0;
+    const auto ahead = d->plan.wake_at - pybridge::detail::Clock::now();
+    return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(ahead).count());
 }
 
 int pybridge_driver_set_forecast(pybridge_driver *d, int enabled) {

@@ -372,10 +372,12 @@ bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds
 // most block_ns of blocking in all. The phases are times, not steps, so the
 // caller may wait in slices (to check its peer, its deadline, its signals) and
 // each call carries on where the last stopped. With block_ns = 0 it never
-// blocks: it spins if the plan spins now, else it only looks.
+// blocks: it spins if the plan spins now, else it only looks. With
+// until_window it returns when the spin window opens instead of spinning
+// through it, for a caller with work to do just before the reply.
 template <typename Ready>
 bool wait_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, uint32_t &sleeping, sem_t *sem,
-                  int64_t block_ns, uint32_t on = 1u) noexcept {
+                  int64_t block_ns, uint32_t on = 1u, bool until_window = false) noexcept {
     if (ready()) return true;
     auto now = Clock::now();
     const auto deadline = now + std::chrono::nanoseconds(std::max<int64_t>(block_ns, 0));
@@ -388,6 +390,7 @@ bool wait_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, u
         if (until != plan.wake_at) return ready();  // this slice ended first
         forecast.record_oversleep(std::chrono::duration_cast<std::chrono::nanoseconds>(now - plan.wake_at).count());
     }
+    if (until_window) return ready();
     if (now < plan.spin_end) {
         const bool caught = spin_until(ready, block_ns > 0 ? std::min(plan.spin_end, deadline) : plan.spin_end);
         if (plan.forecast && (caught || Clock::now() >= plan.spin_end)) forecast.record_window(caught);

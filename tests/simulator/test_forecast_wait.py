@@ -3,6 +3,8 @@ late timeout. The benchmark simulator computes for x[0] microseconds and answers
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 
 import numpy as np
@@ -69,3 +71,60 @@ def test_every_wait_returns_the_same_values(options: dict) -> None:
     # the odd evaluation long (seen: 2861 us asked, 5326 measured). A neighbour's answer would miss by
     # the neighbour's difference in about every other evaluation.
     assert len(overshot) <= 3, overshot
+
+
+def warm_ups_during(sim: pybridge.Simulator, model_us: float, count: int) -> int:
+    """How many times the interpreter ran the binding's warm-up in `count` evaluations of `model_us`."""
+    calls = []
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code.co_name == "pybridge_warm_up":  # type: ignore[attr-defined]
+            calls.append(frame)
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(count):
+            timed(sim, model_us)
+    finally:
+        sys.setprofile(None)
+    return len(calls)
+
+
+def test_a_forecast_wait_runs_the_interpreter_once_before_each_reply() -> None:
+    """Milliseconds into the run, the wait returns to the interpreter where its spin window opens (what runs
+    after the reply then finds it warm): once per evaluation, and only for a forecast wait."""
+    with simulator() as sim:
+        for _ in range(16):
+            timed(sim, 5_000)
+        warm_ups = warm_ups_during(sim, 5_000, 10)
+    # A reply that comes before the window opens (the waiter woke late) skips it: about one in four here.
+    assert 1 <= warm_ups <= 10, warm_ups
+    for options in ({"forecast": False}, {"spin_us": 0}):
+        with simulator(**options) as sim:
+            for _ in range(16):
+                timed(sim, 2_000)
+            assert warm_ups_during(sim, 2_000, 5) == 0, options
+
+
+def test_ctrl_c_in_the_warm_up_leaves_the_simulator_usable() -> None:
+    """Running Python code runs any signal handler due: Ctrl-C landing there interrupts the evaluation as it
+    would in any wait, and the next evaluation gets its own answer, not the interrupted one's."""
+
+    def interrupt(frame: object, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code.co_name == "pybridge_warm_up":  # type: ignore[attr-defined]
+            sys.setprofile(None)
+            signal.raise_signal(signal.SIGINT)
+
+    with simulator() as sim:
+        for _ in range(16):
+            timed(sim, 5_000)
+        sys.setprofile(interrupt)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                for _ in range(40):  # until one wait reaches its window before the reply
+                    timed(sim, 5_000)
+        finally:
+            sys.setprofile(None)
+        for asked in (3_000, 1_000, 2_000):
+            model = timed(sim, asked)[1]
+            assert asked <= model < asked + 900, (asked, model)

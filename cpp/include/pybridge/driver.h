@@ -142,6 +142,18 @@ PYBRIDGE_API int pybridge_driver_send_batch(pybridge_driver *driver, uint32_t ki
  * PYBRIDGE_E_INVALID_ARGUMENT if nothing was sent. */
 PYBRIDGE_API int pybridge_driver_wait(pybridge_driver *driver, int64_t timeout_ns);
 
+/* For a caller with work of its own to do just before the reply (the Python
+ * binding runs the interpreter once there: whatever runs first after a reply
+ * is slow when it last ran milliseconds before; docs/performance.md).
+ * pybridge_driver_window_in_ns: nanoseconds until the spin window of the
+ * pending forecast wait opens; 0 when it is open, or the wait is no forecast,
+ * or nothing is pending. pybridge_driver_wait_until_window: the first part of
+ * pybridge_driver_wait alone, blocking until that window opens, the reply
+ * comes, or timeout_ns passes, without spinning; PYBRIDGE_OK once answered,
+ * else PYBRIDGE_TIMEOUT. pybridge_driver_wait then goes on from there. */
+PYBRIDGE_API int64_t pybridge_driver_window_in_ns(const pybridge_driver *driver);
+PYBRIDGE_API int pybridge_driver_wait_until_window(pybridge_driver *driver, int64_t timeout_ns);
+
 /* Turns the forecast of pybridge_driver_wait on (the default) or off (plain
  * spin-then-block whatever the replies take), from the next request on. */
 PYBRIDGE_API int pybridge_driver_set_forecast(pybridge_driver *driver, int enabled);
