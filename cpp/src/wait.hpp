@@ -89,22 +89,27 @@ private:
 // The plan of a wait: block until `wake_at`, spin until `spin_end`, then block.
 // While recent waits were short (under 4 wake-ups' worth), or fewer than
 // kHistory/2 are known, it is plain spin-then-block (wake_at = started).
-// Otherwise the spin window spans recent waits from the second shortest to the
-// second longest, around their median, widened by one margin (the measured
-// oversleep plus a guard) on each side. An event before the window costs a
-// wake-up (the peer posts, as for any blocked waiter), one after it costs the
-// window's spin and a wake-up. Wide, because the median event is a caught one
-// only while well over half are caught: a reply caught after a long halt costs
-// ~10 us here (cold caches), a wake-up 50-100, so a window of the middle half
-// left the median among the wake-ups. Its cost is capped (the whole span,
-// margins included, and a centred window spins half its span on average): at
-// most kMaxSpanShare of the median, kMaxSpanNs, and kSpanAreaNs2 / median, so
-// that 75-82 % of a 5 ms +-10 % model's replies are caught (traced) at ~7 %
-// of a core beyond pure blocking; up to 10 ms the span is the full 1 ms, and
-// beyond, where a wake-up is a negligible share of the evaluation, it shrinks
-// (50 ms: 200 us). Where the
-// margins alone exceed that budget (evaluations of a few hundred us) the
-// window keeps kMinWindowShare of the median.
+// Otherwise the spin window spans recent waits, from the shortest to the
+// longest widened by their mean gap (the next wait falls that far outside
+// them as often as not), and is widened by one margin (the measured oversleep
+// plus a guard) on each side. Where its cost is capped below that, it is
+// centred on their median, slid only as far as it takes to keep all of it
+// among them (an off-centre median, from 16 random draws, would leave part of
+// the budget outside the waits and part of them uncovered). An event before
+// the window costs a wake-up (the peer posts, as for any blocked waiter), one
+// after it costs the window's spin and a wake-up. Wide, because the median
+// event is a caught one only while well over half are caught: a reply caught
+// after a long halt costs ~10 us here (cold caches), a wake-up 50-100, so a
+// window of the middle half left the median among the wake-ups. Its cost is
+// capped (the whole span, margins included, and a centred window spins half
+// its span on average): at most kMaxSpanShare of the median, kMaxSpanNs, and
+// kSpanAreaNs2 / median, so that most of a 5 ms +-10 % model's replies are
+// caught (traced: 75-82 % with the window between the second shortest and
+// second longest waits; modelled: 89 % as it is now) at ~8 % of a core beyond
+// pure blocking; up to 10 ms the span is the full 1 ms, and beyond, where a
+// wake-up is a negligible share of the evaluation, it shrinks (50 ms: 200
+// us). Where the margins alone exceed that budget (evaluations of a few
+// hundred us) the window keeps kMinWindowShare of the median.
 //
 // A change of pace (two waits in a row below half the first quartile, or
 // above twice the third) restarts the history from those two waits: the next
@@ -228,8 +233,16 @@ public:
                 const int64_t span = std::min({median / 100 * kMaxSpanShare, kMaxSpanNs, kSpanAreaNs2 / median});
                 int64_t half = std::max(span - 2 * margin, std::min(span, median / 100 * kMinWindowShare)) / 2;
                 if (caught_share_ < kOne / 4) half = 0;  // missing: just the margins around the median
-                const int64_t lo = std::max(sorted[1], median - half);
-                const int64_t hi = std::min(sorted[count_ - 2], median + half);
+                // Recent waits, widened by their mean gap (the next one falls that far outside them
+                // as often as not), and within them a window of the budget's width, centred on the
+                // median unless that would leave part of the budget outside them.
+                const int64_t gap = (sorted[count_ - 1] - sorted[0]) / (count_ - 1);
+                const int64_t first = sorted[0] - gap, last = sorted[count_ - 1] + gap;
+                int64_t lo = first, hi = last;
+                if (last - first > 2 * half) {
+                    lo = std::clamp(median - half, first, last - 2 * half);
+                    hi = lo + 2 * half;
+                }
                 return {started + std::chrono::nanoseconds(lo - margin), started + std::chrono::nanoseconds(hi + margin),
                         true};
             }

@@ -76,6 +76,26 @@ void test_most_of_a_five_ms_spread_is_caught() {
     CHECK(caught_share(forecast, 5000 * kUs) >= 0.8);
 }
 
+// The same with the order a real model's jitter comes in: 16 recent waits drawn at random leave the
+// spread's ends uncovered when the window stops at the second shortest and the second longest of them
+// (a twelfth of the spread on each side, on average), or stays centred on a median that chance put
+// off-centre while the cap, not the waits, bounds it. 5 ms +-10 %, 32 seeded histories: 0.83 of the
+// spread caught on average with that rule, 0.91 with the window slid within the waits.
+void test_a_random_five_ms_spread_is_caught() {
+    uint64_t state = 42;
+    const auto uniform = [&state] {  // a fixed LCG: the same draws on every platform
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        return static_cast<double>(state >> 11) / 9007199254740992.0;
+    };
+    double total = 0;
+    for (int history = 0; history < 32; ++history) {
+        Forecast forecast;
+        for (int i = 0; i < 16; ++i) forecast.record(static_cast<int64_t>(5000 * kUs * (0.9 + 0.2 * uniform())));
+        total += caught_share(forecast, 5000 * kUs);
+    }
+    CHECK(total / 32 >= 0.9);
+}
+
 // A model that turns 10 ms (the abrupt changes' slow side) keeps the whole 1 ms span: a narrower
 // window there made the five evaluations after 1 ms -> 10 ms cost more than plain spin-then-block.
 void test_ten_ms_keeps_the_full_span() {
@@ -220,6 +240,7 @@ void test_an_unreadable_count_is_minus_one() {
 int main() {
     test_a_steady_model_is_caught();
     test_most_of_a_five_ms_spread_is_caught();
+    test_a_random_five_ms_spread_is_caught();
     test_ten_ms_keeps_the_full_span();
     test_the_spin_window_is_bounded_by_its_cost();
     test_a_model_ten_times_faster_is_caught_after_two_waits();
