@@ -23,11 +23,11 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     for figures in results["latency"].values():
         assert len(figures) == 10 and all(f["median_us"] > 0 for f in figures.values())
     assert {run["evaluations"] for run in results["end_to_end"].values()} <= {1000, 35}
-    assert len(results["targets"]) == 40  # 37 (references included), and the Dask pool's three (in the test extra)
+    assert len(results["targets"]) == 42  # 39 (references included), and the Dask pool's three (in the test extra)
     model = results["model_time"]
     assert set(model["model_times"]) == {"200", "1000", "5000", "50000"}
     for model_us, waits in model["model_times"].items():
-        assert len(waits) == (5 if model_us in ("1000", "5000") else 4 if int(model_us) <= 5000 else 3)
+        assert len(waits) == (6 if model_us in ("1000", "5000") else 4 if int(model_us) <= 5000 else 3)
         for figures in waits.values():  # the model's own time is subtracted: what is left is small
             assert -5 < figures["median_us"] < 0.5 * int(model_us)
     assert len(model["abrupt"]) == 2 and len(model["contention"]) == 2 and 0.5 < model["contention_noise"] < 2
