@@ -107,7 +107,10 @@ public:
     // the time a 5 ms evaluation's caught reply took to reach the caller
     // (docs/performance.md). Running Python code there also runs any signal
     // handler due: an exception it raises leaves the request pending, as one
-    // raised in the slow path's own wait does.
+    // raised in the slow path's own wait does. Each part blocks for up to a
+    // slice, so such a call may take two (the peer is then checked up to two
+    // poll periods apart): one slice for both put evaluations of about a poll
+    // period (20 ms) on the slow path, 83 against 72 us added, 8 pairs.
     bool wait() {
         if (outcome_ != PYBRIDGE_OUTCOME_PENDING) return outcome_ == PYBRIDGE_OUTCOME_ANSWERED;
         int status = pybridge_driver_wait(d_, 0);  // spins (first slice only), never blocks: GIL held
@@ -117,7 +120,7 @@ public:
                 status = pybridge_driver_wait_until_window(d_, slice());
             }
             if (status == PYBRIDGE_TIMEOUT) {
-                if (pybridge_driver_window_in_ns(d_) > 0) return false;  // the slice ran out first
+                if (pybridge_driver_window_in_ns(d_) > 0) return false;  // the slice ran out (or a signal came)
                 warm_up();
             }
         }

@@ -83,47 +83,6 @@ private:
     int32_t hit_share_ = kOne;
 };
 
-// When the next event is expected, learned from the durations of recent waits
-// and from how late a timed block wakes up on this machine.
-//
-// The plan of a wait: block until `wake_at`, spin until `spin_end`, then block.
-// While recent waits were short (under 4 wake-ups' worth), or fewer than
-// kHistory/2 are known, it is plain spin-then-block (wake_at = started).
-// Otherwise the spin window spans recent waits, from the shortest to the
-// longest widened by their mean gap (the next wait falls that far outside
-// them as often as not), and is widened by one margin (the measured oversleep
-// plus a guard) on each side. Where its cost is capped below that, it is
-// centred on their median, slid only as far as it takes to keep all of it
-// among them (an off-centre median, from 16 random draws, would leave part of
-// the budget outside the waits and part of them uncovered). An event before
-// the window costs a wake-up (the peer posts, as for any blocked waiter), one
-// after it costs the window's spin and a wake-up. Wide, because the median
-// event is a caught one only while well over half are caught: a reply caught
-// after a long halt costs ~10 us here (cold caches), a wake-up 50-100, so a
-// window of the middle half left the median among the wake-ups. Its cost is
-// capped (the whole span, margins included, and a centred window spins half
-// its span on average): at most kMaxSpanShare of the median, kMaxSpanNs, and
-// kSpanAreaNs2 / median, so that most of a 5 ms +-10 % model's replies are
-// caught (traced: 75-82 % with the window between the second shortest and
-// second longest waits; modelled: 89 % as it is now) at ~8 % of a core beyond
-// pure blocking; up to 10 ms the span is the full 1 ms, and beyond, where a
-// wake-up is a negligible share of the evaluation, it shrinks (50 ms: 200
-// us). Where the margins alone exceed that budget (evaluations of a few
-// hundred us) the window keeps kMinWindowShare of the median.
-//
-// A change of pace (two waits in a row below half the first quartile, or
-// above twice the third) restarts the history from those two waits: the next
-// wait is planned around them rather than around a median that half a history
-// of wake-ups would have to move.
-//
-// Two guards. Events that keep missing the window (a forecast gone stale)
-// shrink it to +-1 margin around the median until they land in it again. And
-// when more threads are runnable than there are cores, spinning takes a core
-// from the peer (or from whoever else needs it) and slows the very evaluation
-// it waits for: then the waiter only blocks, in every regime (pure blocking
-// is what a busy machine needs). The kernel's count of runnable threads
-// (/proc/loadavg) is sampled at most every 10 ms per thread, and a majority
-// of recent samples decides.
 // The number of runnable threads, from /proc/loadavg ("R" of its "R/T"), or -1.
 // The simulator samples it as it starts waiting for the next request, on the
 // critical path when the driver answers at once: open + read + close took
@@ -131,7 +90,7 @@ private:
 // paid it), one read of a descriptor kept open 1.2 us. So the descriptor
 // stays open for the thread's life (O_CLOEXEC). A program may close
 // descriptors it did not open and reuse the number; each read first checks
-// (fstat, ~0.3 us) that the number still names the file this reader opened,
+// (fstat, ~0.4 us) that the number still names the file this reader opened,
 // and otherwise forgets it (never reading or closing what is now someone
 // else's) and opens its own again.
 class RunnableCount {
@@ -178,6 +137,46 @@ private:
     ino_t ino_ = 0;
 };
 
+// When the next event is expected, learned from the durations of recent waits
+// and from how late a timed block wakes up on this machine.
+//
+// The plan of a wait: block until `wake_at`, spin until `spin_end`, then block.
+// While recent waits were short (under 4 wake-ups' worth), or fewer than
+// kHistory/2 are known, it is plain spin-then-block (wake_at = started).
+// Otherwise the spin window spans recent waits, from the shortest to the
+// longest widened by their mean gap (the next wait falls that far outside
+// them as often as not), and is widened by one margin (the measured oversleep
+// plus a guard) on each side. Where its cost is capped below that, it is
+// centred on their median, slid only as far as it takes to keep all of it
+// among them (an off-centre median, from 16 random draws, would leave part of
+// the budget outside the waits and part of them uncovered). An event before
+// the window costs a wake-up (the peer posts, as for any blocked waiter), one
+// after it costs the window's spin and a wake-up. Wide, because the median
+// event is a caught one only while well over half are caught: a reply caught
+// after a long halt costs ~10 us here (cold caches), a wake-up 50-100, so a
+// window of the middle half left the median among the wake-ups. Its cost is
+// capped (the whole span, margins included, and a centred window spins half
+// its span on average): at most kMaxSpanShare of the median, kMaxSpanNs, and
+// kSpanAreaNs2 / median, so that most of a 5 ms +-10 % model's replies are
+// caught (82-90 % in 14 traced runs of 200) at ~8 % of a core beyond pure
+// blocking; up to 10 ms the span is the full 1 ms, and beyond, where a
+// wake-up is a negligible share of the evaluation, it shrinks (50 ms: 200
+// us). Where the margins alone exceed that budget (evaluations of a few
+// hundred us) the window keeps kMinWindowShare of the median.
+//
+// A change of pace (two waits in a row below half the first quartile, or
+// above twice the third) restarts the history from those two waits: the next
+// wait is planned around them rather than around a median that half a history
+// of wake-ups would have to move.
+//
+// Two guards. Events that keep missing the window (a forecast gone stale)
+// shrink it to +-1 margin around the median until they land in it again. And
+// when more threads are runnable than there are cores, spinning takes a core
+// from the peer (or from whoever else needs it) and slows the very evaluation
+// it waits for: then the waiter only blocks, in every regime (pure blocking
+// is what a busy machine needs). The kernel's count of runnable threads
+// (/proc/loadavg) is sampled at most every 10 ms per thread, and a majority
+// of recent samples decides.
 class Forecast {
 public:
     static constexpr int kHistory = 16;

@@ -47,7 +47,8 @@ __all__ = ["DriverChannel", "Declaration", "POLL_PERIOD", "SHM_DIR"]
 PeerCheck = Callable[[], None]
 
 #: How often a blocked driver checks its simulator. A crash surfaces within
-#: this; waiting costs 1/POLL_PERIOD cheap wakeups a second.
+#: this (twice this in a forecast wait, which blocks a period until its spin
+#: window and one more after it); waiting costs 1/POLL_PERIOD cheap wakeups a second.
 POLL_PERIOD = 0.02
 SHM_DIR = "/dev/shm"
 

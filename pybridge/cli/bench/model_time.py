@@ -5,9 +5,9 @@ which is subtracted from the round trip measured here. Model times of 0.2, 1, 5 
 uniform jitter, each through four waits in turn: the forecast (the default), plain spin-then-block
 (``forecast=False``, the wait before the forecast), pure blocking (``spin_us=0``), and pure spinning
 (``spin_us=20000``: the floor of this machine at 100 % CPU). At 1 and 5 ms two oracles run too: waits
-told each reply's time, spinning through its last 10 % or 5 % — the best a wait can do within the
-targets' 10 % of a core (spinning less can be faster: what runs after the reply then ran more
-recently). Then the two ways a forecast can go wrong: a model time that changes abruptly (10x
+told each reply's time, spinning through its last 10 % or 5 % — references for what a wait can do
+within the targets' 10 % of a core, not strict bounds (spinning less can be faster: what runs after
+the reply then ran more recently). Then the two ways a forecast can go wrong: a model time that changes abruptly (10x
 longer or shorter), and every core busy with other work (there pure blocking is measured twice, on two
 simulators, to show the noise of the comparison). Last, what a thread finds after its vCPU was halted
 through most of a 5 ms evaluation, as a wait within 10 % of a core must leave it
