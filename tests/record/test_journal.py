@@ -154,6 +154,23 @@ def test_a_journal_of_another_problem_is_refused(tmp_path, change, message) -> N
     assert len(read_journal(path).ids) == 20  # untouched
 
 
+@pytest.mark.parametrize("existing", [False, True])
+def test_the_run_writes_with_synchronous_normal(tmp_path, existing) -> None:
+    # A new journal is created without syncs (synchronous=OFF); the run's commits must not inherit that,
+    # or an OS crash could corrupt a journal that holds evaluations.
+    from pybridge.record.journal import Journal
+
+    path = tmp_path / "run.db"
+    if existing:
+        Journal(path, {"p": 1}, ["a"], resume=False).close()
+    journal = Journal(path, {"p": 1}, ["a"], resume=True)
+    try:
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        journal.close()
+
+
 def test_an_existing_journal_needs_resume_true(tmp_path) -> None:
     path = tmp_path / "run.db"
     _calibrate(path, budget=20)
