@@ -137,6 +137,30 @@ private:
     ino_t ino_ = 0;
 };
 
+// Is the machine oversubscribed: more runnable threads than online cores ("R/T" in /proc/loadavg,
+// the caller included)? One sample is not enough: a kernel worker next to a driver and a simulator
+// that fill a 2-core machine makes three for a moment, while another job on the node keeps the
+// count high from either side's view. So the samples feed a moving share, and the machine counts as
+// busy while more than half of the recent ones were. The share starts undecided (one half), not at
+// the first sample: that one is taken as a simulator starts, when its start-up and the driver's keep
+// 3-5 threads runnable on an idle 2-core machine, and deciding on it alone made both sides block for
+// the next ~60 ms: a new Simulator's first 5000 instant evaluations took 44 ms instead of 12 (medians
+// of 12 Simulators each, docs/performance.md). From one half, a machine that stays oversubscribed is
+// busy from its first sample on, and a busy start-up costs a sample period or three.
+class BusyShare {
+public:
+    // One sample: `runnable` threads (-1: unknown, counts as not busy) on `cores` cores.
+    void sample(long runnable, long cores) noexcept {
+        const bool busy = runnable >= 0 && cores > 0 && runnable > cores;
+        share_ += ((busy ? kOne : 0) - share_) / 8;
+    }
+    bool busy() const noexcept { return share_ > kOne / 2; }
+
+private:
+    static constexpr int32_t kOne = 1 << 16;
+    int32_t share_ = kOne / 2;
+};
+
 // When the next event is expected, learned from the durations of recent waits
 // and from how late a timed block wakes up on this machine.
 //
@@ -283,12 +307,8 @@ private:
         caught_share_ = kOne;
     }
 
-    // Is the machine oversubscribed: more runnable threads than online cores ("R/T" in /proc/loadavg,
-    // the caller included)? One sample is not enough: a kernel worker next to a driver and a simulator
-    // that fill a 2-core machine makes three for a moment, while another job on the node keeps the
-    // count high from either side's view. So the samples (at most one per 10 ms per thread, ~1 us
-    // each: see RunnableCount) feed a moving share, and the machine counts as busy while more than
-    // half of the recent ones were.
+    // Is the machine oversubscribed (BusyShare over this thread's samples of RunnableCount, at most one
+    // per 10 ms, ~1 us each)?
     static bool cores_oversubscribed(Clock::time_point now) noexcept;
 };
 
@@ -296,14 +316,12 @@ inline bool Forecast::cores_oversubscribed(Clock::time_point now) noexcept {
     static const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
     thread_local RunnableCount runnable;
     thread_local Clock::time_point read_at{};
-    thread_local int32_t busy_share = -1;  // no sample yet: the first one decides alone
+    thread_local BusyShare share;
     if (now - read_at >= std::chrono::milliseconds(10)) {
         read_at = now;
-        const long count = runnable.read();
-        const bool busy = count >= 0 && cores > 0 && count > cores;
-        busy_share = busy_share < 0 ? (busy ? kOne : 0) : busy_share + ((busy ? kOne : 0) - busy_share) / 8;
+        share.sample(runnable.read(), cores);
     }
-    return busy_share > kOne / 2;
+    return share.busy();
 }
 
 // Timed blocks of a forecast wake up late by the timer slack on top of the

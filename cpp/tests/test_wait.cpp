@@ -2,7 +2,8 @@
 // alone: no clock, no peer, so that what a plan looks like after a given
 // history is checked exactly. The plan's guard (a busy machine) reads
 // /proc/loadavg and is left out: unguarded_plan is the history's own plan;
-// the reader it uses (RunnableCount) is tested on files of its own.
+// the reader it uses (RunnableCount) is tested on files of its own, and its
+// verdict (BusyShare) on given sequences of counts.
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,7 @@
 
 namespace {
 
+using pybridge::detail::BusyShare;
 using pybridge::detail::Clock;
 using pybridge::detail::Forecast;
 using pybridge::detail::RunnableCount;
@@ -235,6 +237,50 @@ void test_an_unreadable_count_is_minus_one() {
     CHECK(count.read() == -1);
 }
 
+
+// The guard's verdict from samples of the runnable count on 2 cores (BusyShare).
+int busy_samples(BusyShare &share, const std::vector<long> &counts) {
+    int busy = 0;
+    for (const long count : counts) {
+        share.sample(count, 2);
+        busy += share.busy() ? 1 : 0;
+    }
+    return busy;
+}
+
+// The first samples are taken as a simulator starts, when its own start-up (and the driver's) keep
+// more threads runnable than there are cores: measured, 3 or 4 on an idle 2-core machine. That
+// moment alone must not make both sides block for the next tens of milliseconds: with the first
+// sample deciding alone, 5000 instant evaluations then took 11-14 us each instead of 0.5-0.9.
+void test_a_busy_start_up_alone_does_not_make_the_machine_busy() {
+    BusyShare share;
+    share.sample(4, 2);  // start-up
+    CHECK(busy_samples(share, {2, 2, 1, 2, 2, 2}) == 0);
+}
+
+void test_a_machine_that_stays_oversubscribed_is_busy_from_the_first_sample() {
+    BusyShare share;
+    share.sample(5, 2);
+    CHECK(share.busy());
+    CHECK(busy_samples(share, {5, 4, 5, 5, 2, 5, 5, 4, 5, 5}) == 10);  // one idle moment changes nothing
+}
+
+void test_a_kernel_worker_now_and_then_changes_nothing() {
+    BusyShare share;
+    CHECK(busy_samples(share, {2, 2, 2, 3, 2, 2, 4, 2, 2, 2, 3, 2}) == 0);
+}
+
+void test_a_machine_that_becomes_oversubscribed_is_busy_within_a_few_samples() {
+    BusyShare share;
+    busy_samples(share, std::vector<long>(20, 2));
+    CHECK(busy_samples(share, std::vector<long>(8, 4)) >= 3);
+    CHECK(!share.busy() || busy_samples(share, std::vector<long>(8, 2)) < 8);  // and idle again soon after
+}
+
+void test_an_unknown_count_is_not_busy() {
+    BusyShare share;
+    CHECK(busy_samples(share, {-1, -1, -1}) == 0);
+}
 }  // namespace
 
 int main() {
@@ -251,6 +297,11 @@ int main() {
     test_the_count_is_read_through_one_kept_descriptor();
     test_a_descriptor_closed_behind_its_back_is_neither_read_nor_closed();
     test_an_unreadable_count_is_minus_one();
+    test_a_busy_start_up_alone_does_not_make_the_machine_busy();
+    test_a_machine_that_stays_oversubscribed_is_busy_from_the_first_sample();
+    test_a_kernel_worker_now_and_then_changes_nothing();
+    test_a_machine_that_becomes_oversubscribed_is_busy_within_a_few_samples();
+    test_an_unknown_count_is_not_busy();
     if (failures != 0) {
         std::fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
