@@ -3,6 +3,8 @@ late timeout. The benchmark simulator computes for x[0] microseconds and answers
 
 from __future__ import annotations
 
+import builtins
+import collections
 import signal
 import sys
 import time
@@ -128,3 +130,36 @@ def test_ctrl_c_in_the_warm_up_leaves_the_simulator_usable() -> None:
         for asked in (3_000, 1_000, 2_000):
             model = timed(sim, asked)[1]
             assert asked <= model < asked + 900, (asked, model)
+
+
+def test_the_warm_up_reads_any_caller_and_keeps_no_reference() -> None:
+    """After its empty function the warm-up reads through the calling frame's globals, builtins and bytecode
+    (what the caller's next lines need). From large globals, and from builtins that are not a dict, the values
+    are right, and the reads leave every reference count as it was."""
+    code = compile("values = [sim(np.array([m, 0.0])) for m in models]", "<caller>", "exec")
+    with simulator() as sim:
+        for _ in range(16):
+            timed(sim, 5_000)
+        large = {f"name{i}": float(i) for i in range(5_000)}
+        callers = (dict(large, sim=sim, np=np, models=[5_000.0] * 12),
+                   {"__builtins__": collections.UserDict(vars(builtins)), "sim": sim, "np": np,
+                    "models": [5_000.0] * 12})  # fmt: skip
+        warm_ups = []
+
+        def profile(frame: object, event: str, arg: object) -> None:  # made first: a function holds the builtins
+            if event == "call" and frame.f_code.co_name == "pybridge_warm_up":  # type: ignore[attr-defined]
+                warm_ups.append(1)
+
+        for scope in callers:
+            exec(code, scope)  # once, so that whatever the first run creates and keeps exists already
+            warm_ups.clear()
+            counts = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
+            sys.setprofile(profile)
+            try:
+                exec(code, scope)
+            finally:
+                sys.setprofile(None)
+            assert warm_ups, "no forecast wait reached its window: nothing was read"
+            assert all(5_000 <= value < 5_900 for value in scope["values"]), scope["values"]
+            assert (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]),
+                    sys.getrefcount(code.co_code)) == counts  # fmt: skip
