@@ -167,5 +167,6 @@ def test_the_warm_up_reads_any_caller_and_keeps_no_reference() -> None:
             # Counted before any assertion: pytest's rewritten asserts keep temporaries of their own.
             after = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
             assert warm_ups, "no forecast wait reached its window: nothing was read"
-            assert all(5_000 <= value < 5_900 for value in scope["values"]), scope["values"]
+            # The model computes 5 ms of CPU time and answers its wall time, which the host may stretch.
+            assert all(5_000 <= value < 50_000 for value in scope["values"]), scope["values"]
             assert after == counts
