@@ -56,6 +56,21 @@ void store_release(T &field, T value) noexcept {
 
 using Clock = std::chrono::steady_clock;
 
+// The share of recent events that held, as a moving average in which each new one weighs an
+// eighth (about the last dozen count). The spin budget's hits, the forecast window's catches and
+// the busy-machine samples are each one. Fixed point (kOne is all of them): no floating point on
+// the hot path.
+class MovingShare {
+public:
+    static constexpr int32_t kOne = 1 << 16;
+    constexpr explicit MovingShare(int32_t start) noexcept : share_(start) {}
+    void record(bool held) noexcept { share_ += ((held ? kOne : 0) - share_) / 8; }
+    int32_t value() const noexcept { return share_; }
+
+private:
+    int32_t share_;
+};
+
 // How long to spin next time. Spinning pays when a wait ends within the
 // budget; the policy keeps a moving share of recent waits that did ("hits")
 // and spins the full budget while at least a quarter of them paid. A single
@@ -70,17 +85,12 @@ public:
     explicit SpinPolicy(uint32_t budget_us = 0) noexcept { set_budget(budget_us); }
     void set_budget(uint32_t budget_us) noexcept { budget_ns_ = int64_t{budget_us} * 1000; }
     int64_t budget_ns() const noexcept { return budget_ns_; }
-    int64_t spin_ns() const noexcept { return hit_share_ >= kHitShareMin ? budget_ns_ : budget_ns_ / 16; }
-    void record(int64_t waited_ns) noexcept {
-        const int32_t hit = waited_ns <= budget_ns_ ? kOne : 0;
-        hit_share_ += (hit - hit_share_) / 8;
-    }
+    int64_t spin_ns() const noexcept { return hits_.value() >= MovingShare::kOne / 4 ? budget_ns_ : budget_ns_ / 16; }
+    void record(int64_t waited_ns) noexcept { hits_.record(waited_ns <= budget_ns_); }
 
 private:
-    static constexpr int32_t kOne = 1 << 16;  // fixed point: no floating point on the hot path
-    static constexpr int32_t kHitShareMin = kOne / 4;
     int64_t budget_ns_ = 0;
-    int32_t hit_share_ = kOne;
+    MovingShare hits_{MovingShare::kOne};
 };
 
 // The number of runnable threads, from /proc/loadavg ("R" of its "R/T"), or -1.
@@ -150,15 +160,11 @@ private:
 class BusyShare {
 public:
     // One sample: `runnable` threads (-1: unknown, counts as not busy) on `cores` cores.
-    void sample(long runnable, long cores) noexcept {
-        const bool busy = runnable >= 0 && cores > 0 && runnable > cores;
-        share_ += ((busy ? kOne : 0) - share_) / 8;
-    }
-    bool busy() const noexcept { return share_ > kOne / 2; }
+    void sample(long runnable, long cores) noexcept { share_.record(runnable >= 0 && cores > 0 && runnable > cores); }
+    bool busy() const noexcept { return share_.value() > MovingShare::kOne / 2; }
 
 private:
-    static constexpr int32_t kOne = 1 << 16;
-    int32_t share_ = kOne / 2;
+    MovingShare share_{MovingShare::kOne / 2};
 };
 
 // When the next event is expected, learned from the durations of recent waits
@@ -232,7 +238,7 @@ public:
     // How late a timed block returned past the time it was asked for.
     void record_oversleep(int64_t late_ns) noexcept { oversleep_ns_ += (std::max<int64_t>(late_ns, 0) - oversleep_ns_) / 8; }
     // Whether the event came while the waiter spun in its window.
-    void record_window(bool caught) noexcept { caught_share_ += ((caught ? kOne : 0) - caught_share_) / 8; }
+    void record_window(bool caught) noexcept { caught_.record(caught); }
     int64_t margin_ns() const noexcept { return oversleep_ns_ + oversleep_ns_ / 4 + kGuardNs; }
 
     struct Plan {
@@ -255,7 +261,7 @@ public:
                 // where the margins alone exceed it, the window keeps a floor: a share of the median).
                 const int64_t span = std::min({median / 100 * kMaxSpanShare, kMaxSpanNs, kSpanAreaNs2 / median});
                 int64_t half = std::max(span - 2 * margin, std::min(span, median / 100 * kMinWindowShare)) / 2;
-                if (caught_share_ < kOne / 4) half = 0;  // missing: just the margins around the median
+                if (caught_.value() < MovingShare::kOne / 4) half = 0;  // missing: just the margins around the median
                 // Recent waits, widened by their mean gap (the next one falls that far outside them
                 // as often as not), and within them a window of the budget's width, centred on the
                 // median unless that would leave part of the budget outside them.
@@ -279,12 +285,11 @@ private:
     static constexpr int64_t kMinWindowShare = 10;  // per cent of the median
     static constexpr int64_t kMaxSpanNs = 1'000'000;
     static constexpr int64_t kSpanAreaNs2 = 10'000'000LL * 1'000'000LL;  // 10 ms x 1 ms
-    static constexpr int32_t kOne = 1 << 16;
     int64_t history_[kHistory] = {};
     int count_ = 0, next_ = 0;
     int64_t last_ns_ = 0;
     int64_t oversleep_ns_ = 60'000;  // until measured: a sleeping vCPU's wake-up here (../shared/MEASURED.md)
-    int32_t caught_share_ = kOne;
+    MovingShare caught_{MovingShare::kOne};
     int surprise_side_ = 0;  // the last wait was far below (-1) or above (+1) the recent ones
     int64_t surprise_ns_ = 0;
 
@@ -304,7 +309,7 @@ private:
         count_ = kHistory;
         next_ = 0;
         last_ns_ = b;
-        caught_share_ = kOne;
+        caught_ = MovingShare(MovingShare::kOne);
     }
 
     // Is the machine oversubscribed (BusyShare over this thread's samples of RunnableCount, at most one

@@ -88,8 +88,8 @@ class Journal:
         try:
             # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
             # an OS crash may lose the last commits, which a resume then recomputes. A new journal is
-            # created with OFF: the switch to WAL goes through a rollback journal, whose three syncs cost
-            # 2 ms (0.2 us per evaluation of a 10 000-evaluation run), and an OS crash in that moment can
+            # created with OFF: the switch to WAL goes through a rollback journal, and its three syncs made
+            # an opening 2.4 ms instead of 1.0 (strace, docs/performance.md), and an OS crash in that moment can
             # only spoil a journal that holds nothing yet, which the next open then refuses by name.
             self._db.execute("PRAGMA synchronous=NORMAL" if existed else "PRAGMA synchronous=OFF")
             self._db.execute("PRAGMA journal_mode=WAL")
