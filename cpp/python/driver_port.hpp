@@ -106,7 +106,7 @@ public:
     // milliseconds before, while the vCPU was halted or the host's other work
     // had the caches; running the interpreter just before the reply halved
     // the time a 5 ms evaluation's caught reply took to reach the caller
-    // (docs/performance.md). Running Python code there also runs any signal
+    // (docs/performance-log.md). Running Python code there also runs any signal
     // handler due: an exception it raises leaves the request pending, as one
     // raised in the slow path's own wait does. Each part blocks for up to a
     // slice, so such a call may take two (the peer is then checked up to two
@@ -299,7 +299,7 @@ private:
     // Reads the calling Python frame's globals and builtins (each entry's key, value and their types)
     // and its bytecode, as the caller's code after the reply will: with only the empty function run
     // before the reply, getting from the reply back into the caller's next line took 10-16 us at
-    // 5 ms, against 4-6 for a caller whose own code ran ~500 us before (docs/performance.md).
+    // 5 ms, against 4-6 for a caller whose own code ran ~500 us before (docs/performance-log.md).
     // Nothing is written and no reference is kept; no frame (a call from C) reads nothing. At most
     // kReadEntries of each dict (the first ones: imports and definitions come first in a module), so
     // that a notebook with thousands of names does not spend the window reading them.

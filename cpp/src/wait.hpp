@@ -155,7 +155,7 @@ private:
 // the first sample: that one is taken as a simulator starts, when its start-up and the driver's keep
 // 3-5 threads runnable on an idle 2-core machine, and deciding on it alone made both sides block for
 // the next ~60 ms: a new Simulator's first 5000 instant evaluations took 44 ms instead of 12 (medians
-// of 12 Simulators each, docs/performance.md). From one half, a machine that stays oversubscribed is
+// of 12 Simulators each, docs/performance-log.md). From one half, a machine that stays oversubscribed is
 // busy from its first sample on, and a busy start-up costs a sample period or three.
 class BusyShare {
 public:

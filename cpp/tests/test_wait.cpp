@@ -70,7 +70,7 @@ int64_t spin_span_ns(const Forecast &forecast) {
 }
 
 // The median reply is one caught spinning only when well over half of them are: a reply caught after
-// a halt costs ~10 us here, a wake-up 50-100 (docs/performance.md). At 5 ms +-10 % the window therefore
+// a halt costs ~10 us here, a wake-up 50-100 (docs/performance-log.md). At 5 ms +-10 % the window therefore
 // spans most of the spread, as the CPU budget allows there.
 void test_most_of_a_five_ms_spread_is_caught() {
     Forecast forecast;

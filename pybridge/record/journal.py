@@ -89,7 +89,7 @@ class Journal:
             # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
             # an OS crash may lose the last commits, which a resume then recomputes. A new journal is
             # created with OFF: the switch to WAL goes through a rollback journal, and its three syncs made
-            # an opening 2.4 ms instead of 1.0 (strace, docs/performance.md), and an OS crash in that moment can
+            # an opening 2.4 ms instead of 1.0 (strace, docs/performance-log.md), and an OS crash in that moment can
             # only spoil a journal that holds nothing yet, which the next open then refuses by name.
             self._db.execute("PRAGMA synchronous=NORMAL" if existed else "PRAGMA synchronous=OFF")
             self._db.execute("PRAGMA journal_mode=WAL")
