@@ -214,6 +214,10 @@ class Recorder:
         """
         SciPy's per-iteration callback (an OptimizeResult, or the point alone).
         """
+    def grant(self, left, batch, wanted):
+        """
+        Of the evaluations a budget has left (None: no budget), less those started here and not yet taken, gives `wanted` to the caller (returns how many) and at most `batch` to the countdown.
+        """
     def iteration(self, z, cost):
         """
         The SciPy method finished an iteration at solver vector z (cost NaN if unknown).

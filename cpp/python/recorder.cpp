@@ -23,9 +23,10 @@ namespace {
 // time (take()), and decides everything else in its hooks:
 //
 //   on_due(before)  before=True: an evaluation is asked while `blocked` is
-//                   set (a rule fired, the budget is spent, a stop was asked):
-//                   Python must raise Stopped, or clear `blocked` to let the
-//                   evaluation go ahead.
+//                   set (a stop was asked) or while the countdown `remaining`
+//                   is spent (the budget's share given here is used up, or
+//                   another thread's on_due has not granted more yet): Python
+//                   must raise Stopped, or clear `blocked` and grant() more.
 //                   before=False: after an evaluation or iteration, when the
 //                   countdown `remaining` reached 0, `next_drain` passed, the
 //                   cost reached `target`, or (an iteration) while blocked.
@@ -114,13 +115,20 @@ bool call_due(State &s, bool before) {
     return true;
 }
 
+// Takes one evaluation of the countdown before it starts, asking Python first when none is left or a
+// stop was asked. The countdown is taken at the start, not at the end: while another thread's
+// on_due(False) delivers records (a callback may sleep, numpy may let the GIL go) this thread can
+// run, and an evaluation it started on a spent countdown would be one beyond the budget; it waits
+// for that on_due on Python's lock instead.
 bool let_through(State &s) {
-    if (!s.blocked) return true;
-    if (!call_due(s, true)) return false;
-    if (s.blocked) {
-        PyErr_SetString(PyExc_RuntimeError, "pybridge: the calibration neither stopped nor unblocked the recorder");
-        return false;
+    if (s.blocked || s.remaining <= 0) {
+        if (!call_due(s, true)) return false;
+        if (s.blocked || s.remaining <= 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pybridge: the calibration neither stopped nor unblocked the recorder");
+            return false;
+        }
     }
+    --s.remaining;
     return true;
 }
 
@@ -181,7 +189,6 @@ PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     s.cost.push_back(cost);
     s.started.push_back(started);
     s.finished.push_back(finished);
-    --s.remaining;
     if (s.remaining <= 0 || finished >= s.next_drain || cost <= s.target) {
         if (!call_due(s, false)) {
             Py_DECREF(result);
@@ -308,14 +315,30 @@ int set_blocked(PyObject *self, PyObject *value, void *) {
 
 PyObject *get_remaining(PyObject *self, void *) { return PyLong_FromLongLong(reinterpret_cast<Recorder *>(self)->s->remaining); }
 
-int set_remaining(PyObject *self, PyObject *value, void *) {
-    const long long count = value == nullptr ? -1 : PyLong_AsLongLong(value);
-    if (count < 0) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "remaining must be a count >= 0");
-        return -1;
+// grant(left, batch, wanted) -> granted: shares out the evaluations a budget has `left` (None: no
+// budget), less those this recorder started and has not handed over (its pending rows and a call
+// under way): `wanted` go to the caller (Python's own path), the rest, at most `batch`, become the
+// countdown. In one call, with the GIL held throughout: a countdown set from a count read a moment
+// earlier would let another thread's evaluation of that moment go twice.
+PyObject *recorder_grant(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    State &s = *reinterpret_cast<Recorder *>(self)->s;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "grant(left, batch, wanted) takes three arguments");
+        return nullptr;
     }
-    reinterpret_cast<Recorder *>(self)->s->remaining = count;
-    return 0;
+    const long long batch = PyLong_AsLongLong(args[1]);
+    const long long wanted = PyLong_AsLongLong(args[2]);
+    if ((batch == -1 || wanted == -1) && PyErr_Occurred()) return nullptr;
+    if (args[0] == Py_None) {
+        s.remaining = batch;
+        return PyLong_FromLongLong(wanted);
+    }
+    long long left = PyLong_AsLongLong(args[0]);
+    if (left == -1 && PyErr_Occurred()) return nullptr;
+    left -= static_cast<long long>(s.cost.size()) + (s.in_call ? 1 : 0);
+    const long long granted = std::clamp(wanted, 0LL, std::max(left, 0LL));
+    s.remaining = std::clamp(left - granted, 0LL, batch);
+    return PyLong_FromLongLong(granted);
 }
 
 template <double State::*Field>
@@ -432,6 +455,10 @@ PyMethodDef recorder_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "callback($self, /, intermediate_result)\n--\n\nSciPy's per-iteration callback (an OptimizeResult, or the "
      "point alone)."},
+    {"grant", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(recorder_grant)), METH_FASTCALL,
+     "grant($self, left, batch, wanted, /)\n--\n\nOf the evaluations a budget has left (None: no budget), less "
+     "those started here and not yet taken, gives `wanted` to the caller (returns how many) and at most `batch` "
+     "to the countdown."},
     {"take", recorder_take, METH_NOARGS,
      "take($self, /)\n--\n\n(x, cost, started, finished, iteration_after, iteration_x, iteration_cost, "
      "iteration_time): the pending rows, as fresh arrays; forgotten here."},
@@ -442,7 +469,10 @@ PyGetSetDef recorder_getset[] = {
     {"pending", get_pending, nullptr, "Rows (evaluations and iterations) not yet taken.", nullptr},
     {"busy", get_busy, nullptr, "A Simulator call is under way (from another thread, when asked).", nullptr},
     {"blocked", get_blocked, set_blocked, "When set, every call asks on_due(True) first.", nullptr},
-    {"remaining", get_remaining, set_remaining, "Evaluations until on_due(False) is due.", nullptr},
+    {"remaining", get_remaining, nullptr,
+     "Evaluations this recorder may still start before it asks on_due(True); at 0 after one, on_due(False) is "
+     "due (set by grant()).",
+     nullptr},
     {"next_drain", get_double<&State::next_drain>, set_double<&State::next_drain>,
      "time.time() after which on_due(False) is due.", nullptr},
     {"target", get_double<&State::target>, set_double<&State::target>,

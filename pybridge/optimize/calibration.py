@@ -49,6 +49,8 @@ _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residua
 _KIND_OF = {request: kind for kind, request in _REQUEST.items()}
 DRAIN_RECORDS = 256
 DRAIN_SECONDS = 0.1
+#: How often the end of a run looks whether the evaluations still under way have ended.
+SETTLE_POLL_SECONDS = 0.001
 
 
 def _latency(items: Sequence[Any]) -> Optional[float]:
@@ -68,11 +70,12 @@ class NativeRecorder(Protocol):
     pending: int
     busy: bool
     blocked: bool
-    remaining: int
+    remaining: int  # read-only: set by grant()
     next_drain: float
     target: float
 
     def __call__(self, z: Any) -> float: ...
+    def grant(self, left: Optional[int], batch: int, wanted: int) -> int: ...
     def iteration(self, z: Any, cost: float) -> None: ...
     def callback(self, intermediate_result: Any) -> None: ...
     def take(self) -> Tuple[np.ndarray, ...]: ...
@@ -113,6 +116,7 @@ class Calibration:
         self._cost_kind = "residuals" if capabilities & Capability.RESIDUALS else "cost"
         self.penalty: Optional[float] = getattr(evaluator, "penalty", None)
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # waited on at the end for evaluations in flight
         self._index = 0
         self.computed = 0
         self.replayed = 0
@@ -129,7 +133,8 @@ class Calibration:
         self._replay_rows: List[Evaluation] = list(replay)
         budgets = [rule for rule in self.rules if isinstance(rule, MaxEvaluations)]
         self._budget = min(budgets, key=lambda rule: rule.count) if budgets else None
-        self._in_flight = 0
+        self._in_flight = 0  # admitted, not yet recorded: all starts', and each start's
+        self._in_flight_of: Dict[int, int] = {}
         self._scaled = bool(params.scaled.any())
         # A single Simulator is called directly for one vector (the evaluator protocol's list of
         # outcomes costs more than a fast model's evaluation); anything else goes through evaluate().
@@ -183,7 +188,7 @@ class Calibration:
         x = self._x_of(z)
         asked = self._cost_kind if kind == "cost" else kind
         with self._lock:
-            if not self._admit(1):
+            if not self._admit(1, start):
                 assert self._budget is not None
                 self._stop(self._budget.message, self._budget.name)
                 raise Stopped(self._budget.message)
@@ -195,7 +200,7 @@ class Calibration:
             value, error = None, failure
         finished = time.time()
         with self._lock:
-            self._in_flight -= 1
+            self._landed(1, start)
             record = self._record_outcome(asked, x, value, error, 0, started, finished, start)
         if error is not None:
             raise error
@@ -203,18 +208,35 @@ class Calibration:
             raise Stopped(self.stop_message)
         return self._for_solver(kind, record)
 
-    def _admit(self, wanted: int) -> int:
+    def _admit(self, wanted: int, start: int) -> int:
         """How many of ``wanted`` evaluations the budget lets go; they count as in flight until recorded
         (lock held). An evaluation budget is kept exactly, also by concurrent starts, by a population
         sent at once and by SciPy's own threads on one Simulator: what lies beyond it is never sent."""
         native = self._native
         if native is not None:
             self._absorb()  # its finished evaluations count
-        admitted = wanted if self._budget is None else max(0, min(wanted, self._budget_left()))
+        if self._budget is None:
+            admitted = wanted
+        elif native is not None:
+            # What the recorder started is subtracted, and its countdown shrunk to the rest, in one call.
+            admitted = native.grant(self._unclaimed(), DRAIN_RECORDS, wanted)
+        else:
+            admitted = max(0, min(wanted, self._budget_left()))
         self._in_flight += admitted
-        if native is not None and self._budget is not None:
-            self._arm()  # the native recorder must count these against the budget too
+        self._in_flight_of[start] = self._in_flight_of.get(start, 0) + admitted
         return admitted
+
+    def _landed(self, count: int, start: int) -> None:
+        """``count`` admitted evaluations of ``start`` are out of flight (lock held)."""
+        self._in_flight -= count
+        self._in_flight_of[start] -= count
+
+    def _unclaimed(self) -> Optional[int]:
+        """Evaluations the budget allows beyond those recorded and Python's in flight; None without a
+        budget (lock held). The native recorder's own are subtracted by its grant()."""
+        if self._budget is None:
+            return None
+        return self._budget.count - self.progress.evaluations - self._in_flight
 
     def _budget_left(self) -> int:
         """Evaluations the budget still allows beyond those recorded and those in flight: Python's, and
@@ -236,7 +258,7 @@ class Calibration:
         asked = self._cost_kind if kind == "cost" else kind
         xs = [self._x_of(z) for z in zs]
         with self._lock:
-            xs = xs[: self._admit(len(xs))]
+            xs = xs[: self._admit(len(xs), start)]
         answers = self._answers(asked, xs, start)  # takes them out of flight
         if len(xs) < len(zs):
             assert self._budget is not None
@@ -257,11 +279,11 @@ class Calibration:
             outcomes = iter(self.evaluator.evaluate([xs[i] for i in todo], _REQUEST[asked]) if todo else ())
         except BaseException:
             with self._lock:
-                self._in_flight -= len(xs)
+                self._landed(len(xs), start)
             raise
         error: Optional[BaseException] = None
         with self._lock:  # recorded in the order SciPy asked, so that a resume counts alike
-            self._in_flight -= len(xs)  # in the same section as their records: never counted twice
+            self._landed(len(xs), start)  # in the same section as their records: never counted twice
             for i, x in enumerate(xs):
                 hit = answers[i]
                 if hit is not None:
@@ -385,8 +407,12 @@ class Calibration:
                     self._stop(message, rule.name)
 
     def flush(self) -> None:
-        """Delivers every pending record (at the end of a run)."""
+        """Delivers every pending record (at the end of a run), once the evaluations still under way
+        have ended: SciPy's own worker threads may still be in one when the run ends (another thread's
+        call raised Stopped), and it is recorded, journalled and counted in the result like the rest."""
         with self._lock:
+            while self._in_flight > 0 or (self._native is not None and self._native.busy):
+                self._settled.wait(SETTLE_POLL_SECONDS)
             self._absorb()
             self._drain()
 
@@ -412,17 +438,22 @@ class Calibration:
         """A start ended: its native rows become records (its counts and best point are then final)."""
         with self._lock:
             if self._native is not None and self._native_start == start:
+                while self._native.busy:  # another of SciPy's threads is still in it: its row counts
+                    self._settled.wait(SETTLE_POLL_SECONDS)
                 self._absorb()
                 self._native = None
+            # SciPy's worker threads may still be in this start's evaluations when another's call raised
+            # Stopped: they count, and may hold its best point.
+            while self._in_flight_of.get(start, 0) > 0:
+                self._settled.wait(SETTLE_POLL_SECONDS)
 
     def _arm(self) -> None:
         """Tells the native recorder when to call back: after the rest of this batch, at the next timed
         drain, at the target cost; before any evaluation once stopped or out of budget."""
         native = self._native
         assert native is not None
-        left = DRAIN_RECORDS if self._budget is None else min(DRAIN_RECORDS, self._budget_left())
-        native.remaining = max(0, left)
-        native.blocked = self.stop_message is not None or left <= 0
+        native.grant(self._unclaimed(), DRAIN_RECORDS, 0)
+        native.blocked = self.stop_message is not None
         native.next_drain = self._next_drain
         native.target = self._target.target if self._target is not None else -math.inf
 

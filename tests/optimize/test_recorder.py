@@ -22,12 +22,15 @@ PARAMS = {"a": Parameter((-2.0, 2.0), scale=True), "b": Parameter((-2.0, 2.0))}
 
 
 def comparable(record: Any) -> Tuple[Any, ...]:
+    # The scalars' types too: the native path keeps columns as arrays, and a record must still hold
+    # Python ints and floats (numpy scalars compare equal, but print and serialise differently).
+    types = tuple(type(value).__name__ for value in record if not isinstance(value, np.ndarray))
     if type(record) is Evaluation:
         return ("evaluation", record.number, record.start, record.kind, record.x.tobytes(), record.cost, record.status,
-                record.error, record.worker)  # fmt: skip
+                record.error, record.worker, types)  # fmt: skip
     assert type(record) is Iteration
     return ("iteration", record.number, record.start, record.x.tobytes(), record.cost, record.best_cost,
-            record.evaluations)  # fmt: skip
+            record.evaluations, types)  # fmt: skip
 
 
 def journal_rows(path: Path) -> Tuple[List[Any], List[Any]]:
@@ -138,3 +141,42 @@ def test_an_evaluation_budget_holds_with_scipys_threads_on_one_simulator(rosenbr
                                    options={"workers": threads.map, "updating": "deferred", "seed": 3},
                                    stop=MaxEvaluations(101), progress=False)  # fmt: skip
         assert result.stop_rule == "max_evaluations" and result.nfev == 101 == sim.evaluations
+
+
+def test_the_budget_holds_while_a_callback_lets_scipys_other_thread_run(rosenbrock) -> None:
+    # The recorder's thread that spends the budget delivers the records (callbacks) before it blocks
+    # the recorder; a callback that lets go of the GIL lets SciPy's other thread call meanwhile, and
+    # that call must not go through.
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim, ThreadPoolExecutor(2) as threads:
+        result = pybridge.minimize(sim, {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}, method="differential_evolution",
+                                   options={"workers": threads.map, "updating": "deferred", "seed": 3},
+                                   stop=MaxEvaluations(101), progress=False,
+                                   callback=lambda record: time.sleep(0.0002))  # fmt: skip
+        assert (result.stop_rule, result.nfev, sim.evaluations) == ("max_evaluations", 101, 101)
+
+
+SLOW = """
+import time
+def cost(x):
+    time.sleep(0.001)
+    return float((1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2)
+pybridge.serve(cost, n_params=2)
+"""
+
+
+def test_the_result_counts_what_scipys_other_threads_still_evaluate_when_a_run_stops(python_simulator) -> None:
+    # When one of SciPy's threads meets the spent budget, others may still be in an evaluation that the
+    # budget admitted (the model takes a millisecond). They count: the run ends after them, and its
+    # result, records and simulator agree.
+    from concurrent.futures import ThreadPoolExecutor
+
+    records: List[Any] = []
+    with pybridge.Simulator(python_simulator(SLOW), n_params=2) as sim, ThreadPoolExecutor(3) as threads:
+        result = pybridge.minimize(sim, {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}, method="differential_evolution",
+                                   options={"workers": threads.map, "updating": "deferred", "seed": 3},
+                                   stop=MaxEvaluations(37), progress=False, callback=records.append)  # fmt: skip
+        counted = sum(type(r) is Evaluation for r in records)
+        assert (result.nfev, result.evaluations, counted, sim.evaluations) == (37, 37, 37, 37)
