@@ -198,6 +198,10 @@ class Calibration:
             value = self._direct[asked](x)
         except Exception as failure:
             value, error = None, failure
+        except BaseException:  # Ctrl-C in the call: out of flight, or the run's end would wait for it
+            with self._lock:
+                self._landed(1, start)
+            raise
         finished = time.time()
         with self._lock:
             self._landed(1, start)

@@ -144,3 +144,41 @@ def test_ctrl_c_ends_the_run_with_the_best_point_and_the_journal_intact(rosenbro
     contents = pybridge.record.read_journal(journal)
     assert not contents.running and contents.runs[-1]["message"] == message
     assert len(contents.ids) >= 300 and float(fun) == np.nanmin(contents.cost)
+
+
+def test_ctrl_c_in_a_simulator_call_outside_the_native_recorder_ends_the_run(tmp_path, python_simulator) -> None:
+    # A gradient method calls the Simulator from Python (the native recorder takes costs only); Ctrl-C
+    # arriving while that call waits raises KeyboardInterrupt out of it, and the run must still end
+    # (it once waited forever for that evaluation to come back) with the best point so far.
+    model = tmp_path / "model.py"
+    model.write_text(textwrap.dedent("""
+        import time
+        import numpy as np
+        def cost_and_gradient(x):  # Rosenbrock: L-BFGS-B takes dozens of evaluations, 5 ms each
+            time.sleep(0.005)
+            a, b = x
+            cost = (1 - a) ** 2 + 100 * (b - a * a) ** 2
+            return float(cost), np.array([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)])
+        pybridge.serve(cost_and_gradient, n_params=2, gradient=True)
+    """))
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal, threading
+        import pybridge
+        from pybridge.record import Evaluation
+
+        def interrupt(record):  # records come 0.1 s apart; a moment later the next evaluation runs
+            if isinstance(record, Evaluation) and record.number == 5:
+                threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+        with pybridge.Simulator({python_simulator(model.read_text())!r}, n_params=2) as sim:
+            result = pybridge.minimize(sim, {{"x": [(-2.0, 3.0)] * 2}}, method="L-BFGS-B", x0={{"x": [-1.5, 2.5]}},
+                                       callback=interrupt, options={{"maxfun": 10**6, "ftol": 0, "gtol": 0}})
+        print("RESULT", result.stop_rule, result.nfev, repr(result.fun))
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))
+    _, rule, nfev, fun = line.split(" ")
+    assert rule == "interrupted" and int(nfev) >= 5 and float(fun) < 10.0
