@@ -3,6 +3,7 @@ parameters, multi-start, stopping rules, a journal that resumes, and progress.""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -139,11 +140,14 @@ def minimize(
     if journal is not None:
         opened = Journal(journal, _problem(problem, evaluator), problem.labels, resume=resume)
     bar = None
+    calibration: Optional[Calibration] = None
+    begun = False
     try:
         replay = opened.replayable() if (opened is not None and resume) else []
         if opened is not None:
             opened.begin_run(method_name, {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler,
                                            "seed": seed}, resumed=bool(replay))  # fmt: skip
+            begun = True
         budget = next((rule.count for rule in rules if isinstance(rule, MaxEvaluations)), None)
         if progress is None or isinstance(progress, bool):
             bar = ProgressBar(progress, total=budget)
@@ -168,8 +172,16 @@ def minimize(
         result.replayed = calibration.replayed
         result.journal = None if opened is None else str(opened.path)
         if opened is not None:
+            begun = False
             opened.end_run(str(result.message), float(result.fun))
         return result
+    except BaseException as error:
+        # The journal says the run ended, and why: else it reads as one still going, or killed.
+        if opened is not None and begun:
+            best_cost = calibration.progress.best_cost if calibration is not None else math.nan
+            with contextlib.suppress(Exception):  # the error raised here is the one to report
+                opened.end_run(f"failed: {type(error).__name__}: {error}", best_cost)
+        raise
     finally:
         if bar is not None:
             bar.close()

@@ -249,3 +249,22 @@ def test_a_batch_goes_in_by_chunks_and_reads_back_exactly(tmp_path, width, start
         kept = db.execute("SELECT typeof(iteration), iteration, start, cost, best_cost, evaluations, time "
                           "FROM iterations ORDER BY id").fetchall()  # fmt: skip
     assert kept == [("integer", n, start, None if c != c else c, b, e, t) for n, c, b, e, t in zip(*columns)]
+
+
+def test_a_run_that_raised_is_recorded_as_ended_by_its_error(tmp_path) -> None:
+    # The error reaches the caller as it was; the journal says the run ended and why, so that
+    # `pybridge monitor` and `read_journal(...).running` do not take it for one still going (or killed).
+    journal = tmp_path / "run.db"
+
+    def failing(record):
+        if record.number == 300:
+            raise ValueError("the callback failed")
+
+    with pybridge.Simulator([bundled_simulator("pybridge-rosenbrock")], n_params=2) as sim:
+        with pytest.raises(ValueError, match="the callback failed"):
+            pybridge.minimize(sim, {"x": [(-2.0, 2.0)] * 2}, method="Nelder-Mead", journal=journal, progress=False,
+                              callback=failing, options={"maxfev": 5000, "xatol": 0, "fatol": 0})  # fmt: skip
+    contents = read_journal(journal)
+    assert not contents.running
+    assert contents.runs[-1]["message"] == "failed: ValueError: the callback failed"
+    assert contents.runs[-1]["best_cost"] == np.nanmin(contents.cost) and len(contents.ids) >= 300
