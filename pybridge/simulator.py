@@ -824,10 +824,12 @@ class Simulator(_native.FastCall):
             if returncode is None:
                 return
             raise SimulatorCrashed(
-                f"the simulator {describe_exit(returncode)} during evaluation {seq}",
+                f"the simulator {describe_exit(returncode)} during evaluation {seq}"
+                + ("" if self._policy.recovers else ". Pass restarts= to start a fresh simulator and try the same "
+                   "parameters again, or penalty= to carry on past such evaluations"),
                 returncode=returncode,
                 stderr_tail=session.stderr_tail(),
-            )
+            )  # fmt: skip
         pid = session.channel.simulator_pid
         if not _native.process_alive(pid):
             raise SimulatorCrashed(f"the simulator (pid {pid}) died during evaluation {seq}")

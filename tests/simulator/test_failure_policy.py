@@ -46,6 +46,13 @@ def test_restarts_exhausted_raise_the_crash(python_simulator: Callable) -> None:
             sim([1.0])
         assert info.value.returncode == 4
         assert (sim.restart_count, sim.failures) == (2, 3)
+        assert "restarts=" not in str(info.value)  # it had them
+
+
+def test_a_crash_under_the_default_policy_says_how_to_carry_on(python_simulator: Callable, tmp_path) -> None:
+    with pybridge.Simulator(crash_once(python_simulator, tmp_path)) as sim:
+        with pytest.raises(SimulatorCrashed, match=r"during evaluation 1\. Pass restarts= .*or penalty="):
+            sim([1.0])
 
 
 def test_default_policy_raises_and_the_simulator_stays_failed(python_simulator: Callable, tmp_path) -> None:
