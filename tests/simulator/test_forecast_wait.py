@@ -127,9 +127,12 @@ def test_ctrl_c_in_the_warm_up_leaves_the_simulator_usable() -> None:
                     timed(sim, 5_000)
         finally:
             sys.setprofile(None)
+        # Each answer is this evaluation's: not the interrupted one's (5 000) nor the one before (3 000
+        # before 1 000, below 2 000's floor). The model reports its wall time, which the host has
+        # stretched by up to ~1 ms; 1.5 x + 0.5 ms leaves room for that and still tells them apart.
         for asked in (3_000, 1_000, 2_000):
             model = timed(sim, asked)[1]
-            assert asked <= model < asked + 900, (asked, model)
+            assert asked <= model < 1.5 * asked + 500, (asked, model)
 
 
 def test_the_warm_up_reads_any_caller_and_keeps_no_reference() -> None:
