@@ -471,10 +471,10 @@ class Simulator(_native.FastCall):
             return session.channel.wait_reply(seq, self.timeout, lambda: self._check_running(session, seq))
         except TimeoutError:
             session.stop()
+            advice = self._policy.how_to_carry_on()
             raise EvaluationTimeout(
                 f"evaluation {seq} took longer than timeout={self.timeout} s; the simulator was stopped"
-                + ("" if self._policy.recovers else ". Raise the timeout, or pass restarts= "
-                   "or penalty= to carry on past such evaluations")
+                + (f". Raise the timeout, or {advice}" if advice else "")
             ) from None
 
     def _check_capability(self, kind: RequestKind) -> None:
@@ -823,13 +823,13 @@ class Simulator(_native.FastCall):
             returncode = session.process.exit_status()
             if returncode is None:
                 return
+            advice = self._policy.how_to_carry_on()
             raise SimulatorCrashed(
                 f"the simulator {describe_exit(returncode)} during evaluation {seq}"
-                + ("" if self._policy.recovers else ". Pass restarts= to start a fresh simulator and try the same "
-                   "parameters again, or penalty= to carry on past such evaluations"),
+                + (f". {advice[:1].upper()}{advice[1:]}" if advice else ""),
                 returncode=returncode,
                 stderr_tail=session.stderr_tail(),
-            )  # fmt: skip
+            )
         pid = session.channel.simulator_pid
         if not _native.process_alive(pid):
             raise SimulatorCrashed(f"the simulator (pid {pid}) died during evaluation {seq}")

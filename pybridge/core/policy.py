@@ -65,6 +65,14 @@ class FailurePolicy:
         """Whether a Simulator under this policy starts afresh at the next call after an error."""
         return self.restarts > 0 or self.penalty is not None
 
+    def how_to_carry_on(self) -> str:
+        """What an error this policy lets through (a crash, a timeout) should tell the user to do: how
+        the next one would be recovered from; nothing when this policy recovers already."""
+        if self.recovers:
+            return ""
+        return ("pass restarts= to start a fresh simulator and try the same parameters again, or penalty= to "
+                "carry on past such evaluations")
+
     def decide(self, error: Exception, retries_left: int, can_restart: bool) -> Decision:
         """What to do after ``error`` with ``retries_left`` restarts left for this evaluation."""
         if isinstance(error, EvaluationFailed):

@@ -116,7 +116,9 @@ class Calibration:
         self._cost_kind = "residuals" if capabilities & Capability.RESIDUALS else "cost"
         self.penalty: Optional[float] = getattr(evaluator, "penalty", None)
         self._lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)  # waited on at the end for evaluations in flight
+        # The end of a start or run waits on it for the evaluations still in flight, looking again every
+        # SETTLE_POLL_SECONDS: the native recorder's end of a call notifies nobody.
+        self._settled = threading.Condition(self._lock)
         self._index = 0
         self.computed = 0
         self.replayed = 0
@@ -245,10 +247,10 @@ class Calibration:
     def _budget_left(self) -> int:
         """Evaluations the budget still allows beyond those recorded and those in flight: Python's, and
         the native recorder's call under way in another thread (lock held; a budget is set)."""
-        assert self._budget is not None
+        unclaimed = self._unclaimed()
+        assert unclaimed is not None
         native = self._native
-        flying = self._in_flight + (1 if native is not None and native.busy else 0)
-        return self._budget.count - self.progress.evaluations - flying
+        return unclaimed - (1 if native is not None and native.busy else 0)
 
     def _x_of(self, z: Any) -> np.ndarray:
         # Always a copy: SciPy may change its array in place after the call, and records keep x.

@@ -141,13 +141,13 @@ def minimize(
         opened = Journal(journal, _problem(problem, evaluator), problem.labels, resume=resume)
     bar = None
     calibration: Optional[Calibration] = None
-    begun = False
+    run_open = False  # begun in the journal and not yet ended there
     try:
         replay = opened.replayable() if (opened is not None and resume) else []
         if opened is not None:
             opened.begin_run(method_name, {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler,
                                            "seed": seed}, resumed=bool(replay))  # fmt: skip
-            begun = True
+            run_open = True
         budget = next((rule.count for rule in rules if isinstance(rule, MaxEvaluations)), None)
         if progress is None or isinstance(progress, bool):
             bar = ProgressBar(progress, total=budget)
@@ -172,12 +172,12 @@ def minimize(
         result.replayed = calibration.replayed
         result.journal = None if opened is None else str(opened.path)
         if opened is not None:
-            begun = False
+            run_open = False
             opened.end_run(str(result.message), float(result.fun))
         return result
     except BaseException as error:
         # The journal says the run ended, and why: else it reads as one still going, or killed.
-        if opened is not None and begun:
+        if opened is not None and run_open:
             best_cost = calibration.progress.best_cost if calibration is not None else math.nan
             with contextlib.suppress(Exception):  # the error raised here is the one to report
                 opened.end_run(f"failed: {type(error).__name__}: {error}", best_cost)
