@@ -45,7 +45,7 @@ def run(journal: str, csv_path: Optional[str] = None, last: Optional[int] = None
             print(f"{len(table)} evaluations written to {csv_path}", file=stream)
         return 0
     for run_row in contents.runs:
-        state = "running or killed" if run_row["finished"] is None else run_row["message"]
+        state = run_row["message"] if run_row["state"] == "finished" else run_row["state"]
         resumed = " (resumed)" if run_row["resumed"] else ""
         print(f"run {run_row['id']}{resumed}: {run_row['method']} - {state}", file=stream)
     print(f"{len(contents.ids)} evaluations; parameters: {', '.join(contents.labels)}\n", file=stream)

@@ -2,7 +2,8 @@
 
 It only reads the journal (read-only SQLite connection, WAL: the writer is never blocked), so it
 can be started, stopped and restarted at any time without touching the run. It waits for the
-journal to appear and ends when the last run has finished (or at Ctrl-C).
+journal to appear and ends when the last run has finished, or was interrupted (nothing writes it any
+more: ``writer.py``), or at Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def summary(contents: JournalContents, previous: Optional[JournalContents] = Non
     current = contents.runs[-1]
     in_run = contents.run == current["id"]
     count = int(in_run.sum())
-    state = "running" if current["finished"] is None else f"finished: {current['message']}"
+    state = {"running": "running", "finished": f"finished: {current['message']}",
+             "interrupted": "interrupted: the calibration writing it is gone (killed, or its machine went "
+                            "down); run it again with resume=True to continue"}[current["state"]]  # fmt: skip
     lines = [f"run {current['id']}{' (resumed)' if current['resumed'] else ''} - {current['method']} - {state}"]
     rate = ""
     if previous is not None and seconds > 0:

@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from ..errors import JournalError
+from . import writer
 from .records import Batch, Evaluation, Iteration
 
 __all__ = ["Journal", "JournalContents", "read_journal", "SCHEMA_VERSION", "READABLE_SLOTS"]
@@ -81,9 +82,12 @@ class Journal:
         existed = self.path.exists() and self.path.stat().st_size > 0
         if existed:
             _check_is_sqlite(self.path)
+        # One writer at a time, held until close(); readers test it to tell a live run from a dead one.
+        self._writer = writer.hold(self.path)
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         except sqlite3.Error as error:
+            writer.release(self._writer)
             raise JournalError(f"cannot open the journal {self.path}: {error}") from None
         try:
             # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
@@ -100,9 +104,11 @@ class Journal:
                 self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as error:
             self._db.close()
+            writer.release(self._writer)
             raise JournalError(f"{self.path} is not a usable pybridge journal ({error}); choose another path") from None
         except BaseException:
             self._db.close()
+            writer.release(self._writer)
             raise
         readable = "".join(f", {_quoted(label)}" for label in self._readable)
         marks = ", ?" * len(self._readable)
@@ -302,6 +308,7 @@ class Journal:
                 self._flush()
             finally:
                 self._db.close()
+                writer.release(self._writer)
 
     # ---- reading back (for a resume) -----------------------------------------------------
 
@@ -349,6 +356,8 @@ class JournalContents(NamedTuple):
 
     labels: List[str]
     problem: Dict[str, Any]
+    #: One dict per run: the columns of ``runs``, and ``state``: ``"finished"``, ``"running"`` (a
+    #: calibration has the journal open) or ``"interrupted"`` (it never ended, and nothing writes it).
     runs: List[Dict[str, Any]]
     #: Evaluations in the order written: ids, run, start, status, cost (NaN if none), times, workers.
     ids: np.ndarray
@@ -365,8 +374,14 @@ class JournalContents(NamedTuple):
 
     @property
     def running(self) -> bool:
-        """Whether the last run has not ended (still running, or killed)."""
-        return bool(self.runs) and self.runs[-1]["finished"] is None
+        """Whether the last run is still going (a calibration has the journal open)."""
+        return bool(self.runs) and self.runs[-1]["state"] == "running"
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the last run never ended and nothing writes it any more (killed, or its machine went
+        down): ``resume=True`` continues it."""
+        return bool(self.runs) and self.runs[-1]["state"] == "interrupted"
 
     def best(self) -> Optional[int]:
         """The row of the lowest cost, or None."""
@@ -384,6 +399,10 @@ def read_journal(path: PathLike) -> JournalContents:
     if not path.is_file():
         raise JournalError(f"no journal at {path}")
     _check_is_sqlite(path)
+    # Whether a calibration writes it, asked before and after reading: a run read as unfinished is
+    # interrupted only if nobody held the journal at either moment (it may have ended in between, or a
+    # new one begun).
+    held_before = writer.is_held(path)
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as error:
@@ -410,6 +429,13 @@ def read_journal(path: PathLike) -> JournalContents:
         raise JournalError(f"{path} is not a usable pybridge journal ({error})") from None
     finally:
         db.close()
+    held_after = writer.is_held(path)
+    in_use = None if held_before is None or held_after is None else held_before or held_after
+    for run in runs:
+        if run["finished"] is not None:
+            run["state"] = "finished"
+        else:  # only the last run can still be going: one calibration writes at a time
+            run["state"] = "running" if run is runs[-1] and in_use is not False else "interrupted"
     columns = list(zip(*rows)) if rows else [()] * 8
     return JournalContents(
         labels=labels,

@@ -19,7 +19,7 @@ from pybridge import JournalError
 from pybridge.optimize import MaxEvaluations, Parameter, Parameters
 from pybridge.paths import bundled_simulator
 from pybridge.record import SCHEMA_VERSION, read_journal
-from pybridge.record.journal import FLUSH_ROWS
+from pybridge.record.journal import FLUSH_ROWS, Journal
 
 ROSENBROCK = [str(bundled_simulator("pybridge-rosenbrock"))]
 PARAMS = {"x": [(-2.0, 2.0)] * 8}
@@ -102,14 +102,45 @@ def test_kill_9_in_the_middle_then_resume_costs_only_what_was_lost(tmp_path) -> 
     killed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     contents = read_journal(path)
-    assert contents.running  # the run never ended
+    assert contents.runs[-1]["finished"] is None  # the run never ended ...
+    assert contents.interrupted and not contents.running  # ... and nobody writes it: it was interrupted
     assert 900 - FLUSH_ROWS <= len(contents.ids) < 900  # the last small batch died with the driver
+    # What a user watching it sees: the monitor says so and ends (it used to wait for the dead run forever).
+    monitor = subprocess.run([sys.executable, "-m", "pybridge", "monitor", str(path), "--interval", "0.05"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert monitor.returncode == 0 and "interrupted" in monitor.stdout and "resume=True" in monitor.stdout
+    history = subprocess.run([sys.executable, "-m", "pybridge", "history", str(path), "--last", "1"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "run 1: nelder-mead - interrupted" in history.stdout, history.stdout
 
     resumed = _calibrate(path, resume=True)
     whole = _calibrate(tmp_path / "whole.db")
     assert resumed.replayed == len(contents.ids) and resumed.evaluations == 1000 - len(contents.ids)
     assert resumed.evaluations <= 100 + FLUSH_ROWS
     assert resumed.x.tolist() == whole.x.tolist() and resumed.fun == whole.fun
+
+
+def test_a_journal_in_use_by_a_running_calibration_is_refused_and_readable(tmp_path) -> None:
+    path = tmp_path / "busy.db"
+    _calibrate(path, budget=30)
+    # Another calibration has it open (a second copy of a job, a requeued batch job): two writers would
+    # interleave their runs in one journal, and a monitor could not tell which one it shows.
+    first = Journal(path, _problem_of(path), [f"x[{i}]" for i in range(8)], resume=True)
+    try:
+        with pytest.raises(JournalError, match="being written by another calibration.*choose another path"):
+            _calibrate(path, resume=True)
+        first.begin_run("nelder-mead", {}, resumed=True)
+        contents = read_journal(path)  # a reader is never refused, and sees a live run
+        assert contents.running and not contents.interrupted and len(contents.ids) == 30
+    finally:
+        first.close()
+    contents = read_journal(path)
+    assert contents.interrupted and not contents.running  # its writer closed without ending the run
+    assert _calibrate(path, resume=True, budget=40).replayed == 30  # free again
+
+
+def _problem_of(path):
+    return read_journal(path).problem
 
 
 def test_a_resumed_multistart_run_on_a_pool_is_bit_identical(tmp_path) -> None:
