@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -19,6 +21,17 @@ _LOCATIONS = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `pybridge history run.db | head`: the reader left. End as a command cut short by SIGPIPE does,
+        # quietly, after the finally blocks ran (a killed bench would leave its simulators behind); the
+        # interpreter's last flush of stdout must not meet the closed pipe again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its own parser, its own options
         from .bench import main as bench  # its own parser, its own options

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -75,6 +77,21 @@ def test_history_prints_and_exports_exact_csv(journal, tmp_path) -> None:
     assert len(rows) == 120
     assert [float(row["cost"]) for row in rows] == contents.cost.tolist()  # every digit kept
     assert [float(row["k[1]"]) for row in rows] == contents.x[:, 2].tolist()
+
+
+@pytest.mark.parametrize("args", [("history",), ("history", "--csv", "-"), ("monitor", "--once")])
+def test_output_into_a_closed_pipe_ends_quietly(journal, args) -> None:
+    # `pybridge history run.db | head`: the reader goes away first. The read end is closed before the
+    # command starts, so that its first write meets the closed pipe every time.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pybridge", args[0], str(journal), *args[1:]], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)  # fmt: skip
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE  # what a shell pipeline expects of a command cut short
 
 
 def test_the_commands_refuse_what_is_not_a_journal(tmp_path) -> None:
