@@ -371,6 +371,9 @@ class JournalContents(NamedTuple):
     #: Shape (evaluations, parameters): the physical parameter vectors.
     x: np.ndarray
     iterations: List[Dict[str, Any]]
+    #: The ids of the last evaluation and the last iteration read: where ``read_journal(since=...)``
+    #: goes on from.
+    read_up_to: Tuple[int, int] = (0, 0)
 
     @property
     def running(self) -> bool:
@@ -389,11 +392,17 @@ class JournalContents(NamedTuple):
         return int(np.flatnonzero(finite)[np.argmin(self.cost[finite])]) if finite.any() else None
 
 
-def read_journal(path: PathLike) -> JournalContents:
-    """Everything a journal holds, opened read-only: safe while a calibration writes to it.
+def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> JournalContents:
+    """Everything a journal holds, opened read-only: safe while a calibration writes to it. One
+    snapshot: a commit that lands while it reads is in it whole or not at all.
+
+    With ``since`` (an earlier read of the same journal), only the evaluations and iterations written
+    after it are read and returned (the problem and the runs always whole): a monitor's refresh costs
+    what was added, not what the journal holds.
 
     >>> contents = read_journal("calibration.db")          # doctest: +SKIP
     >>> contents.x[contents.best()]                         # doctest: +SKIP
+    >>> added = read_journal("calibration.db", since=contents)          # doctest: +SKIP
     """
     path = Path(path)
     if not path.is_file():
@@ -404,10 +413,12 @@ def read_journal(path: PathLike) -> JournalContents:
     # new one begun).
     held_before = writer.is_held(path)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.Error as error:
         raise JournalError(f"cannot open the journal {path}: {error}") from None
+    after_evaluation, after_iteration = (0, 0) if since is None else since.read_up_to
     try:
+        db.execute("BEGIN")  # one read transaction: every SELECT sees the same commits
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             raise JournalError(f"{path} is not a pybridge journal of schema version {SCHEMA_VERSION}")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -417,14 +428,16 @@ def read_journal(path: PathLike) -> JournalContents:
         labels = json.loads(meta.get("labels", "[]"))
         x_columns = ", ".join(_quoted(label) for label in labels) if len(labels) <= READABLE_SLOTS else "x"
         rows = db.execute(
-            f"SELECT id, run, start, status, cost, started, finished, worker, {x_columns} FROM evaluations ORDER BY id"
-        ).fetchall()
+            f"SELECT id, run, start, status, cost, started, finished, worker, {x_columns} FROM evaluations "
+            "WHERE id > ? ORDER BY id", (after_evaluation,)
+        ).fetchall()  # fmt: skip
         iterations = [
-            dict(zip(("run", "start", "iteration", "cost", "best_cost", "evaluations", "time"), row))
+            dict(zip(("id", "run", "start", "iteration", "cost", "best_cost", "evaluations", "time"), row))
             for row in db.execute(
-                "SELECT run, start, iteration, cost, best_cost, evaluations, time FROM iterations ORDER BY id"
+                "SELECT id, run, start, iteration, cost, best_cost, evaluations, time FROM iterations WHERE id > ? "
+                "ORDER BY id", (after_iteration,)
             )
-        ]
+        ]  # fmt: skip
     except sqlite3.DatabaseError as error:
         raise JournalError(f"{path} is not a usable pybridge journal ({error})") from None
     finally:
@@ -451,7 +464,9 @@ def read_journal(path: PathLike) -> JournalContents:
         worker=np.array(columns[7], dtype=np.int64),
         x=np.array([_x_of(row[8:]) for row in rows]).reshape(len(rows), len(labels)),
         iterations=iterations,
-    )
+        read_up_to=(int(rows[-1][0]) if rows else after_evaluation,
+                    int(iterations[-1]["id"]) if iterations else after_iteration),
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
