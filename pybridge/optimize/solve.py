@@ -29,6 +29,8 @@ _GRADIENT_METHODS = {"cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "tru
 _HESSIAN_METHODS = {"dogleg", "trust-ncg", "trust-exact", "trust-krylov"}
 LOCAL_METHODS = frozenset(_GRADIENT_METHODS | {"nelder-mead", "powell", "cobyla", "cobyqa", "least_squares"})
 GLOBAL_METHODS = frozenset({"differential_evolution", "shgo", "dual_annealing", "direct"})
+#: Global methods that draw random numbers: ``seed`` seeds them unless their options do.
+_DRAWING_METHODS = {"differential_evolution": so.differential_evolution, "dual_annealing": so.dual_annealing}
 _INTERRUPTED = "interrupted (Ctrl-C)"
 
 
@@ -102,6 +104,9 @@ def minimize(
         Multi-start for local methods: ``n_starts`` starting points drawn inside the bounds by
         ``scipy.stats.qmc`` (``"sobol"`` or ``"lhs"``, seeded), run concurrently on a pool (one after
         the other on a single simulator). The result is the best; ``result.starts`` holds all.
+        ``seed`` also seeds ``differential_evolution`` and ``dual_annealing`` unless ``options`` give
+        their ``seed`` or ``rng``: every run is reproducible, and a resume of one replays its journal.
+        ``seed=None`` draws afresh.
     stop:
         Stopping rules (:mod:`pybridge.optimize.stopping`); the first that fires ends every start
         with its best point so far. Ctrl-C does the same.
@@ -135,6 +140,12 @@ def minimize(
             raise ValueError(f"{method_name} searches the whole box itself; n_starts is for local methods")
         _require_finite_bounds(problem, method_name)
     starts = _starting_points(problem, x0, n_starts, sampler, seed)
+    drawing = _DRAWING_METHODS.get(method_name)
+    if drawing is not None and seed is not None and not {"seed", "rng"} & set(options):
+        # Seeded by default, like the starts: a run is reproducible, and a resume retraces its path and
+        # replays the journal (an unseeded one draws other vectors and replays nothing). SciPy >= 1.15
+        # names it rng.
+        options["rng" if "rng" in inspect.signature(drawing).parameters else "seed"] = seed
 
     opened = None
     if journal is not None:

@@ -139,6 +139,26 @@ def test_a_journal_in_use_by_a_running_calibration_is_refused_and_readable(tmp_p
     assert _calibrate(path, resume=True, budget=40).replayed == 30  # free again
 
 
+@pytest.mark.parametrize("method", ["differential_evolution", "dual_annealing"])
+def test_a_stochastic_global_method_resumes_bit_for_bit_from_seed(tmp_path, method) -> None:
+    # seed= (0 by default) seeds the method's own draws too, unless its options give a seed: without
+    # that, a resumed differential evolution drew other vectors, replayed none of the journal, and ended
+    # elsewhere than the run it continued.
+    params = {"x": [(-2.0, 2.0)] * 3}
+
+    def calibrate(budget, **journal):
+        with pybridge.Simulator(ROSENBROCK, n_params=3) as sim:
+            return pybridge.minimize(sim, params, method=method, stop=MaxEvaluations(budget), progress=False,
+                                     **journal)  # fmt: skip
+
+    whole = calibrate(400)
+    calibrate(150, journal=tmp_path / "run.db")
+    resumed = calibrate(400, journal=tmp_path / "run.db", resume=True)
+    assert resumed.replayed == 150 and resumed.evaluations == 250
+    assert resumed.x.tolist() == whole.x.tolist() and resumed.fun == whole.fun
+    assert calibrate(400).x.tolist() == whole.x.tolist()  # and so is a run again from the start
+
+
 def _problem_of(path):
     return read_journal(path).problem
 
