@@ -174,6 +174,17 @@ class Calibration:
         if self._native is not None:
             self._native.blocked = True
 
+    def stopping(self) -> bool:
+        """Whether the calibration is stopping: a rule fired, or a request from outside (a signal, a
+        stop file) is there now, asked out of turn. Asked when an evaluation failed: a stop requested
+        before the failure reached the driver is how the run ends (see ``Rule.requested``)."""
+        with self._lock:
+            for rule in self.rules:
+                message = rule.requested()
+                if message is not None:
+                    self._stop(message, rule.name)
+            return self.stop_message is not None
+
     def check_stopped(self) -> None:
         if self.stop_message is not None:
             raise Stopped(self.stop_message)

@@ -227,22 +227,25 @@ def _solve(calibration: Calibration, method: str, start: int, x0: np.ndarray, co
     objective = Objective(calibration, start)
     try:
         raw = _scipy(objective, method, calibration.params.to_solver(x0), constraints, options)
-    except Stopped:
-        return _stopped(calibration, start, x0)
-    except SystemError as error:
-        # SciPy < 1.14's direct (C code) turns an exception raised in the objective into a SystemError
-        # with the original as its cause: take the original.
-        cause = error.__cause__ or error.__context__
-        if isinstance(cause, Stopped):
-            return _stopped(calibration, start, x0)
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
     except KeyboardInterrupt:
         if not main_thread:
             raise
         calibration.stop(_INTERRUPTED, "interrupted")
         return _stopped(calibration, start, x0)
+    except Exception as error:
+        original = error
+        cause = error.__cause__ or error.__context__
+        if isinstance(error, SystemError) and isinstance(cause, Exception):
+            # SciPy < 1.14's direct (C code) turns an exception raised in the objective into a
+            # SystemError with the original as its cause: take the original.
+            original = cause
+        # A failed evaluation ends the run by the stop asked for before it, if any: a batch system's
+        # SIGTERM (OnSignal) kills the simulator too, and the crash is its doing (it is journalled).
+        if isinstance(original, Stopped) or calibration.stopping():
+            return _stopped(calibration, start, x0)
+        if original is not error:
+            raise original from None
+        raise
     return _finished(calibration, start, raw, method)
 
 

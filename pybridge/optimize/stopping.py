@@ -2,7 +2,7 @@
 
 A rule looks at the calibration's :class:`Progress` after evaluations and iterations and returns a
 message when it fires. ``MaxEvaluations`` and ``TargetCost`` are exact (checked per evaluation);
-the others are checked as records are delivered, at most 64 evaluations or 0.1 s apart. The calibration then ends gracefully, with the best point so
+the others are checked as records are delivered, at most 256 evaluations or 0.1 s apart. The calibration then ends gracefully, with the best point so
 far, and the result's ``message`` (and ``stop_rule``) say which rule fired. Rules see the whole
 calibration: in a multi-start run every start ends when one rule fires.
 
@@ -58,6 +58,13 @@ class Rule:
 
     def after_iteration(self, progress: Progress, iteration: Iteration) -> Optional[str]:
         """After each iteration, in order (``iteration.best_cost`` is the best cost at that point)."""
+        return None
+
+    def requested(self) -> Optional[str]:
+        """For a rule that answers a request from outside the calibration (a signal, a stop file):
+        whether that request is there now. Asked out of turn when an evaluation fails, so that a stop
+        asked for before the failure is how the run ends: a batch system's SIGTERM kills the simulator
+        as well as asking the driver to stop."""
         return None
 
 
@@ -157,6 +164,9 @@ class StopFile(Rule):
         if now < self._next_look:
             return None
         self._next_look = now + self.interval
+        return self.requested()
+
+    def requested(self) -> Optional[str]:
         if os.path.exists(self.path):
             return f"stop file {self.path} found (remove it before the next run)"
         return None
@@ -186,6 +196,9 @@ class OnSignal(Rule):
             self._previous = None
 
     def after_evaluation(self, progress: Progress) -> Optional[str]:
+        return self.requested()
+
+    def requested(self) -> Optional[str]:
         if self._received.is_set():
             return f"signal {self.signum.name} received"
         return None

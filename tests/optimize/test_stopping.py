@@ -16,7 +16,7 @@ import pytest
 import pybridge
 from pybridge.optimize import MaxEvaluations, NoImprovement, OnSignal, StopFile, TargetCost, WallClock
 from pybridge.optimize.calibration import DRAIN_RECORDS
-from pybridge.record import Evaluation
+from pybridge.record import Evaluation, read_journal
 
 BOX4 = {"x": [(-2.0, 2.0)] * 4}
 
@@ -182,3 +182,42 @@ def test_ctrl_c_in_a_simulator_call_outside_the_native_recorder_ends_the_run(tmp
     line = next(line for line in run.stdout.splitlines() if line.startswith("RESULT"))
     _, rule, nfev, fun = line.split(" ")
     assert rule == "interrupted" and int(nfev) >= 5 and float(fun) < 10.0
+
+
+def test_a_batch_systems_sigterm_that_also_kills_the_simulator_ends_the_run_by_the_rule(tmp_path,
+                                                                                       python_simulator) -> None:
+    # At a time limit SLURM sends SIGTERM to every process of the job: the driver, which asked for
+    # OnSignal(SIGTERM), and the simulator, which dies of it. The crash reached the driver before the
+    # rule's next check, and the run ended in a SimulatorCrashed traceback instead of its best point.
+    simulator = python_simulator("""
+        import signal
+        calls = 0
+        def cost(x):
+            global calls
+            calls += 1
+            if calls == 30:  # as a batch system does: the driver and the simulator, in the same moment
+                os.kill(os.getppid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.002)
+            return float(np.sum((x - 0.3) ** 2))
+        pybridge.serve(cost, n_params=2)
+    """)
+    journal = tmp_path / "run.db"
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import signal
+        import pybridge
+        from pybridge.optimize import OnSignal
+
+        with pybridge.Simulator({simulator!r}) as sim:
+            result = pybridge.minimize(sim, {{"a": (-1, 1), "b": (-1, 1)}}, method="Nelder-Mead",
+                                       stop=OnSignal(signal.SIGTERM), journal={str(journal)!r}, progress=False)
+        print("RESULT", result.stop_rule, result.nfev, repr(result.fun))
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    _, rule, nfev, fun = next(line for line in run.stdout.splitlines() if line.startswith("RESULT")).split(" ")
+    assert rule == "signal" and int(nfev) == 30  # the 30th evaluation failed, and counts
+    contents = read_journal(journal)
+    assert contents.runs[-1]["message"] == "stopped: signal SIGTERM received"
+    assert contents.status.count("failed") == 1 and float(fun) == np.nanmin(contents.cost)
