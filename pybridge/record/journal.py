@@ -193,8 +193,21 @@ class Journal:
 
     # ---- writing -----------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite's failure to write (a full disk, a file made read-only, a lock another program holds
+        too long) as an error that says what is kept and what to do."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise JournalError(
+                f"cannot write to the journal {self.path}: {error}. Every evaluation committed before is "
+                "kept: free space (or remove what stops the write), then run the same call again with "
+                "resume=True to carry on"
+            ) from error
+
     def begin_run(self, method: str, options: Dict[str, Any], resumed: bool) -> int:
-        with self._lock:
+        with self._lock, self._writing():
             cursor = self._db.execute(
                 "INSERT INTO runs (started, method, options, resumed) VALUES (?, ?, ?, ?)",
                 (time.time(), method, _canonical(options), int(resumed)),
@@ -274,7 +287,7 @@ class Journal:
         self._last_flush = time.monotonic()
         if not evaluations and not iterations:
             return
-        with _transaction(self._db):
+        with self._writing(), _transaction(self._db):
             for statement, rows in evaluations + iterations:
                 self._db.executemany(statement, rows)
 
@@ -297,10 +310,11 @@ class Journal:
     def end_run(self, message: str, best_cost: float) -> None:
         with self._lock:
             self._flush()
-            self._db.execute(
-                "UPDATE runs SET finished = ?, message = ?, best_cost = ? WHERE id = ?",
-                (time.time(), message, _or_none(best_cost), self._run),
-            )
+            with self._writing():
+                self._db.execute(
+                    "UPDATE runs SET finished = ?, message = ?, best_cost = ? WHERE id = ?",
+                    (time.time(), message, _or_none(best_cost), self._run),
+                )
 
     def close(self) -> None:
         with self._lock:

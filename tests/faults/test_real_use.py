@@ -616,6 +616,39 @@ def test_a_full_dev_shm_is_a_clear_error(scripts: Scripts, bundled: Callable) ->
     assert left == "[]"
 
 
+@needs_private_shm
+def test_a_journal_whose_disk_fills_up_is_a_clear_error_and_keeps_what_it_committed(scripts: Scripts,
+                                                                                     bundled: Callable) -> None:
+    # A calibration of days fills the disk under its journal: it used to end in sqlite3's bare
+    # "database or disk is full", raised from inside SciPy, without saying what was kept or what to do.
+    script = scripts.write(
+        f"""
+        from pybridge.record import read_journal
+        try:
+            with pybridge.Simulator([{str(bundled("pybridge-rosenbrock"))!r}], n_params=8) as sim:
+                pybridge.minimize(sim, {{"x": [(-2, 2)] * 8}}, "Nelder-Mead", x0={{"x": np.zeros(8)}},
+                                  options={{"maxfev": 10**6, "xatol": 0, "fatol": 0}}, journal="/dev/shm/run.db",
+                                  progress=False)
+        except pybridge.JournalError as error:
+            print(type(error).__name__, error)
+        contents = read_journal("/dev/shm/run.db")
+        print(len(contents.ids), len(set(contents.ids.tolist())), contents.runs[-1]["state"],
+              contents.runs[-1]["message"])
+        """
+    )
+    result = run_in_private_shm(script, size="2m")
+    assert result.returncode == 0, result.stderr
+    message, kept = result.stdout.strip().splitlines()
+    assert message.startswith("JournalError cannot write to the journal /dev/shm/run.db: database or disk is full")
+    assert "resume=True" in message
+    count, distinct, state, ended = kept.split(" ", 3)
+    assert int(count) > 1000 and int(distinct) == int(count)
+    # The run's end usually fits where the failed rows were (the journal then says how it ended); if not,
+    # the run reads as interrupted. Never as running.
+    assert (state, ended.startswith("failed: JournalError: cannot write to the journal")) in (
+        ("finished", True), ("interrupted", False))
+
+
 # ---- 12. a peer that writes header fields after the handshake ---------------------------------------------
 
 
