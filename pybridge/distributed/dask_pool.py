@@ -10,15 +10,19 @@ Dask's per-task cost (milliseconds) is paid per chunk, not per evaluation.
 Failures: a simulator that crashes or times out follows the pool's policy on its worker (restart
 and retry, penalty, or the error in its place among the results). A worker that dies takes its
 simulators with it (the shim's watchdog stops a simulator whose driver — the worker process — is
-gone, and removes its channel); Dask reruns the chunks it held on another worker.
+gone, and removes its channel); Dask reruns the chunks it held on another worker. A client that
+dies without closing its pool has it closed for it: a scheduler plugin removes the worker plugin
+when that client leaves.
 
 Dask is an optional extra (``pip install "pybridge[dask]"``); only this module imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
+import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -31,7 +35,7 @@ from ..simulator import Command, Failed, Outcome, values_of
 
 try:
     from distributed import Client, get_worker
-    from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 except ImportError as error:  # pragma: no cover - depends on the extra
     raise ImportError('pybridge.distributed needs Dask: pip install "pybridge[dask]"') from error
 
@@ -59,6 +63,28 @@ class _ResidentSimulators(WorkerPlugin):
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.shutdown()
+
+
+class _StopWithItsClient(SchedulerPlugin):
+    """On the scheduler: removes a pool's worker plugin, and so stops its simulators on every worker,
+    when the client that made the pool leaves without closing it (killed, or its machine gone). A
+    cluster often outlives its driver (a scheduler started on its own, batch jobs with hours left), and
+    the simulators would stay resident, idle, holding memory and licences."""
+
+    def __init__(self, client: str, pool: str) -> None:
+        self.client, self.pool = client, pool
+        self._removing: Optional["asyncio.Future[Any]"] = None  # kept: a task nobody holds may be collected
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        if client != self.client:
+            return
+        scheduler.plugins.pop(_owner_watch(self.pool), None)
+        if self.pool in scheduler.worker_plugins:  # called in the scheduler's event loop
+            self._removing = asyncio.ensure_future(scheduler.unregister_worker_plugin(None, self.pool))
+
+
+def _owner_watch(pool: str) -> str:
+    return f"{pool}-owner"
 
 
 def _local_pool(name: str) -> Pool:
@@ -108,6 +134,12 @@ class DaskPool(Executor):
         self._threads: Optional[ThreadPoolExecutor] = None
         self._simulators_per_worker = simulators_per_worker
         # Each worker starts its simulators now (and every worker that joins later).
+        try:
+            client.register_plugin(_StopWithItsClient(client.id, self._name), name=_owner_watch(self._name))
+        except Exception as error:  # a scheduler that cannot import pybridge: the pool works without it
+            warnings.warn(f"the Dask scheduler could not load pybridge's plugin ({type(error).__name__}: {error}): "
+                          "if this process dies without closing the DaskPool, its simulators stay on the workers "
+                          "until they end. Install pybridge where the scheduler runs", RuntimeWarning, stacklevel=2)
         client.register_plugin(_ResidentSimulators(command, simulators_per_worker, dict(options)), name=self._name)
         try:
             described = client.run(_describe, self._name)
@@ -217,10 +249,12 @@ class DaskPool(Executor):
             threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=wait, cancel_futures=cancel_futures)
-        try:
-            self._client.unregister_worker_plugin(self._name)
-        except Exception:  # a cluster already gone has no simulators left to stop
-            pass
+        for unregister, name in ((self._client.unregister_worker_plugin, self._name),
+                                 (self._client.unregister_scheduler_plugin, _owner_watch(self._name))):  # fmt: skip
+            try:
+                unregister(name)
+            except Exception:  # a cluster already gone has no simulators left to stop
+                pass
 
     close = shutdown
 

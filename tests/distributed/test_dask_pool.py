@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -150,3 +152,54 @@ def test_closing_stops_every_simulator_on_every_worker(client, python_simulator,
     assert _wait_until(lambda: not any(_alive(pid) for pid in started))
     with pytest.raises(pybridge.ChannelClosed):
         pool([1.0])
+
+
+def test_simulators_stop_when_the_client_that_started_them_dies(client, python_simulator, tmp_path) -> None:
+    # A driver killed with -9 (or on a laptop that went away) never unregisters its pool. On a cluster
+    # that outlives it (a scheduler started on its own, jobs with hours of walltime left) its simulators
+    # stayed resident, idle, holding memory and licences, until the workers ended.
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    command = python_simulator(
+        f"""
+        open(os.path.join({str(pids)!r}, str(os.getpid())), "w").close()
+        pybridge.serve(lambda x: float(x[0]), n_params=1)
+        """
+    )
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys, time\nimport distributed\nfrom pybridge.distributed import DaskPool\n"
+        f"client = distributed.Client({client.scheduler.address!r})\n"
+        f"pool = DaskPool(client, {command!r}, simulators_per_worker=1)\n"
+        "print(list(pool.map(pool, [[1.0], [2.0]])), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "[1.0, 2.0]", process.stderr.read() if process.stderr else ""
+        started = [int(name) for name in os.listdir(pids)]
+        assert len(started) == 2 and all(_alive(pid) for pid in started)
+    finally:
+        process.kill()
+        process.communicate()
+    assert _wait_until(lambda: not any(_alive(pid) for pid in started), seconds=30)
+    left = client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.worker_plugins, *dask_scheduler.plugins])
+    assert not [name for name in left if name.startswith("pybridge-")]  # nothing of that pool stays registered
+
+
+def test_a_scheduler_without_pybridge_only_costs_the_watch_on_the_client(client, monkeypatch) -> None:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    register = client.register_plugin
+
+    def no_pybridge_on_the_scheduler(plugin, *args, **kwargs):
+        if isinstance(plugin, SchedulerPlugin):
+            raise ModuleNotFoundError("No module named 'pybridge'")
+        return register(plugin, *args, **kwargs)
+
+    monkeypatch.setattr(client, "register_plugin", no_pybridge_on_the_scheduler)
+    with pytest.warns(RuntimeWarning, match="simulators stay on the workers.*Install pybridge where the scheduler"):
+        pool = DaskPool(client, ROSENBROCK, n_params=2)
+    with pool:
+        assert pool([1.0, 1.0]) == 0.0
