@@ -135,15 +135,20 @@ def test_a_worker_killed_with_9_has_its_work_redone_and_its_simulators_stop(clie
     assert _wait_until(lambda: shm_entries() <= before), sorted(shm_entries() - before)
 
 
-def test_closing_stops_every_simulator_on_every_worker(client, python_simulator, tmp_path) -> None:
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    command = python_simulator(
+def _noting_its_pid(python_simulator, folder: Path):
+    """A simulator (cost x[0]) that leaves a file named by its pid in ``folder`` when it starts."""
+    folder.mkdir()
+    return python_simulator(
         f"""
-        open(os.path.join({str(pids)!r}, str(os.getpid())), "w").close()
+        open(os.path.join({str(folder)!r}, str(os.getpid())), "w").close()
         pybridge.serve(lambda x: float(x[0]), n_params=1)
         """
     )
+
+
+def test_closing_stops_every_simulator_on_every_worker(client, python_simulator, tmp_path) -> None:
+    pids = tmp_path / "pids"
+    command = _noting_its_pid(python_simulator, pids)
     pool = DaskPool(client, command, simulators_per_worker=2)
     assert list(pool.map(pool, [[1.0], [2.0], [3.0], [4.0]])) == [1.0, 2.0, 3.0, 4.0]
     started = [int(name) for name in os.listdir(pids)]
@@ -159,13 +164,7 @@ def test_simulators_stop_when_the_client_that_started_them_dies(client, python_s
     # that outlives it (a scheduler started on its own, jobs with hours of walltime left) its simulators
     # stayed resident, idle, holding memory and licences, until the workers ended.
     pids = tmp_path / "pids"
-    pids.mkdir()
-    command = python_simulator(
-        f"""
-        open(os.path.join({str(pids)!r}, str(os.getpid())), "w").close()
-        pybridge.serve(lambda x: float(x[0]), n_params=1)
-        """
-    )
+    command = _noting_its_pid(python_simulator, pids)
     driver = tmp_path / "driver.py"
     driver.write_text(
         "import sys, time\nimport distributed\nfrom pybridge.distributed import DaskPool\n"
