@@ -27,9 +27,21 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import EvaluationFailed, EvaluationTimeout, SimulatorCrashed, SimulatorStartError
+from ..errors import (
+    ChannelClosed,
+    EvaluationFailed,
+    EvaluationTimeout,
+    HandshakeError,
+    SimulatorCrashed,
+    SimulatorProcessError,
+    SimulatorStartError,
+)
 
-__all__ = ["Decision", "FailurePolicy", "RESTART_BACKOFF", "MAX_BACKOFF"]
+__all__ = ["Decision", "FailurePolicy", "EVALUATION_ERRORS", "RESTART_BACKOFF", "MAX_BACKOFF"]
+
+#: What an evaluation raises when the simulator could not answer it: it crashed, timed out, reported a
+#: failure, could not be started again, or was left failed or closed. (Not a bug of the caller's.)
+EVALUATION_ERRORS = (SimulatorProcessError, HandshakeError, EvaluationFailed, EvaluationTimeout, ChannelClosed)
 
 #: Seconds before relaunching after the first launch that failed; doubled for each further one.
 RESTART_BACKOFF = 0.1

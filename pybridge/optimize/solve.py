@@ -13,6 +13,7 @@ from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, U
 import numpy as np
 import scipy.optimize as so
 
+from ..core.policy import EVALUATION_ERRORS
 from ..errors import ParameterError
 from ..protocol import Capability
 from ..record.journal import Journal
@@ -241,7 +242,8 @@ def _solve(calibration: Calibration, method: str, start: int, x0: np.ndarray, co
             original = cause
         # A failed evaluation ends the run by the stop asked for before it, if any: a batch system's
         # SIGTERM (OnSignal) kills the simulator too, and the crash is its doing (it is journalled).
-        if isinstance(original, Stopped) or calibration.stopping():
+        # Any other error (a callback's, a journal's) is raised whatever was asked.
+        if isinstance(original, Stopped) or (isinstance(original, EVALUATION_ERRORS) and calibration.stopping()):
             return _stopped(calibration, start, x0)
         if original is not error:
             raise original from None

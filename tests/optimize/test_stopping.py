@@ -221,3 +221,15 @@ def test_a_batch_systems_sigterm_that_also_kills_the_simulator_ends_the_run_by_t
     contents = read_journal(journal)
     assert contents.runs[-1]["message"] == "stopped: signal SIGTERM received"
     assert contents.status.count("failed") == 1 and float(fun) == np.nanmin(contents.cost)
+
+
+def test_a_stop_requested_never_hides_an_error_of_the_users_own(rosenbrock, tmp_path) -> None:
+    # Only a failed evaluation gives way to a stop requested from outside; a callback's bug is raised.
+    stop_file = tmp_path / "STOP"
+    stop_file.touch()
+
+    def broken(record) -> None:
+        raise ValueError("a bug in the callback")
+
+    with pybridge.Simulator(rosenbrock, n_params=4) as sim, pytest.raises(ValueError, match="a bug in the callback"):
+        pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=StopFile(stop_file), callback=broken)

@@ -43,7 +43,10 @@ def test_a_reply_later_than_the_window_is_received() -> None:
             timed(sim, 2_000)
         trip, model = timed(sim, 20_000)
         assert model >= 20_000 and model <= trip < model + 5_000
-        assert [round(timed(sim, 2_000)[1] / 1000) for _ in range(3)] == [2, 2, 2]  # and it keeps serving
+        # ... and it keeps serving: a 2 ms burn each (its wall time: more when the host preempts it, which
+        # rounding to whole milliseconds once took for a wrong answer).
+        after = [timed(sim, 2_000) for _ in range(3)]
+        assert all(2_000 <= model <= trip < model + 5_000 for trip, model in after), after
 
 
 def test_a_timeout_fires_on_time_while_forecasting() -> None:
