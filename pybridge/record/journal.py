@@ -426,13 +426,9 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> Jou
     # interrupted only if nobody held the journal at either moment (it may have ended in between, or a
     # new one begun).
     held_before = writer.is_held(path)
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as error:
-        raise JournalError(f"cannot open the journal {path}: {error}") from None
+    db = _open_to_read(path, held_before)
     after_evaluation, after_iteration = (0, 0) if since is None else since.read_up_to
     try:
-        db.execute("BEGIN")  # one read transaction: every SELECT sees the same commits
         if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             raise JournalError(f"{path} is not a pybridge journal of schema version {SCHEMA_VERSION}")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -481,6 +477,33 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> Jou
         read_up_to=(int(rows[-1][0]) if rows else after_evaluation,
                     int(iterations[-1]["id"]) if iterations else after_iteration),
     )  # fmt: skip
+
+
+def _open_to_read(path: Path, held: Optional[bool]) -> sqlite3.Connection:
+    """A read-only connection to ``path`` in one read transaction (every SELECT sees the same commits).
+
+    SQLite reads a WAL database through its ``-shm`` index, which it creates beside the file if it
+    is missing. A reader who cannot write there (a colleague's folder, an archive, a read-only mount)
+    is refused with "attempt to write a readonly database", although a closed journal holds everything
+    in its one file: then, when no WAL is left and nobody writes the journal, it is read as immutable.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # opens the file and its WAL
+            return db
+        except sqlite3.OperationalError as error:
+            db.close()
+            closed = not held and not Path(f"{path}-wal").exists()
+            if "readonly" not in str(error) or not closed:
+                raise
+        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        db.execute("BEGIN")
+        return db
+    except sqlite3.DatabaseError as error:
+        raise JournalError(f"cannot read the journal {path}: {error}") from None
 
 
 @contextlib.contextmanager

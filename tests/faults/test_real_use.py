@@ -649,6 +649,33 @@ def test_a_journal_whose_disk_fills_up_is_a_clear_error_and_keeps_what_it_commit
         ("finished", True), ("interrupted", False))
 
 
+@needs_private_shm
+def test_a_colleague_reads_a_journal_in_a_folder_they_cannot_write(scripts: Scripts, bundled: Callable) -> None:
+    # SQLite opens a WAL journal by creating its -shm beside it; in a folder the reader cannot write
+    # (a colleague's results, an archive, a read-only mount) every read of a closed journal failed with
+    # "attempt to write a readonly database", which pybridge reported as "not a usable pybridge journal".
+    journal = scripts.dir / "calibration.db"
+    with pybridge.Simulator([str(bundled("pybridge-rosenbrock"))], n_params=2) as sim:
+        expected = pybridge.minimize(sim, {"a": (-2, 2), "b": (-2, 2)}, method="Nelder-Mead", journal=journal,
+                                     progress=False)  # fmt: skip
+    journal.chmod(0o644)
+    script = scripts.write(
+        f"""
+        from pybridge.record import read_journal
+        from pybridge.cli import main
+        contents = read_journal({str(journal)!r})
+        print(len(contents.ids), repr(float(contents.cost.min())), contents.runs[-1]["state"])
+        sys.exit(main(["history", {str(journal)!r}, "--best", "1"]))
+        """
+    )
+    result = run_in_private_shm(script, user=NOBODY, timeout=60)
+    assert result.returncode == 0, result.stderr
+    count, best, state = result.stdout.splitlines()[0].split()
+    assert int(count) == expected.nfev and float(best) == expected.fun and state == "finished"
+    assert sorted(path.name for path in scripts.dir.iterdir() if path.name.startswith("calibration")) == [
+        "calibration.db"]  # the reader left nothing beside it
+
+
 # ---- 12. a peer that writes header fields after the handshake ---------------------------------------------
 
 
