@@ -106,3 +106,9 @@ def _journal_command(args: argparse.Namespace) -> int:
     except (JournalError, ImportError) as error:
         print(f"pybridge {args.command}: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # the reader of our output left: main() ends quietly
+    except OSError as error:  # the PNG or the CSV cannot be written there
+        where = " (-o PATH writes it elsewhere)" if args.command == "plot" else ""
+        print(f"pybridge {args.command}: cannot write {error.filename}: {error.strerror}{where}", file=sys.stderr)
+        return 1

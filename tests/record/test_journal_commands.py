@@ -103,6 +103,15 @@ def test_output_into_a_closed_pipe_ends_quietly(journal, args) -> None:
     assert done.returncode == 128 + signal.SIGPIPE  # what a shell pipeline expects of a command cut short
 
 
+@pytest.mark.parametrize("args", [("plot", "-o"), ("history", "--csv")])
+def test_an_output_that_cannot_be_written_is_a_message(journal, tmp_path, args) -> None:
+    # A journal in a folder its reader cannot write (plot puts the PNG beside it by default), or a typo.
+    target = tmp_path / "missing" / "out"
+    done = _pybridge(args[0], journal, args[1], target)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot write {target}" in done.stderr and "No such file or directory" in done.stderr
+
+
 def test_the_commands_refuse_what_is_not_a_journal(tmp_path) -> None:
     other = tmp_path / "notes.txt"
     other.write_text("hello")
