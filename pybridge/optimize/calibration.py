@@ -36,6 +36,7 @@ from ..protocol import Capability, RequestKind
 from ..record.journal import Journal
 from ..record.progress import ProgressBar
 from ..record.records import Batch, Evaluation, Iteration, each_record
+from ..record.replay import Replay
 from ..simulator import Simulator
 from .params import Parameters
 from .stopping import MaxEvaluations, Progress, Rule, TargetCost
@@ -99,7 +100,7 @@ class Calibration:
         rules: Sequence[Rule] = (),
         callbacks: Sequence[Callable[[Any], Any]] = (),
         journal: Optional[Journal] = None,
-        replay: Sequence[Evaluation] = (),
+        replay: Optional[Replay] = None,
         replay_tolerance: float = 0.0,
         progress: Optional[ProgressBar] = None,
     ) -> None:
@@ -128,11 +129,9 @@ class Calibration:
         self.best: Dict[int, Tuple[float, Optional[np.ndarray]]] = {}
         self.evaluations_by_start: Dict[int, int] = {}
         self._iterations: Dict[int, int] = {}
-        self._replay: Dict[bytes, List[Evaluation]] = {}
-        for evaluation in replay:
-            self._replay.setdefault(evaluation.x.tobytes(), []).append(evaluation)
-        self._replay_x: Optional[np.ndarray] = None
-        self._replay_rows: List[Evaluation] = list(replay)
+        # Journalled answers to replay (a resume); None when there are none, so that the fast paths
+        # below test one attribute.
+        self._replay = replay if replay is not None and len(replay) else None
         budgets = [rule for rule in self.rules if isinstance(rule, MaxEvaluations)]
         self._budget = min(budgets, key=lambda rule: rule.count) if budgets else None
         self._in_flight = 0  # admitted, not yet recorded: all starts', and each start's
@@ -194,7 +193,7 @@ class Calibration:
     def evaluate_one(self, kind: str, z: Any, start: int) -> Any:
         """:meth:`evaluate` of a single vector, kept lean: a fast model pays it per evaluation
         (measured in ``pybridge bench``: records and journal against plain SciPy)."""
-        if self._direct is None or self._replay_rows:
+        if self._direct is None or self._replay is not None:
             return self.evaluate(kind, [z], start)[0]
         if self.stop_message is not None:
             raise Stopped(self.stop_message)
@@ -287,7 +286,7 @@ class Calibration:
         answers: List[Any] = [None] * len(xs)
         todo: List[int] = []
         for i, x in enumerate(xs):
-            hit = self._replayed(asked, x) if self._replay_rows else None
+            hit = None if self._replay is None else self._replay.find(asked, x, self.replay_tolerance)
             if hit is None:
                 todo.append(i)
             else:
@@ -314,21 +313,6 @@ class Calibration:
         if error is not None:
             raise error
         return answers
-
-    def _replayed(self, kind: str, x: np.ndarray) -> Optional[Evaluation]:
-        """A journalled evaluation at ``x`` that answers ``kind`` (exactly, or within the tolerance)."""
-        candidates = self._replay.get(x.tobytes(), [])
-        if not candidates and self.replay_tolerance > 0:
-            if self._replay_x is None:
-                self._replay_x = np.array([e.x for e in self._replay_rows])
-            close = np.abs(self._replay_x - x) <= self.replay_tolerance * np.maximum(np.abs(x), 1.0)
-            candidates = [self._replay_rows[i] for i in np.flatnonzero(close.all(axis=1))]
-        for evaluation in candidates:
-            if kind == "cost" or (kind == "gradient" and evaluation.gradient is not None) or (
-                kind == "residuals" and evaluation.residuals is not None
-            ):
-                return evaluation
-        return None
 
     def _record_outcome(self, kind: str, x: np.ndarray, value: Any, error: Optional[BaseException],
                         worker: int, started: float, finished: float, start: int) -> Evaluation:  # fmt: skip
@@ -438,7 +422,7 @@ class Calibration:
     def native_cost(self, start: int, fallback: Callable[[Any], float]) -> Optional[NativeRecorder]:
         """The cost function for SciPy in ``start`` when a native recorder can serve it: a single
         Simulator answering costs, and no journal to replay. ``fallback`` evaluates what it does not take."""
-        if self._direct is None or self._cost_kind != "cost" or self._replay_rows:
+        if self._direct is None or self._cost_kind != "cost" or self._replay is not None:
             return None
         params = self.params
         with self._lock:

@@ -155,7 +155,7 @@ def minimize(
     calibration: Optional[Calibration] = None
     run_open = False  # begun in the journal and not yet ended there
     try:
-        replay = opened.replayable() if (opened is not None and resume) else []
+        replay = opened.replayable() if (opened is not None and resume) else None
         if opened is not None:
             opened.begin_run(method_name, {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler,
                                            "seed": seed}, resumed=bool(replay))  # fmt: skip

@@ -37,7 +37,8 @@ import numpy as np
 
 from ..errors import JournalError
 from . import writer
-from .records import Batch, Evaluation, Iteration
+from .records import Batch, Iteration
+from .replay import Replay
 
 __all__ = ["Journal", "JournalContents", "read_journal", "SCHEMA_VERSION", "READABLE_SLOTS"]
 
@@ -75,6 +76,7 @@ class Journal:
         self._last_flush = time.monotonic()
         self._run: Optional[int] = None
         self._readable = list(labels) if len(labels) <= READABLE_SLOTS else []
+        self._size = len(labels)
         if self.path.is_dir():
             raise JournalError(f"{self.path} is a folder; give a file name for the journal, such as {self.path / 'run.db'}")
         if not self.path.parent.is_dir():
@@ -326,18 +328,36 @@ class Journal:
 
     # ---- reading back (for a resume) -----------------------------------------------------
 
-    def replayable(self) -> List[Evaluation]:
-        """The evaluations of earlier runs that answered with a value (computed, or the penalty)."""
+    def replayable(self) -> Replay:
+        """The evaluations of earlier runs that answered with a value (computed, or the penalty), as
+        columns read in chunks: a journal of millions of rows never exists as Python rows all at once."""
+        where = "FROM evaluations WHERE status IN ('ok', 'penalty')"
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT start, kind, status, cost, started, finished, worker, gradient, residuals, {self._x_columns} "
-                "FROM evaluations WHERE status IN ('ok', 'penalty') ORDER BY id"
-            ).fetchall()
-        return [
-            Evaluation(0, row[0], row[1], _x_of(row[9:]), float(row[3]), _vector(row[7]), _vector(row[8]), row[2],
-                       None, row[4], row[5], row[6])  # fmt: skip
-            for row in rows
-        ]
+            count = self._db.execute(f"SELECT count(*) {where}").fetchone()[0]
+            x = np.empty((count, self._size))
+            cost = np.empty(count)
+            kind: List[str] = []
+            gradients: Dict[int, np.ndarray] = {}
+            residuals: Dict[int, np.ndarray] = {}
+            cursor = self._db.execute(f"SELECT kind, cost, gradient, residuals, {self._x_columns} {where} ORDER BY id")
+            row = 0
+            while True:
+                chunk = cursor.fetchmany(10_000)
+                if not chunk:
+                    break
+                end = row + len(chunk)
+                kind.extend(item[0] for item in chunk)
+                cost[row:end] = [item[1] for item in chunk]
+                if self._readable:
+                    x[row:end] = [item[4:] for item in chunk]
+                else:
+                    x[row:end] = np.frombuffer(b"".join(item[4] for item in chunk), "<f8").reshape(-1, self._size)
+                for at, item in enumerate(chunk, row):
+                    for blob, into in ((item[2], gradients), (item[3], residuals)):
+                        if blob is not None:
+                            into[at] = np.frombuffer(blob, dtype="<f8").copy()
+                row = end
+        return Replay(x[:row], kind, cost[:row], gradients, residuals)
 
     @property
     def _x_columns(self) -> str:
