@@ -176,6 +176,24 @@ def test_a_resumed_multistart_run_on_a_pool_is_bit_identical(tmp_path) -> None:
     assert again.fun == whole.fun
 
 
+@pytest.mark.parametrize("name, method, params", [
+    ("pybridge-rosenbrock", "L-BFGS-B", {"x": [(-2.0, 2.0)] * 8}),   # costs with the simulator's gradients
+    ("pybridge-decay", "least_squares", {"a": (0.1, 5.0), "k": (0.01, 2.0), "c": (-1.0, 1.0)}),  # residuals
+])  # fmt: skip
+def test_gradients_and_residuals_replay_bit_for_bit(tmp_path, name, method, params) -> None:
+    def calibrate(budget, **journal):
+        with pybridge.Simulator([str(bundled_simulator(name))], n_params=sum(len(b) if isinstance(b, list) else 1
+                                                                          for b in params.values())) as sim:  # fmt: skip
+            return pybridge.minimize(sim, params, method=method, stop=MaxEvaluations(budget), progress=False,
+                                     **journal)  # fmt: skip
+
+    whole = calibrate(10**6)
+    part = calibrate(12, journal=tmp_path / "run.db")
+    resumed = calibrate(10**6, journal=tmp_path / "run.db", resume=True)
+    assert whole.nfev > 12 and part.nfev == 12 and resumed.replayed == 12
+    assert resumed.x.tolist() == whole.x.tolist() and resumed.fun == whole.fun and resumed.nfev == whole.nfev
+
+
 def test_replay_with_a_tolerance(tmp_path) -> None:
     path = tmp_path / "run.db"
     _calibrate(path, budget=200)
