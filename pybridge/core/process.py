@@ -16,15 +16,24 @@ a process is not ours to find.
 The leader is not reaped until the session has been killed: while it is a
 zombie its pid, and so the session and group id, cannot be reused, so a
 signal can never reach an unrelated process through them.
+
+The session's stderr goes to an unlinked temporary file, opened for appending:
+nobody has to drain it, and its tail is there to quote when the simulator
+fails. A solver that logs on every evaluation would fill /tmp over a long run
+through a file nobody can see, so a janitor thread cuts every such file over
+:data:`STDERR_LIMIT` down to its last :data:`STDERR_KEEP` bytes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import weakref
 from typing import IO, List, Mapping, Optional, Sequence, Union
 
 from .._native import process_alive  # zombie-aware: a dead child that is not reaped counts as dead
@@ -46,15 +55,24 @@ KILL_WAIT = 2.0
 #: only delays the restart.
 LAUNCH_DEFAULTS = {"OMPI_MCA_odls_base_sigkill_timeout": "0"}
 _POLL = 0.002  # waiting for an exit without reaping has no blocking call: poll
+#: A simulator's stderr file past this size is cut down to its last STDERR_KEEP bytes (whole lines).
+STDERR_LIMIT = 1 << 20
+STDERR_KEEP = 64 << 10
+#: Seconds between the janitor's looks (read at each look).
+STDERR_CHECK_SECONDS = 5.0
 
 
 class SimulatorProcess:
     """One launched simulator, the leader of its own session."""
 
     def __init__(self, argv: Sequence[str], cwd: Optional[PathLike], env: Mapping[str, str]) -> None:
-        # stderr goes to a file rather than a pipe: nobody has to drain it,
-        # and its tail is there to quote when the simulator fails.
+        # stderr goes to a file rather than a pipe: nobody has to drain it, and its tail is there to
+        # quote when the simulator fails. Appending (the flag is the open file's, which the session
+        # shares): after the janitor cuts the file, the simulator writes at its new end, not past a hole.
         self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="pybridge-stderr-")
+        self._stderr_lock = threading.Lock()  # the janitor's cut against a reader of the tail
+        fd = self._stderr.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
         try:
             self._popen = subprocess.Popen(
                 list(argv), cwd=cwd, env={**LAUNCH_DEFAULTS, **env}, stdin=subprocess.DEVNULL, stderr=self._stderr,
@@ -67,6 +85,7 @@ class SimulatorProcess:
                 "Check the path and that the file is executable."
             ) from error
         self.pid: int = self._popen.pid
+        _Janitor.watch(self)
         self._returncode: Optional[int] = None  # set once reaped
 
     def exit_status(self) -> Optional[int]:
@@ -112,20 +131,37 @@ class SimulatorProcess:
 
     def stderr_tail(self, lines: int) -> str:
         """The last ``lines`` lines the simulator wrote to stderr."""
-        if self._stderr.closed:
-            return ""
-        self._stderr.flush()
-        size = self._stderr.seek(0, os.SEEK_END)
-        self._stderr.seek(max(0, size - 8192))
-        text = self._stderr.read().decode("utf-8", "replace")
+        with self._stderr_lock:
+            if self._stderr.closed:
+                return ""
+            fd = self._stderr.fileno()
+            size = os.fstat(fd).st_size
+            text = os.pread(fd, 8192, max(0, size - 8192)).decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-lines:])
+
+    def trim_stderr(self) -> None:
+        """Cuts the stderr file down to its last STDERR_KEEP bytes of whole lines once it is over
+        STDERR_LIMIT. A line the simulator writes during the cut may be lost: it is a tail for error
+        messages, not a log."""
+        with self._stderr_lock:
+            if self._stderr.closed:
+                return
+            fd = self._stderr.fileno()
+            size = os.fstat(fd).st_size
+            if size <= STDERR_LIMIT:
+                return
+            tail = os.pread(fd, STDERR_KEEP, size - STDERR_KEEP)
+            tail = tail[tail.find(b"\n") + 1 :]
+            os.ftruncate(fd, 0)
+            os.write(fd, b"[pybridge: %d earlier bytes of stderr dropped]\n" % (size - len(tail)) + tail)
 
     def close(self) -> None:
         """Stops the session if it still runs and lets go of the stderr file."""
         try:
             self.stop(0.0 if self.exit_status() is not None else TERM_GRACE)
         finally:
-            self._stderr.close()
+            with self._stderr_lock:
+                self._stderr.close()
 
     def _signal_session(self, signum: int) -> None:
         """Signals the leader's process group and every other process of its session."""
@@ -196,6 +232,44 @@ def terminate(pid: int, grace: float = TERM_GRACE) -> None:
         time.sleep(_POLL)
     if process_alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+class _Janitor:
+    """One daemon thread per process that keeps every launched simulator's stderr file small."""
+
+    _lock = threading.Lock()
+    _watched: "weakref.WeakSet[SimulatorProcess]" = weakref.WeakSet()
+    _thread: Optional[threading.Thread] = None
+
+    @classmethod
+    def watch(cls, process: "SimulatorProcess") -> None:
+        with cls._lock:
+            cls._watched.add(process)
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._run, name="pybridge-stderr-janitor", daemon=True)
+                cls._thread.start()
+
+    @classmethod
+    def _run(cls) -> None:
+        while True:
+            time.sleep(STDERR_CHECK_SECONDS)  # a period, not a wait for anything
+            with cls._lock:
+                processes = list(cls._watched)
+            for process in processes:
+                try:
+                    process.trim_stderr()
+                except OSError:
+                    pass  # a file system error on /tmp: the next look tries again
+
+    @classmethod
+    def forget(cls) -> None:
+        """In a forked child: the thread did not come along, and the processes are the parent's."""
+        cls._lock = threading.Lock()
+        cls._watched = weakref.WeakSet()
+        cls._thread = None
+
+
+os.register_at_fork(after_in_child=_Janitor.forget)
 
 
 def describe_exit(returncode: int) -> str:

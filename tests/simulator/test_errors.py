@@ -255,3 +255,42 @@ def test_simulator_notices_the_driver_dying_and_removes_its_channel(bundled: Cal
         for entry in entries:  # only if the assertions above failed
             if os.path.exists(entry):
                 os.unlink(entry)
+
+
+def test_a_chatty_simulators_stderr_stays_bounded_and_its_tail_is_still_quoted(python_simulator: Callable,
+                                                                               monkeypatch) -> None:
+    # The driver keeps a simulator's stderr in an unlinked temporary file, to quote its tail when it
+    # fails. A solver that logs to stderr on every evaluation filled /tmp over a long run, through a file
+    # nobody could see: 1 500 evaluations here wrote 3 MB and all of it stayed.
+    from pybridge.core import process
+
+    monkeypatch.setattr(process, "STDERR_CHECK_SECONDS", 0.01)
+    command = python_simulator(
+        """
+        def cost(x):
+            sys.stderr.write(f"evaluation {int(x[0])}: " + "residual 1e-9 " * 140 + "\\n")  # 2 KB
+            sys.stderr.flush()
+            if x[0] < 0:
+                os._exit(3)
+            return float(x[0])
+        pybridge.serve(cost, n_params=1)
+        """
+    )
+    with pybridge.Simulator(command, n_params=1) as sim:
+        for i in range(1_500):
+            assert sim([float(i)]) == float(i)
+        on_disk = f"/proc/{sim.pid}/fd/2"
+        assert _wait_for(lambda: os.stat(on_disk).st_size <= process.STDERR_LIMIT, seconds=10), os.stat(on_disk)
+        with pytest.raises(SimulatorCrashed) as info:
+            sim([-1.0])
+    assert info.value.stderr_tail.splitlines()[-1].startswith("evaluation -1: residual")
+    assert "evaluation 1499: residual" in info.value.stderr_tail
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # the janitor runs in another thread: nothing to wait on
+    return True
