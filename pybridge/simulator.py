@@ -197,6 +197,9 @@ class Simulator(_native.FastCall):
         self.restart_count = 0
         self._failed: Optional[Error] = None
         self._restart_pending = False
+        # Set by close(): an evaluation in flight in another thread ends at its next look at the
+        # simulator (every POLL_PERIOD) instead of holding the evaluation lock until it is answered.
+        self._closing = False
         # (n_params, n_residuals, capabilities, max_batch) agreed at the first handshake; every later
         # simulator process of this Simulator must agree to the same.
         self._agreed: Optional[Tuple[int, int, Capability, int]] = None
@@ -270,8 +273,12 @@ class Simulator(_native.FastCall):
 
         The channel's objects are removed first, so an interrupt (Ctrl-C) while
         waiting for the simulator to leave its loop cannot leave them behind;
-        the simulator's session is then terminated whatever happens.
+        the simulator's session is then terminated whatever happens. An evaluation
+        another thread has in flight ends with :class:`ChannelClosed` (within a poll
+        period) rather than keep close() waiting for its answer: on a hung simulator
+        without a timeout it would never come.
         """
+        self._closing = True
         self._locked(self._finalizer)
 
     def __enter__(self) -> "Simulator":
@@ -554,7 +561,7 @@ class Simulator(_native.FastCall):
             return True
         try:
             self._check_running(self._session, port.seq)
-        except SimulatorCrashed:
+        except (SimulatorCrashed, ChannelClosed):
             return True
         return False
 
@@ -819,6 +826,8 @@ class Simulator(_native.FastCall):
             )
 
     def _check_running(self, session: "_Session", seq: int) -> None:
+        if self._closing:
+            raise ChannelClosed(f"this Simulator was closed during this evaluation ({seq}), from another thread")
         if session.process is not None:
             returncode = session.process.exit_status()
             if returncode is None:
