@@ -96,15 +96,24 @@ def test_two_threads_on_one_simulator_never_see_each_others_values(faulty_sim: P
     assert wrong == [0, 0]
 
 
-def test_close_from_another_thread_ends_an_evaluation_in_flight(faulty_sim: Path) -> None:
+def test_close_from_another_thread_ends_an_evaluation_in_flight(scripts: Scripts) -> None:
     # A stop button, a watchdog thread, a Dask worker's teardown: close() waited on the evaluation lock
     # for the evaluation in flight to end, and on a hung simulator without a timeout it never did.
-    sim = pybridge.Simulator(faulty(faulty_sim, work_us=60_000_000), close_timeout=0.2)  # a minute each
+    computing = scripts.dir / "computing"
+    command = scripts.command(
+        f"""
+        def hang(x):
+            open({str(computing)!r}, "w").close()
+            time.sleep(60)
+            return 0.0
+        pybridge.serve(hang, n_params=2)
+        """
+    )
+    sim = pybridge.Simulator(command, close_timeout=0.2)
     outcome: List[object] = []
     caller = threading.Thread(target=lambda: outcome.append(_raised(sim, [3.0, 1.0])))
     caller.start()
-    assert wait_until(lambda: sim.evaluations == 0 and sim.pid is not None and caller.is_alive(), 5.0)
-    time.sleep(0.1)  # the call is under way (there is no event to wait on inside it)
+    assert wait_until(computing.exists, 10.0)  # the evaluation is under way
     started = time.monotonic()
     sim.close()
     closing = time.monotonic() - started
