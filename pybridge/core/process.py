@@ -17,16 +17,20 @@ The leader is not reaped until the session has been killed: while it is a
 zombie its pid, and so the session and group id, cannot be reused, so a
 signal can never reach an unrelated process through them.
 
-The session's stderr goes to an unlinked temporary file, opened for appending:
-nobody has to drain it, and its tail is there to quote when the simulator
-fails. A solver that logs on every evaluation would fill /tmp over a long run
-through a file nobody can see, so a janitor thread cuts every such file over
-:data:`STDERR_LIMIT` down to its last :data:`STDERR_KEEP` bytes.
+The session's stderr goes to an unlinked temporary file: nobody has to drain
+it, and its tail is there to quote when the simulator fails. A solver that logs
+on every evaluation would fill /tmp over a long run through a file nobody can
+see, so a janitor thread frees all but the last :data:`STDERR_KEEP` bytes of
+every such file holding more than :data:`STDERR_LIMIT`. It punches a hole
+(``fallocate(FALLOC_FL_PUNCH_HOLE)``): nothing moves, so what the simulator
+writes meanwhile lands after what it wrote before, and the last lines quoted
+in an error are the last it wrote. (Cutting the file and writing its tail back
+put a line written during the cut before the older ones.)
 """
 
 from __future__ import annotations
 
-import fcntl
+import ctypes
 import os
 import signal
 import subprocess
@@ -55,11 +59,18 @@ KILL_WAIT = 2.0
 #: only delays the restart.
 LAUNCH_DEFAULTS = {"OMPI_MCA_odls_base_sigkill_timeout": "0"}
 _POLL = 0.002  # waiting for an exit without reaping has no blocking call: poll
-#: A simulator's stderr file past this size is cut down to its last STDERR_KEEP bytes (whole lines).
+#: A simulator's stderr file holding more than this has all but its last STDERR_KEEP bytes freed.
 STDERR_LIMIT = 1 << 20
 STDERR_KEEP = 64 << 10
 #: Seconds between the janitor's looks (read at each look).
 STDERR_CHECK_SECONDS = 5.0
+_BLOCK = 4096  # holes are punched in whole blocks
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate.restype = ctypes.c_int
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (linux/falloc.h)
 
 
 class SimulatorProcess:
@@ -67,12 +78,10 @@ class SimulatorProcess:
 
     def __init__(self, argv: Sequence[str], cwd: Optional[PathLike], env: Mapping[str, str]) -> None:
         # stderr goes to a file rather than a pipe: nobody has to drain it, and its tail is there to
-        # quote when the simulator fails. Appending (the flag is the open file's, which the session
-        # shares): after the janitor cuts the file, the simulator writes at its new end, not past a hole.
+        # quote when the simulator fails.
         self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="pybridge-stderr-")
-        self._stderr_lock = threading.Lock()  # the janitor's cut against a reader of the tail
-        fd = self._stderr.fileno()
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        self._stderr_lock = threading.Lock()  # the janitor against a reader of the tail and close()
+        self._stderr_freed = 0  # bytes at the start of the file already given back (a hole)
         try:
             self._popen = subprocess.Popen(
                 list(argv), cwd=cwd, env={**LAUNCH_DEFAULTS, **env}, stdin=subprocess.DEVNULL, stderr=self._stderr,
@@ -140,20 +149,17 @@ class SimulatorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def trim_stderr(self) -> None:
-        """Cuts the stderr file down to its last STDERR_KEEP bytes of whole lines once it is over
-        STDERR_LIMIT. A line the simulator writes during the cut may be lost: it is a tail for error
-        messages, not a log."""
+        """Frees all but the last STDERR_KEEP bytes of the stderr file once it holds more than
+        STDERR_LIMIT (a hole: its size and every offset stay; a file system without holes keeps all)."""
         with self._stderr_lock:
-            if self._stderr.closed:
+            if self._stderr.closed or _fallocate is None:
                 return
             fd = self._stderr.fileno()
-            size = os.fstat(fd).st_size
-            if size <= STDERR_LIMIT:
+            end = (os.fstat(fd).st_size - STDERR_KEEP) // _BLOCK * _BLOCK
+            if end - self._stderr_freed <= STDERR_LIMIT - STDERR_KEEP:
                 return
-            tail = os.pread(fd, STDERR_KEEP, size - STDERR_KEEP)
-            tail = tail[tail.find(b"\n") + 1 :]
-            os.ftruncate(fd, 0)
-            os.write(fd, b"[pybridge: %d earlier bytes of stderr dropped]\n" % (size - len(tail)) + tail)
+            if _fallocate(fd, _PUNCH_HOLE, self._stderr_freed, end - self._stderr_freed) == 0:
+                self._stderr_freed = end
 
     def close(self) -> None:
         """Stops the session if it still runs and lets go of the stderr file."""
