@@ -43,6 +43,9 @@ __all__ = ["DaskPool"]
 
 #: Chunks of a map per simulator: more than one, so that a slow worker does not hold the last chunk alone.
 CHUNKS_PER_SIMULATOR = 2
+#: Seconds a pool outlives its client's disconnection: a client that reconnects within them (a network
+#: blip) keeps its simulators; after them a dead driver's simulators stop.
+CLIENT_GRACE_SECONDS = 30.0
 
 
 class _ResidentSimulators(WorkerPlugin):
@@ -67,20 +70,26 @@ class _ResidentSimulators(WorkerPlugin):
 
 class _StopWithItsClient(SchedulerPlugin):
     """On the scheduler: removes a pool's worker plugin, and so stops its simulators on every worker,
-    when the client that made the pool leaves without closing it (killed, or its machine gone). A
-    cluster often outlives its driver (a scheduler started on its own, batch jobs with hours left), and
-    the simulators would stay resident, idle, holding memory and licences."""
+    when the client that made the pool has left without closing it (killed, or its machine gone) and
+    not come back within ``grace`` seconds (a network blip: Dask's client reconnects under the same
+    id). A cluster often outlives its driver (a scheduler started on its own, batch jobs with hours
+    left), and the simulators would stay resident, idle, holding memory and licences."""
 
-    def __init__(self, client: str, pool: str) -> None:
-        self.client, self.pool = client, pool
+    def __init__(self, client: str, pool: str, grace: float) -> None:
+        self.client, self.pool, self.grace = client, pool, grace
         self._removing: Optional["asyncio.Future[Any]"] = None  # kept: a task nobody holds may be collected
 
     def remove_client(self, scheduler: Any, client: str) -> None:
-        if client != self.client:
-            return
+        if client == self.client:  # called in the scheduler's event loop
+            self._removing = asyncio.ensure_future(self._remove_unless_back(scheduler))
+
+    async def _remove_unless_back(self, scheduler: Any) -> None:
+        await asyncio.sleep(self.grace)
+        if self.client in scheduler.clients:
+            return  # it reconnected: its pool goes on
         scheduler.plugins.pop(_owner_watch(self.pool), None)
-        if self.pool in scheduler.worker_plugins:  # called in the scheduler's event loop
-            self._removing = asyncio.ensure_future(scheduler.unregister_worker_plugin(None, self.pool))
+        if self.pool in scheduler.worker_plugins:
+            await scheduler.unregister_worker_plugin(None, self.pool)
 
 
 def _owner_watch(pool: str) -> str:
@@ -135,7 +144,8 @@ class DaskPool(Executor):
         self._simulators_per_worker = simulators_per_worker
         # Each worker starts its simulators now (and every worker that joins later).
         try:
-            client.register_plugin(_StopWithItsClient(client.id, self._name), name=_owner_watch(self._name))
+            client.register_plugin(_StopWithItsClient(client.id, self._name, CLIENT_GRACE_SECONDS),
+                                   name=_owner_watch(self._name))  # fmt: skip
         except Exception as error:  # a scheduler that cannot import pybridge: the pool works without it
             warnings.warn(f"the Dask scheduler could not load pybridge's plugin ({type(error).__name__}: {error}): "
                           "if this process dies without closing the DaskPool, its simulators stay on the workers "

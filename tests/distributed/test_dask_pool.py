@@ -167,7 +167,8 @@ def test_simulators_stop_when_the_client_that_started_them_dies(client, python_s
     command = _noting_its_pid(python_simulator, pids)
     driver = tmp_path / "driver.py"
     driver.write_text(
-        "import sys, time\nimport distributed\nfrom pybridge.distributed import DaskPool\n"
+        "import sys, time\nimport distributed\nfrom pybridge.distributed import DaskPool, dask_pool\n"
+        "dask_pool.CLIENT_GRACE_SECONDS = 0.5\n"
         f"client = distributed.Client({client.scheduler.address!r})\n"
         f"pool = DaskPool(client, {command!r}, simulators_per_worker=1)\n"
         "print(list(pool.map(pool, [[1.0], [2.0]])), flush=True)\n"
@@ -202,3 +203,34 @@ def test_a_scheduler_without_pybridge_only_costs_the_watch_on_the_client(client,
         pool = DaskPool(client, ROSENBROCK, n_params=2)
     with pool:
         assert pool([1.0, 1.0]) == 0.0
+
+
+
+def test_a_client_that_comes_back_within_the_grace_keeps_its_simulators() -> None:
+    # A network blip drops the client's connection and the scheduler removes it, then it reconnects
+    # under the same id: its pool must still be there.
+    import asyncio
+    from types import SimpleNamespace
+
+    from pybridge.distributed.dask_pool import _owner_watch, _StopWithItsClient
+
+    async def blip(back: bool) -> SimpleNamespace:
+        removed: list = []
+
+        async def unregister_worker_plugin(comm, name):
+            removed.append(name)
+
+        scheduler = SimpleNamespace(clients={}, worker_plugins={"pool-1": b""}, plugins={},
+                                    unregister_worker_plugin=unregister_worker_plugin)  # fmt: skip
+        watch = _StopWithItsClient("client-1", "pool-1", grace=0.05)
+        scheduler.plugins[_owner_watch("pool-1")] = watch
+        watch.remove_client(scheduler, "client-1")
+        if back:
+            scheduler.clients["client-1"] = object()  # registered again
+        await asyncio.sleep(0.2)
+        return SimpleNamespace(removed=removed, watching=_owner_watch("pool-1") in scheduler.plugins)
+
+    stayed = asyncio.run(blip(back=True))
+    assert stayed.removed == [] and stayed.watching
+    gone = asyncio.run(blip(back=False))
+    assert gone.removed == ["pool-1"] and not gone.watching
