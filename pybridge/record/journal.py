@@ -87,29 +87,8 @@ class Journal:
         # One writer at a time, held until close(); readers test it to tell a live run from a dead one.
         self._writer = writer.hold(self.path)
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as error:
-            writer.release(self._writer)
-            raise JournalError(f"cannot open the journal {self.path}: {error}") from None
-        try:
-            # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
-            # an OS crash may lose the last commits, which a resume then recomputes. A new journal is
-            # created with OFF: the switch to WAL goes through a rollback journal, and its three syncs made
-            # an opening 2.4 ms instead of 1.0 (strace, docs/performance-log.md), and an OS crash in that moment can
-            # only spoil a journal that holds nothing yet, which the next open then refuses by name.
-            self._db.execute("PRAGMA synchronous=NORMAL" if existed else "PRAGMA synchronous=OFF")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            if existed:
-                self._check_problem(problem, labels, resume)
-            else:
-                self._create(problem, labels)
-                self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as error:
-            self._db.close()
-            writer.release(self._writer)
-            raise JournalError(f"{self.path} is not a usable pybridge journal ({error}); choose another path") from None
+            self._open(existed, problem, labels, resume)
         except BaseException:
-            self._db.close()
             writer.release(self._writer)
             raise
         readable = "".join(f", {_quoted(label)}" for label in self._readable)
@@ -130,6 +109,33 @@ class Journal:
         )
 
     # ---- the file --------------------------------------------------------------------
+
+    def _open(self, existed: bool, problem: Dict[str, Any], labels: Sequence[str], resume: bool) -> None:
+        """Connects, in WAL mode, to a journal of this problem (created if new)."""
+        try:
+            db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot open the journal {self.path}: {error}") from None
+        self._db = db
+        try:
+            # NORMAL in WAL mode: a commit survives a crash of this process (it is in the WAL file); only
+            # an OS crash may lose the last commits, which a resume then recomputes. A new journal is
+            # created with OFF: the switch to WAL goes through a rollback journal, and its three syncs made
+            # an opening 2.4 ms instead of 1.0 (strace, docs/performance-log.md), and an OS crash in that moment can
+            # only spoil a journal that holds nothing yet, which the next open then refuses by name.
+            db.execute("PRAGMA synchronous=NORMAL" if existed else "PRAGMA synchronous=OFF")
+            db.execute("PRAGMA journal_mode=WAL")
+            if existed:
+                self._check_problem(problem, labels, resume)
+            else:
+                self._create(problem, labels)
+                db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as error:
+            db.close()
+            raise JournalError(f"{self.path} is not a usable pybridge journal ({error}); choose another path") from None
+        except BaseException:
+            db.close()
+            raise
 
     def _create(self, problem: Dict[str, Any], labels: Sequence[str]) -> None:
         from .. import __version__
@@ -348,14 +354,11 @@ class Journal:
                 end = row + len(chunk)
                 kind.extend(item[0] for item in chunk)
                 cost[row:end] = [item[1] for item in chunk]
-                if self._readable:
-                    x[row:end] = [item[4:] for item in chunk]
-                else:
-                    x[row:end] = np.frombuffer(b"".join(item[4] for item in chunk), "<f8").reshape(-1, self._size)
+                x[row:end] = _vectors([item[4:] for item in chunk], self._size)
                 for at, item in enumerate(chunk, row):
                     for blob, into in ((item[2], gradients), (item[3], residuals)):
                         if blob is not None:
-                            into[at] = np.frombuffer(blob, dtype="<f8").copy()
+                            into[at] = _vector(blob)
                 row = end
         return Replay(x[:row], kind, cost[:row], gradients, residuals)
 
@@ -492,7 +495,7 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> Jou
         started=np.array(columns[5], dtype=float),
         finished=np.array(columns[6], dtype=float),
         worker=np.array(columns[7], dtype=np.int64),
-        x=np.array([_x_of(row[8:]) for row in rows]).reshape(len(rows), len(labels)),
+        x=_vectors([row[8:] for row in rows], len(labels)),
         iterations=iterations,
         read_up_to=(int(rows[-1][0]) if rows else after_evaluation,
                     int(iterations[-1]["id"]) if iterations else after_iteration),
@@ -570,19 +573,20 @@ def _quoted(label: str) -> str:
     return '"' + label.replace('"', '""') + '"'
 
 
-def _x_of(values: Sequence[Any]) -> np.ndarray:
-    """The parameter vector of a row: its readable columns, or its one ``x`` blob."""
-    if len(values) == 1 and isinstance(values[0], bytes):
-        return np.frombuffer(values[0], dtype="<f8").copy()
-    return np.array(values, dtype=float)
+def _vectors(rows: Sequence[Sequence[Any]], size: int) -> np.ndarray:
+    """The parameter vectors of journal rows, shape (rows, size): each row's readable columns, or its
+    one ``x`` blob (little-endian float64)."""
+    if rows and len(rows[0]) == 1 and isinstance(rows[0][0], bytes):
+        return np.frombuffer(bytearray(b"".join(row[0] for row in rows)), dtype="<f8").reshape(len(rows), size)
+    return np.array(rows, dtype=float).reshape(len(rows), size)
 
 
 def _blob(values: Optional[np.ndarray]) -> Optional[bytes]:
     return None if values is None else np.asarray(values, dtype="<f8").tobytes()
 
 
-def _vector(blob: Optional[bytes]) -> Optional[np.ndarray]:
-    return None if blob is None else np.frombuffer(blob, dtype="<f8").copy()
+def _vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f8").copy()
 
 
 def _or_none(value: float) -> Optional[float]:
