@@ -18,6 +18,8 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "pybridge", "bench", "--quick", "--json", str(output)],
                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert run.returncode in (0, 1), run.stderr  # 1 = a target missed, which a quick run may well do
+    # An uncaught exception exits with 1 too: then there is no report, and its traceback is the message.
+    assert output.exists() and "Traceback" not in run.stderr, run.stderr[-4000:]
     results = json.loads(output.read_text())
     assert set(results["latency"]) == {"8", "1000", "100000", "1000000"}
     for figures in results["latency"].values():
