@@ -64,6 +64,7 @@ def minimize(
     journal: "str | os.PathLike[str] | None" = None,
     resume: bool = False,
     replay_tolerance: float = 0.0,
+    check_command: bool = True,
     progress: "bool | IO[str] | None" = None,
 ) -> CalibrationResult:
     """Calibrates named ``params`` of the simulator(s) behind ``evaluator`` with a SciPy method.
@@ -119,6 +120,12 @@ def minimize(
         instead of recomputing them, so that a killed calibration carries on; a deterministic method
         then reaches the result of an uninterrupted run bit for bit. A journal of another problem is
         refused (:class:`~pybridge.JournalError`).
+    check_command:
+        ``False`` resumes a journal whose simulator was started by another command, for the same model
+        started another way (a resubmitted job with its own scratch path or hostfile, an executable
+        moved or rebuilt from the same source). You vouch that the model is the same: the parameters,
+        their bounds and the simulator's sizes and capabilities are still checked. The run's own
+        command is kept in its ``options`` in the journal.
     progress:
         A progress bar on stderr (True), none (False), or on stderr only if it is a terminal (None);
         or a stream to draw it on.
@@ -150,15 +157,18 @@ def minimize(
 
     opened = None
     if journal is not None:
-        opened = Journal(journal, _problem(problem, evaluator), problem.labels, resume=resume)
+        opened = Journal(journal, _problem(problem, evaluator), problem.labels, resume=resume,
+                         check_command=check_command)  # fmt: skip
     bar = None
     calibration: Optional[Calibration] = None
     run_open = False  # begun in the journal and not yet ended there
     try:
         replay = opened.replayable() if (opened is not None and resume) else None
         if opened is not None:
-            opened.begin_run(method_name, {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler,
-                                           "seed": seed}, resumed=bool(replay))  # fmt: skip
+            described = {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler, "seed": seed}
+            if not check_command:  # the journal's problem keeps the first run's command; this is this run's
+                described["command"] = _problem(problem, evaluator)["simulator"]["command"]
+            opened.begin_run(method_name, described, resumed=bool(replay))
             run_open = True
         budget = next((rule.count for rule in rules if isinstance(rule, MaxEvaluations)), None)
         if progress is None or isinstance(progress, bool):

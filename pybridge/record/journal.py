@@ -60,11 +60,14 @@ class Journal:
     """Appends the records of one calibration to ``path`` (created if missing).
 
     ``problem`` describes the calibration (parameters, bounds, simulator); an existing journal of
-    another problem is refused, as is one that holds evaluations when ``resume`` is False. Thread-safe:
-    the starts of a multi-start run share one journal.
+    another problem is refused, as is one that holds evaluations when ``resume`` is False. With
+    ``check_command=False`` the simulator's command (``problem["simulator"]["command"]``) may differ
+    from the journal's: the user vouches that it starts the same model. Thread-safe: the starts of a
+    multi-start run share one journal.
     """
 
-    def __init__(self, path: PathLike, problem: Dict[str, Any], labels: Sequence[str], *, resume: bool) -> None:
+    def __init__(self, path: PathLike, problem: Dict[str, Any], labels: Sequence[str], *, resume: bool,
+                 check_command: bool = True) -> None:  # fmt: skip
         self.path = Path(path)
         self._lock = threading.Lock()
         # Rows waiting for the next transaction, per table as runs that share one INSERT statement (of
@@ -87,7 +90,7 @@ class Journal:
         # One writer at a time, held until close(); readers test it to tell a live run from a dead one.
         self._writer = writer.hold(self.path)
         try:
-            self._open(existed, problem, labels, resume)
+            self._open(existed, problem, labels, resume, check_command)
         except BaseException:
             writer.release(self._writer)
             raise
@@ -110,7 +113,8 @@ class Journal:
 
     # ---- the file --------------------------------------------------------------------
 
-    def _open(self, existed: bool, problem: Dict[str, Any], labels: Sequence[str], resume: bool) -> None:
+    def _open(self, existed: bool, problem: Dict[str, Any], labels: Sequence[str], resume: bool,
+              check_command: bool) -> None:  # fmt: skip
         """Connects, in WAL mode, to a journal of this problem (created if new)."""
         try:
             db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -126,7 +130,7 @@ class Journal:
             db.execute("PRAGMA synchronous=NORMAL" if existed else "PRAGMA synchronous=OFF")
             db.execute("PRAGMA journal_mode=WAL")
             if existed:
-                self._check_problem(problem, labels, resume)
+                self._check_problem(problem, labels, resume, check_command)
             else:
                 self._create(problem, labels)
                 db.execute("PRAGMA synchronous=NORMAL")
@@ -175,7 +179,8 @@ class Journal:
                 self._db.execute("ROLLBACK")
             raise
 
-    def _check_problem(self, problem: Dict[str, Any], labels: Sequence[str], resume: bool) -> None:
+    def _check_problem(self, problem: Dict[str, Any], labels: Sequence[str], resume: bool,
+                       check_command: bool) -> None:  # fmt: skip
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"meta", "runs", "evaluations", "iterations"} <= tables:
@@ -186,11 +191,18 @@ class Journal:
                 f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal"
             )
         stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        if stored.get("problem") != _canonical(problem):
-            differences = _differences(json.loads(stored.get("problem", "{}")), json.loads(_canonical(problem)))
+        old, new = json.loads(stored.get("problem", "{}")), json.loads(_canonical(problem))
+        if not check_command and isinstance(old.get("simulator"), dict) and isinstance(new.get("simulator"), dict):
+            new["simulator"]["command"] = old["simulator"].get("command")
+        if old != new:
+            differences = _differences(old, new)
+            hint = ""
+            if differences == "simulator: command differs":
+                hint = (". If the new command starts the same model (a job-specific path in it, the executable "
+                        "moved or rebuilt from the same source), resume with check_command=False")
             raise JournalError(
                 f"{self.path} is the journal of another problem ({differences}); its evaluations are not "
-                "mixed into this one. Pass a new journal path, or restore the original problem to resume it"
+                f"mixed into this one. Pass a new journal path, or restore the original problem to resume it{hint}"
             )
         count = self._db.execute("SELECT count(*) FROM evaluations").fetchone()[0]
         if count and not resume:

@@ -3,6 +3,7 @@ resumed bit for bit after kill -9, and never mixed with another problem's."""
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sqlite3
@@ -250,6 +251,38 @@ def test_a_journal_of_another_problem_is_refused(tmp_path, change, message) -> N
             pybridge.minimize(sim, change.get("params", PARAMS), method="Nelder-Mead", journal=path, resume=True)
         assert sim.evaluations == 0
     assert len(read_journal(path).ids) == 20  # untouched
+
+
+def test_a_resubmitted_job_under_another_command_resumes_when_the_user_vouches_for_it(tmp_path) -> None:
+    # A batch job resubmitted after a crash starts the same model by another command: a job-specific
+    # path in it (the scratch folder, mpirun's hostfile under PBS), or the executable rebuilt elsewhere.
+    # Refused by default (the journal cannot tell a changed model from a moved one), and the refusal says
+    # how to vouch for it; then it replays like any resume, and the other checks still hold.
+    commands = []
+    for job in ("job-1", "job-2"):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "rosenbrock").symlink_to(ROSENBROCK[0])
+        commands.append([str(tmp_path / job / "rosenbrock")])
+    path = tmp_path / "run.db"
+
+    def calibrate(command, budget, params=PARAMS, **extra):
+        with pybridge.Simulator(command, n_params=8) as sim:
+            return pybridge.minimize(sim, params, method="Nelder-Mead", options=NM, stop=MaxEvaluations(budget),
+                                     journal=path, **extra)
+
+    calibrate(commands[0], 300)
+    with pytest.raises(JournalError, match=r"simulator: command differs.*check_command=False"):
+        calibrate(commands[1], 1000, resume=True)
+    with pytest.raises(JournalError, match="parameters: x differs"):  # still checked
+        calibrate(commands[1], 1000, params={"x": [(-2.0, 3.0)] * 8}, resume=True, check_command=False)
+    resumed = calibrate(commands[1], 1000, resume=True, check_command=False)
+    whole = _calibrate(tmp_path / "whole.db", budget=1000)
+    assert resumed.replayed == 300 and resumed.evaluations == 700
+    assert resumed.x.tolist() == whole.x.tolist() and resumed.fun == whole.fun
+    runs = read_journal(path).runs
+    options = [json.loads(run["options"]) for run in runs]
+    assert len(runs) == 2 and options[1]["command"] == commands[1]  # what each run was started by
+    assert "command" not in options[0]
 
 
 @pytest.mark.parametrize("existing", [False, True])
