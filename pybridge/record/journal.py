@@ -423,6 +423,8 @@ class JournalContents(NamedTuple):
     #: The ids of the last evaluation and the last iteration read: where ``read_journal(since=...)``
     #: goes on from.
     read_up_to: Tuple[int, int] = (0, 0)
+    #: Evaluations in the journal, those not read (``since``, ``last``, ``best``) included.
+    total: int = 0
 
     @property
     def running(self) -> bool:
@@ -441,18 +443,24 @@ class JournalContents(NamedTuple):
         return int(np.flatnonzero(finite)[np.argmin(self.cost[finite])]) if finite.any() else None
 
 
-def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> JournalContents:
+def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, last: Optional[int] = None,
+                 best: Optional[int] = None) -> JournalContents:  # fmt: skip
     """Everything a journal holds, opened read-only: safe while a calibration writes to it. One
     snapshot: a commit that lands while it reads is in it whole or not at all.
 
-    With ``since`` (an earlier read of the same journal), only the evaluations and iterations written
-    after it are read and returned (the problem and the runs always whole): a monitor's refresh costs
-    what was added, not what the journal holds.
+    With ``since`` (an earlier whole read of the same journal, or one with ``since``), only the
+    evaluations and iterations written after it are read and returned (the problem and the runs always
+    whole): a monitor's refresh costs what was added, not what the journal holds. ``last=N`` reads the
+    last N evaluations only, ``best=N`` the N of lowest cost (lowest first); both read no iterations,
+    and cost what they return, not what the journal holds. ``total`` counts every evaluation.
 
     >>> contents = read_journal("calibration.db")          # doctest: +SKIP
     >>> contents.x[contents.best()]                         # doctest: +SKIP
     >>> added = read_journal("calibration.db", since=contents)          # doctest: +SKIP
+    >>> read_journal("calibration.db", best=5).cost         # doctest: +SKIP
     """
+    if since is not None and (last is not None or best is not None):
+        raise ValueError("read_journal: since reads what was added; it does not combine with last or best")
     path = Path(path)
     if not path.is_file():
         raise JournalError(f"no journal at {path}")
@@ -472,17 +480,34 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> Jou
                                       "FROM runs ORDER BY id")]  # fmt: skip
         labels = json.loads(meta.get("labels", "[]"))
         x_columns = ", ".join(_quoted(label) for label in labels) if len(labels) <= READABLE_SLOTS else "x"
-        rows = db.execute(
-            f"SELECT id, run, start, status, cost, started, finished, worker, {x_columns} FROM evaluations "
-            "WHERE id > ? ORDER BY id", (after_evaluation,)
-        ).fetchall()  # fmt: skip
-        iterations = [
-            dict(zip(("id", "run", "start", "iteration", "cost", "best_cost", "evaluations", "time"), row))
-            for row in db.execute(
-                "SELECT id, run, start, iteration, cost, best_cost, evaluations, time FROM iterations WHERE id > ? "
-                "ORDER BY id", (after_iteration,)
-            )
-        ]  # fmt: skip
+        select = f"SELECT id, run, start, status, cost, started, finished, worker, {x_columns} FROM evaluations"
+        # Counted first (the same snapshot), so that the columns are filled in place.
+        if last is not None:  # the newest first, turned round below
+            total = db.execute("SELECT count(*) FROM evaluations").fetchone()[0]
+            count = min(total, max(0, last))
+            cursor = db.execute(f"{select} ORDER BY id DESC LIMIT ?", (count,))
+        elif best is not None:
+            total = db.execute("SELECT count(*) FROM evaluations").fetchone()[0]
+            count = db.execute("SELECT count(*) FROM (SELECT 1 FROM evaluations WHERE cost IS NOT NULL LIMIT ?)",
+                               (max(0, best),)).fetchone()[0]  # fmt: skip
+            cursor = db.execute(f"{select} WHERE cost IS NOT NULL ORDER BY cost, id LIMIT ?", (count,))
+        else:
+            count = db.execute("SELECT count(*) FROM evaluations WHERE id > ?", (after_evaluation,)).fetchone()[0]
+            cursor = db.execute(f"{select} WHERE id > ? ORDER BY id", (after_evaluation,))
+        columns = _evaluation_columns(cursor, count, len(labels))
+        if last is not None:
+            columns = [column[::-1] for column in columns]
+        if last is None and best is None:
+            total = count + (0 if since is None else since.total)
+            iterations = [
+                dict(zip(("id", "run", "start", "iteration", "cost", "best_cost", "evaluations", "time"), row))
+                for row in db.execute(
+                    "SELECT id, run, start, iteration, cost, best_cost, evaluations, time FROM iterations "
+                    "WHERE id > ? ORDER BY id", (after_iteration,)
+                )
+            ]  # fmt: skip
+        else:
+            iterations = []
     except sqlite3.DatabaseError as error:
         raise JournalError(f"{path} is not a usable pybridge journal ({error})") from None
     finally:
@@ -494,24 +519,38 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None) -> Jou
             run["state"] = "finished"
         else:  # only the last run can still be going: one calibration writes at a time
             run["state"] = "running" if run is runs[-1] and in_use is not False else "interrupted"
-    columns = list(zip(*rows)) if rows else [()] * 8
+    ids, run_of, start, status, cost, started, finished, worker, x = columns
     return JournalContents(
-        labels=labels,
-        problem=json.loads(meta.get("problem", "{}")),
-        runs=runs,
-        ids=np.array(columns[0], dtype=np.int64),
-        run=np.array(columns[1], dtype=np.int64),
-        start=np.array(columns[2], dtype=np.int64),
-        status=list(columns[3]),
-        cost=np.array([math.nan if c is None else c for c in columns[4]], dtype=float),
-        started=np.array(columns[5], dtype=float),
-        finished=np.array(columns[6], dtype=float),
-        worker=np.array(columns[7], dtype=np.int64),
-        x=_vectors([row[8:] for row in rows], len(labels)),
-        iterations=iterations,
-        read_up_to=(int(rows[-1][0]) if rows else after_evaluation,
+        labels=labels, problem=json.loads(meta.get("problem", "{}")), runs=runs, ids=ids, run=run_of, start=start,
+        status=status, cost=cost, started=started, finished=finished, worker=worker, x=x, iterations=iterations,
+        read_up_to=(int(ids.max()) if len(ids) else after_evaluation,
                     int(iterations[-1]["id"]) if iterations else after_iteration),
+        total=total,
     )  # fmt: skip
+
+
+def _evaluation_columns(cursor: sqlite3.Cursor, count: int, size: int) -> List[Any]:
+    """The ``count`` rows of ``SELECT id, run, start, status, cost, started, finished, worker, <x>`` as
+    columns, filled a chunk at a time: a journal of millions of evaluations never exists as Python rows
+    all at once (they took ~900 bytes each; the columns take ~140 for 8 values)."""
+    ids, run, start, worker = (np.empty(count, dtype=np.int64) for _ in range(4))
+    cost, started, finished = (np.empty(count) for _ in range(3))
+    x = np.empty((count, size))
+    status: List[str] = []
+    same: Dict[str, str] = {}  # one string object per distinct status, not one per row
+    at = 0
+    while True:
+        rows = cursor.fetchmany(2_000)
+        if not rows:
+            break
+        end = at + len(rows)
+        values = list(zip(*rows))
+        for column, into in ((0, ids), (1, run), (2, start), (4, cost), (5, started), (6, finished), (7, worker)):
+            into[at:end] = values[column]  # a NULL cost becomes NaN
+        status.extend([same.setdefault(text, text) for text in values[3]])
+        x[at:end] = _vectors([row[8:] for row in rows], size)
+        at = end
+    return [ids, run, start, status, cost, started, finished, worker, x]
 
 
 def _open_to_read(path: Path, held: Optional[bool]) -> sqlite3.Connection:

@@ -235,6 +235,57 @@ def test_what_a_resume_holds_of_a_large_journal_is_columns(tmp_path) -> None:
     assert replay.find("cost", x[1234] + 1e-12) is None and replay.find("cost", x[1234] + 1e-12, 1e-9) is not None
 
 
+def _large_journal(path, rows: int) -> np.ndarray:
+    """A journal of ``rows`` evaluations of 8 values (costs 0, 1, 2, ... shuffled), written as the
+    native recorder hands them over; returns the costs in the order written."""
+    from pybridge.record.records import Batch
+
+    rng = np.random.default_rng(2)
+    cost = rng.permutation(rows).astype(float)
+    journal = Journal(path, {"large": 1}, [f"x[{i}]" for i in range(8)], resume=False)
+    journal.begin_run("nelder-mead", {}, resumed=False)
+    for at in range(0, rows, 4096):
+        end = min(rows, at + 4096)
+        times = np.arange(at, end, dtype=float)
+        journal.add_all([Batch(at + 1, 0, rng.uniform(-2, 2, size=(end - at, 8)), cost[at:end], times, times + 0.5,
+                               None, [], ([], [], [], [], []), np.empty((0, 8)))])  # fmt: skip
+    journal.end_run("done", 0.0)
+    journal.close()
+    return cost
+
+
+def test_reading_a_large_journal_holds_columns_not_rows(tmp_path) -> None:
+    # `pybridge history`, `plot` and a monitor's first look read whole journals: at 10^6 evaluations
+    # that held every row as a Python tuple, 1 GB and 8 s for `history --last 3`.
+    import tracemalloc
+
+    path = tmp_path / "large.db"
+    rows = 20_000
+    cost = _large_journal(path, rows)
+    tracemalloc.start()
+    contents = read_journal(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(contents.ids) == contents.total == rows and contents.cost.tolist() == cost.tolist()
+    # The columns themselves are ~130 bytes per evaluation (x: 64).
+    assert peak / rows < 400, f"{peak / rows:.0f} bytes per evaluation at the peak"
+
+
+def test_the_last_or_best_evaluations_are_read_alone(tmp_path) -> None:
+    path = tmp_path / "large.db"
+    cost = _large_journal(path, 20_000)
+    whole = read_journal(path)
+    last = read_journal(path, last=3)
+    assert last.ids.tolist() == whole.ids[-3:].tolist() and last.cost.tolist() == cost[-3:].tolist()
+    assert last.x.tolist() == whole.x[-3:].tolist() and last.total == 20_000
+    best = read_journal(path, best=4)  # lowest first
+    assert best.cost.tolist() == [0.0, 1.0, 2.0, 3.0] and best.total == 20_000
+    assert best.x.tolist() == whole.x[np.argsort(cost)[:4]].tolist()
+    assert read_journal(path, last=0).ids.tolist() == []
+    with pytest.raises(ValueError, match="since"):
+        read_journal(path, since=whole, last=3)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
