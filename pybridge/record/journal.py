@@ -358,21 +358,17 @@ class Journal:
             gradients: Dict[int, np.ndarray] = {}
             residuals: Dict[int, np.ndarray] = {}
             cursor = self._db.execute(f"SELECT kind, cost, gradient, residuals, {self._x_columns} {where} ORDER BY id")
-            row = 0
-            while True:
-                chunk = cursor.fetchmany(10_000)
-                if not chunk:
-                    break
-                end = row + len(chunk)
-                kind.extend(item[0] for item in chunk)
-                cost[row:end] = [item[1] for item in chunk]
-                x[row:end] = _vectors([item[4:] for item in chunk], self._size)
-                for at, item in enumerate(chunk, row):
+            same: Dict[str, str] = {}  # one string object per kind, not one per row
+            read = 0
+            for at, read, chunk in _chunks(cursor):
+                kind.extend([same.setdefault(item[0], item[0]) for item in chunk])
+                cost[at:read] = [item[1] for item in chunk]
+                x[at:read] = _vectors([item[4:] for item in chunk], self._size)
+                for row, item in enumerate(chunk, at):
                     for blob, into in ((item[2], gradients), (item[3], residuals)):
                         if blob is not None:
-                            into[at] = _vector(blob)
-                row = end
-        return Replay(x[:row], kind, cost[:row], gradients, residuals)
+                            into[row] = _vector(blob)
+        return Replay(x[:read], kind, cost[:read], gradients, residuals)
 
     @property
     def _x_columns(self) -> str:
@@ -529,6 +525,17 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, las
     )  # fmt: skip
 
 
+def _chunks(cursor: sqlite3.Cursor, size: int = 2_000) -> Iterator[Tuple[int, int, List[Any]]]:
+    """A query's rows a chunk at a time, with where each chunk starts and ends among them."""
+    at = 0
+    while True:
+        rows = cursor.fetchmany(size)
+        if not rows:
+            return
+        yield at, at + len(rows), rows
+        at += len(rows)
+
+
 def _evaluation_columns(cursor: sqlite3.Cursor, count: int, size: int) -> List[Any]:
     """The ``count`` rows of ``SELECT id, run, start, status, cost, started, finished, worker, <x>`` as
     columns, filled a chunk at a time: a journal of millions of evaluations never exists as Python rows
@@ -538,18 +545,12 @@ def _evaluation_columns(cursor: sqlite3.Cursor, count: int, size: int) -> List[A
     x = np.empty((count, size))
     status: List[str] = []
     same: Dict[str, str] = {}  # one string object per distinct status, not one per row
-    at = 0
-    while True:
-        rows = cursor.fetchmany(2_000)
-        if not rows:
-            break
-        end = at + len(rows)
+    for at, end, rows in _chunks(cursor):
         values = list(zip(*rows))
         for column, into in ((0, ids), (1, run), (2, start), (4, cost), (5, started), (6, finished), (7, worker)):
             into[at:end] = values[column]  # a NULL cost becomes NaN
         status.extend([same.setdefault(text, text) for text in values[3]])
         x[at:end] = _vectors([row[8:] for row in rows], size)
-        at = end
     return [ids, run, start, status, cost, started, finished, worker, x]
 
 
