@@ -45,7 +45,31 @@ class CalibrationResult(so.OptimizeResult):
     - ``starts``: every start's own result (one for a single start), best first is ``result`` itself;
     - ``evaluations`` (computed in this call), ``replayed`` (taken from the journal), ``journal``;
     - ``solver``: the SciPy method's own result, in its own (scaled) variables, when it ended by itself.
+
+    Printed, it shows SciPy's fields and these, with ``starts`` and ``solver`` summed up in a line each
+    (in full, twenty starts would print each start's fields twice).
     """
+
+    def __repr__(self) -> str:
+        shown = so.OptimizeResult(self)
+        starts = self.get("starts")
+        if starts:
+            funs = [start.get("fun", math.nan) for start in starts]
+            shown["starts"] = _Shown(f"{len(starts)} start{'s' if len(starts) != 1 else ''}, fun from "
+                                     f"{min(funs):.6g} to {max(funs):.6g} (result.starts)")  # fmt: skip
+        if self.get("solver") is not None:
+            shown["solver"] = _Shown(f"SciPy's {type(self['solver']).__name__}, in its own variables (result.solver)")
+        return repr(shown)
+
+
+class _Shown:
+    """A value that prints as the given text (OptimizeResult prints values with str)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def minimize(

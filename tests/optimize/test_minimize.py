@@ -87,6 +87,12 @@ def test_multistart_draws_reproducible_starts_and_keeps_every_result(rosenbrock)
     assert [s.x.tolist() for s in other.starts] != [s.x.tolist() for s in first.starts]
     assert first.params["a"] == pytest.approx(1.0, abs=1e-3)
     assert first.nfev == first.starts[[s.fun for s in first.starts].index(first.fun)].nfev
+    # Printed, it reads like SciPy's result: the starts and SciPy's own result are summed up, not
+    # printed again in full (five starts gave 150 lines, each start with its solver's fields twice).
+    shown = repr(first)
+    assert len(shown.splitlines()) < 20, shown
+    assert "5 starts" in shown and "result.starts" in shown and "result.solver" in shown
+    assert "params: a: " in shown
 
 
 def test_multistart_runs_the_starts_concurrently_on_a_pool(python_simulator) -> None:
