@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import scipy
 import scipy.optimize as so
 
 from ..core.policy import EVALUATION_ERRORS
@@ -30,6 +31,14 @@ _GRADIENT_METHODS = {"cg", "bfgs", "newton-cg", "l-bfgs-b", "tnc", "slsqp", "tru
 _HESSIAN_METHODS = {"dogleg", "trust-ncg", "trust-exact", "trust-krylov"}
 LOCAL_METHODS = frozenset(_GRADIENT_METHODS | {"nelder-mead", "powell", "cobyla", "cobyqa", "least_squares"})
 GLOBAL_METHODS = frozenset({"differential_evolution", "shgo", "dual_annealing", "direct"})
+#: Methods that ignore bounds: SciPy's minimize warns and goes on, so the simulator would be evaluated
+#: outside the declared ones. Refused unless every parameter is unbounded.
+_UNBOUNDED_METHODS = {"cg", "bfgs", "newton-cg"}
+if tuple(int(part) for part in scipy.__version__.split(".")[:2]) < (1, 11):
+    _UNBOUNDED_METHODS.add("cobyla")  # bounds arrived in SciPy 1.11
+#: Methods that keep constraints. The others drop them (minimize with a warning, dual_annealing and
+#: direct silently) and return a point that may break them: refused when constraints are given.
+_CONSTRAINED_METHODS = {"slsqp", "cobyla", "cobyqa", "trust-constr", "differential_evolution", "shgo"}
 #: Global methods that draw random numbers: ``seed`` seeds them unless their options do.
 _DRAWING_METHODS = {"differential_evolution": so.differential_evolution, "dual_annealing": so.dual_annealing}
 _INTERRUPTED = "interrupted (Ctrl-C)"
@@ -122,7 +131,11 @@ def minimize(
         The start of a local method (a dict may name some parameters; the others start at their
         ``start`` or the middle of their bounds). With ``n_starts`` > 1 it is the first start.
     constraints:
-        SciPy's own (``LinearConstraint``, ``NonlinearConstraint``, dicts), on the physical vector.
+        SciPy's own (``LinearConstraint``, ``NonlinearConstraint``, dicts), on the physical vector, for
+        the methods that keep them: ``"SLSQP"``, ``"COBYLA"``, ``"COBYQA"``, ``"trust-constr"``,
+        ``"differential_evolution"``, ``"shgo"``. Any other method is refused with constraints (SciPy
+        would drop them), and ``"CG"``, ``"BFGS"``, ``"Newton-CG"`` with bounded parameters (SciPy
+        would step outside the bounds).
     options:
         Passed to the method: ``minimize``'s ``options``, or the global method's / ``least_squares``'s
         keyword arguments (``{"seed": 1, "popsize": 20}`` for differential evolution).
@@ -165,6 +178,7 @@ def minimize(
             f"the simulator takes {n_params} parameter values; the declaration has {problem.size} "
             f"({', '.join(problem.labels)})"
         )
+    _require_kept(method, method_name, problem, constraints)
     if n_starts < 1:
         raise ValueError(f"n_starts must be at least 1, not {n_starts}")
     if method_name in GLOBAL_METHODS:
@@ -296,8 +310,12 @@ def _finished(calibration: Calibration, start: int, raw: Any, method: str) -> Ca
         result.fun = float(raw.cost)
     else:
         result.fun = float(raw.fun)
-    if getattr(raw, "jac", None) is not None and np.shape(raw.jac) == (params.size,):
-        result.jac = np.asarray(raw.jac) / params.solver_scale
+    # The objective's gradient in SciPy's variables, restated on the physical ones. trust-constr keeps it
+    # in grad, and the constraints' Jacobians (a list) in jac: those stay as SciPy gave them.
+    for field in ("jac", "grad"):
+        value = getattr(raw, field, None)
+        if isinstance(value, np.ndarray) and value.shape == (params.size,):
+            result[field] = value / params.solver_scale
     result.params = params.unflatten(result.x)
     result.stop_rule = None
     result.start = start
@@ -357,7 +375,7 @@ def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, 
         return so.direct(objective.cost, bounds, callback=callback, **options)
     # scipy.optimize.minimize
     local: Dict[str, Any] = {"method": method, "options": options, "callback": callback}
-    if method not in {"cg", "bfgs", "newton-cg"}:  # these take no bounds (SciPy would warn)
+    if method not in _UNBOUNDED_METHODS:  # they take none (SciPy would warn); only unbounded ones get here
         local["bounds"] = bounds
     if constraints:
         local["constraints"] = constraints
@@ -432,6 +450,25 @@ def _method(method: Optional[str], evaluator: Any) -> str:
     if name == "least_squares" and not capabilities & Capability.RESIDUALS:
         raise ValueError("least_squares needs a simulator that returns residuals (PYBRIDGE_CAP_RESIDUALS)")
     return name
+
+
+def _require_kept(method: Optional[str], name: str, params: Parameters, constraints: Any) -> None:
+    """Refuses a method that would not keep the declared bounds or the given constraints."""
+    finite = np.isfinite(params.lower) | np.isfinite(params.upper)
+    if name in _UNBOUNDED_METHODS and finite.any():
+        i = int(np.flatnonzero(finite)[0])
+        raise ValueError(
+            f"method {method!r} cannot keep the parameters inside their bounds: SciPy's {name} ignores bounds, "
+            f"so the simulator would be evaluated outside them ({params.labels[i]} in [{params.lower[i]:g}, "
+            f"{params.upper[i]:g}]). Use 'L-BFGS-B' (BFGS with bounds), or declare the parameters unbounded, "
+            "(None, None), with a start"
+        )
+    given = constraints is not None and not (isinstance(constraints, (list, tuple)) and not constraints)
+    if given and name not in _CONSTRAINED_METHODS:
+        raise ValueError(
+            f"method {method!r} cannot keep constraints: SciPy would drop them and return a point that may break "
+            "them. Use 'SLSQP', 'COBYQA', 'COBYLA' or 'trust-constr', or globally 'differential_evolution' or 'shgo'"
+        )
 
 
 def _require_finite_bounds(params: Parameters, why: str) -> None:

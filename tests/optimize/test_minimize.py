@@ -14,6 +14,8 @@ from pybridge.optimize import MaxEvaluations, Parameter, Parameters
 from pybridge.record import Evaluation
 
 BOX = {"a": (-2.0, 2.0), "b": (-2.0, 2.0)}
+#: a + b <= 1: the Rosenbrock minimum (1, 1) is cut off; the constrained one is near (0.62, 0.38).
+CUT = so.LinearConstraint([[1.0, 1.0]], -np.inf, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,28 @@ def test_scaled_parameters_and_constraints_are_restated_for_scipy(rosenbrock) ->
         result = pybridge.minimize(sim, params, method="SLSQP", constraints=[constraint, nonlinear])
     assert result.params["a"] + result.params["b"] == pytest.approx(1.5, abs=1e-6)
     assert result.fun > 0.01  # the unconstrained optimum is excluded
+
+
+@pytest.mark.parametrize("method", [
+    "SLSQP", "COBYLA", "trust-constr", "differential_evolution", "shgo",
+    pytest.param("COBYQA", marks=pytest.mark.skipif(
+        tuple(map(int, scipy.__version__.split(".")[:2])) < (1, 14), reason="COBYQA arrived in SciPy 1.14")),
+])  # fmt: skip
+@pytest.mark.filterwarnings("ignore:delta_grad == 0.0:UserWarning")
+def test_every_method_that_takes_constraints_keeps_them(rosenbrock, method) -> None:
+    # trust-constr (and differential_evolution, which polishes with it) reports the constraints'
+    # Jacobians in jac: the result used to fail on it after the run.
+    options = {"seed": 1} if method == "differential_evolution" else None
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        result = pybridge.minimize(sim, BOX, method=method, constraints=[CUT], options=options)
+    assert result.params["a"] + result.params["b"] <= 1.0 + 1e-6
+    assert result.fun == pytest.approx(0.1456, abs=2e-3)  # the constrained minimum, not the free one (0)
+
+
+def test_a_method_without_bounds_runs_on_unbounded_parameters(rosenbrock) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        result = pybridge.minimize(sim, {"a": (None, None), "b": (None, None)}, method="BFGS", x0={"a": 0, "b": 0})
+    assert result.params["a"] == pytest.approx(1.0, abs=1e-4) and result.params["b"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_gradient_methods_use_the_simulators_gradient_or_parallel_differences(rosenbrock, python_simulator) -> None:
@@ -151,6 +175,15 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
             (lambda: pybridge.minimize(sim, {"a": (-2, 2), "b": (0, None)}, method="direct"), ParameterError, "finite"),
             (lambda: pybridge.minimize(sim, BOX, method="shgo", n_starts=3), ValueError, "local methods"),
             (lambda: pybridge.minimize(sim, [(-2, 2)] * 2), ParameterError, "dict"),
+            # SciPy ignores what these methods cannot keep, and the result breaks it: the simulator is
+            # evaluated outside its declared bounds (BFGS on a in [2, 3] returned a = 1), constraints are
+            # dropped (with a warning from minimize, silently from dual_annealing and direct).
+            *[(lambda method=method: pybridge.minimize(sim, BOX, method=method), ValueError,
+               rf"{method!r} cannot keep the parameters inside their bounds.*'L-BFGS-B'")
+              for method in ("BFGS", "CG", "Newton-CG")],
+            *[(lambda method=method: pybridge.minimize(sim, BOX, method=method, constraints=[CUT]), ValueError,
+               rf"{method!r} cannot keep constraints.*'SLSQP'")
+              for method in ("Nelder-Mead", "L-BFGS-B", "Powell", "TNC", "dual_annealing", "direct")],
         ]
         for call, kind, message in cases:
             with pytest.raises(kind, match=message):
