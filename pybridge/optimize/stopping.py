@@ -75,6 +75,8 @@ class TargetCost(Rule):
 
     def __init__(self, target: float) -> None:
         self.target = float(target)
+        if self.target != self.target:  # NaN: no cost is ever <= it, and the run would ignore the target
+            raise ValueError(f"TargetCost needs a number, not {target!r}")
 
     def after_evaluation(self, progress: Progress) -> Optional[str]:
         if progress.best_cost <= self.target:
@@ -89,6 +91,8 @@ class MaxEvaluations(Rule):
     name = "max_evaluations"
 
     def __init__(self, count: int) -> None:
+        if isinstance(count, bool) or int(count) != count:
+            raise ValueError(f"MaxEvaluations needs a whole number of evaluations, not {count!r}")
         if count < 1:
             raise ValueError(f"MaxEvaluations needs a positive count, not {count}")
         self.count = int(count)
@@ -129,6 +133,8 @@ class NoImprovement(Rule):
             raise ValueError(f"NoImprovement needs a positive number of iterations, not {iterations}")
         self.iterations = int(iterations)
         self.rtol = float(rtol)
+        if not self.rtol >= 0:  # negative or NaN: no improvement would ever count, or every one would
+            raise ValueError(f"NoImprovement needs rtol >= 0, not {rtol!r}")
         self._best: List[float] = []
 
     def begin(self) -> None:

@@ -233,3 +233,18 @@ def test_a_stop_requested_never_hides_an_error_of_the_users_own(rosenbrock, tmp_
 
     with pybridge.Simulator(rosenbrock, n_params=4) as sim, pytest.raises(ValueError, match="a bug in the callback"):
         pybridge.minimize(sim, BOX4, method="Nelder-Mead", stop=StopFile(stop_file), callback=broken)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: TargetCost(float("nan")), "TargetCost needs a number"),
+    (lambda: MaxEvaluations(0), "positive count"),
+    (lambda: MaxEvaluations(2.5), "whole number"),
+    (lambda: WallClock(float("nan")), "positive number of seconds"),
+    (lambda: NoImprovement(0), "positive number of iterations"),
+    (lambda: NoImprovement(5, rtol=-1e-3), "rtol"),
+    (lambda: NoImprovement(5, rtol=float("nan")), "rtol"),
+])  # fmt: skip
+def test_a_rule_that_could_never_fire_or_fires_at_once_is_refused(make, message) -> None:
+    # TargetCost(nan) was accepted and never fired: the run went on as if no target had been set.
+    with pytest.raises(ValueError, match=message):
+        make()
