@@ -73,14 +73,19 @@ class Parameter:
         self.start: Optional[np.ndarray] = None if begin is None else np.broadcast_to(begin, shape).copy()
         self.unit = str(unit)
         self.scale = bool(scale)
+        if self.lower.size == 0:
+            raise ParameterError("the parameter has no values: give it at least one pair of bounds")
         if np.isnan(self.lower).any() or np.isnan(self.upper).any():
             raise ParameterError("a bound is NaN: use None (or ±inf) for an unbounded side")
+        if self.start is not None and np.isnan(self.start).any():
+            raise ParameterError("the start is NaN: give a number inside the bounds, or no start (the middle)")
         if (self.lower > self.upper).any():
             raise ParameterError(f"lower bound {_first(self.lower, self.lower > self.upper)} is above the upper bound "
                                  f"{_first(self.upper, self.lower > self.upper)}")
-        if self.scale and not (np.isfinite(self.lower).all() and np.isfinite(self.upper).all()
-                               and (self.upper > self.lower).all()):
-            raise ParameterError("scale=True needs finite bounds with lower < upper")
+        with np.errstate(over="ignore"):
+            width = self.upper - self.lower
+        if self.scale and not (np.isfinite(width).all() and (width > 0).all()):
+            raise ParameterError("scale=True needs finite bounds with lower < upper, and a finite width")
 
     @property
     def shape(self) -> Tuple[int, ...]:

@@ -63,6 +63,11 @@ def test_default_start_is_the_middle_and_x0_may_name_some_parameters() -> None:
         (lambda: Parameters(), "at least one"),
         (lambda: Parameters(a=(None, None)).start(), "no start"),
         (lambda: Parameters(a="wide"), "bounds must be"),
+        # Accepted before, failing later or silently: a NaN start reached the simulator at the first
+        # evaluation, an empty array declared nothing, and a width that overflows scaled every value to NaN.
+        (lambda: Parameters(a=Parameter((0, 1), start=float("nan"))), "start is NaN"),
+        (lambda: Parameters(a=Parameter(lower=[], upper=[])), "no values"),
+        (lambda: Parameters(a=Parameter((-1e308, 1e308), scale=True)), "finite width"),
     ],
 )
 def test_invalid_declarations_are_clear_errors(make, message) -> None:
