@@ -68,7 +68,7 @@ class Journal:
 
     def __init__(self, path: PathLike, problem: Dict[str, Any], labels: Sequence[str], *, resume: bool,
                  check_command: bool = True) -> None:  # fmt: skip
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # "~/runs/cal.db" as a shell would read it
         self._lock = threading.Lock()
         # Rows waiting for the next transaction, per table as runs that share one INSERT statement (of
         # one row, or of several: then each item binds the values of all its rows).
@@ -457,7 +457,7 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, las
     """
     if since is not None and (last is not None or best is not None):
         raise ValueError("read_journal: since reads what was added; it does not combine with last or best")
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise JournalError(f"no journal at {path}")
     _check_is_sqlite(path)

@@ -83,7 +83,7 @@ def plot_journal(journal: Union[str, "os.PathLike[str]"], output: Optional[Union
     PosixPath('calibration.png')
     """
     contents = read_journal(journal)
-    path = Path(output) if output is not None else Path(journal).with_suffix(".png")
+    path = Path(output).expanduser() if output is not None else Path(journal).expanduser().with_suffix(".png")
     draw(contents).savefig(path, dpi=dpi)
     return path
 

@@ -450,3 +450,13 @@ def test_a_run_that_raised_is_recorded_as_ended_by_its_error(tmp_path) -> None:
     assert not contents.running
     assert contents.runs[-1]["message"] == "failed: ValueError: the callback failed"
     assert contents.runs[-1]["best_cost"] == np.nanmin(contents.cost) and len(contents.ids) >= 300
+
+
+def test_a_journal_path_may_start_with_the_home_folder(tmp_path, monkeypatch) -> None:
+    # journal="~/runs/cal.db" made a folder named "~" the parent, and said "the folder ~/runs does not
+    # exist" of a folder that does.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "runs").mkdir()
+    result = _calibrate("~/runs/cal.db", budget=20)
+    assert result.journal == str(tmp_path / "runs" / "cal.db")
+    assert read_journal("~/runs/cal.db").total == 20
