@@ -169,9 +169,17 @@ def minimize(
     """
     problem = Parameters.of(params)
     method_name = _method(method, evaluator)
-    rules = [stop] if isinstance(stop, Rule) else list(stop)
-    callbacks = [] if callback is None else [callback] if callable(callback) else list(callback)
+    rules = _rules(stop)
+    callbacks = _callbacks(callback)
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict of the method's options, not {type(options).__name__}")
     options = dict(options or {})
+    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
+        raise ValueError(f"n_starts must be a whole number of starts, at least 1, not {n_starts!r}")
+    if not 0 <= replay_tolerance < math.inf:
+        raise ValueError(f"replay_tolerance must be a finite number >= 0 (0: exact matches), not {replay_tolerance!r}")
+    if not (progress is None or isinstance(progress, bool) or callable(getattr(progress, "write", None))):
+        raise TypeError(f"progress must be True, False, None or a stream to draw on, not {progress!r}")
     n_params = getattr(evaluator, "n_params", problem.size)
     if n_params != problem.size:
         raise ParameterError(
@@ -179,8 +187,6 @@ def minimize(
             f"({', '.join(problem.labels)})"
         )
     _require_kept(method, method_name, problem, constraints)
-    if n_starts < 1:
-        raise ValueError(f"n_starts must be at least 1, not {n_starts}")
     if method_name in GLOBAL_METHODS:
         if n_starts > 1:
             raise ValueError(f"{method_name} searches the whole box itself; n_starts is for local methods")
@@ -450,6 +456,23 @@ def _method(method: Optional[str], evaluator: Any) -> str:
     if name == "least_squares" and not capabilities & Capability.RESIDUALS:
         raise ValueError("least_squares needs a simulator that returns residuals (PYBRIDGE_CAP_RESIDUALS)")
     return name
+
+
+def _rules(stop: Any) -> List[Rule]:
+    rules = [stop] if isinstance(stop, Rule) else list(stop) if isinstance(stop, (list, tuple)) else None
+    if rules is None or not all(isinstance(rule, Rule) for rule in rules):
+        raise TypeError(f"stop must be a stopping rule of pybridge.optimize (MaxEvaluations(1000), TargetCost(1e-6), "
+                        f"...) or a list of them, not {stop!r}")  # fmt: skip
+    return rules
+
+
+def _callbacks(callback: Any) -> List[Callable[[Any], Any]]:
+    callbacks = [] if callback is None else [callback] if callable(callback) else None
+    if callbacks is None and isinstance(callback, (list, tuple)) and all(callable(c) for c in callback):
+        callbacks = list(callback)
+    if callbacks is None:
+        raise TypeError(f"callback must be a function of one record, or a list of them, not {callback!r}")
+    return callbacks
 
 
 def _require_kept(method: Optional[str], name: str, params: Parameters, constraints: Any) -> None:

@@ -178,6 +178,17 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
             # SciPy ignores what these methods cannot keep, and the result breaks it: the simulator is
             # evaluated outside its declared bounds (BFGS on a in [2, 3] returned a = 1), constraints are
             # dropped (with a warning from minimize, silently from dual_annealing and direct).
+            # Arguments of the wrong kind: obscure errors from deep inside ("slice indices must be
+            # integers", "'int' object is not iterable"), or accepted and ignored (a negative tolerance).
+            (lambda: pybridge.minimize(sim, BOX, n_starts=2.5), ValueError, "n_starts must be a whole number"),
+            (lambda: pybridge.minimize(sim, BOX, n_starts=True), ValueError, "n_starts must be a whole number"),
+            (lambda: pybridge.minimize(sim, BOX, options=[1, 2]), TypeError, "options must be a dict"),
+            (lambda: pybridge.minimize(sim, BOX, callback=5), TypeError, "callback must be"),
+            (lambda: pybridge.minimize(sim, BOX, stop=5), TypeError, "stop must be"),
+            (lambda: pybridge.minimize(sim, BOX, stop=[MaxEvaluations(5), "soon"]), TypeError, "stop must be"),
+            (lambda: pybridge.minimize(sim, BOX, progress="yes"), TypeError, "progress must be"),
+            (lambda: pybridge.minimize(sim, BOX, replay_tolerance=-1.0), ValueError, "replay_tolerance"),
+            (lambda: pybridge.minimize(sim, BOX, replay_tolerance=float("nan")), ValueError, "replay_tolerance"),
             *[(lambda method=method: pybridge.minimize(sim, BOX, method=method), ValueError,
                rf"{method!r} cannot keep the parameters inside their bounds.*'L-BFGS-B'")
               for method in ("BFGS", "CG", "Newton-CG")],
