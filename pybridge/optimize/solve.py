@@ -138,7 +138,9 @@ def minimize(
         would step outside the bounds).
     options:
         Passed to the method: ``minimize``'s ``options``, or the global method's / ``least_squares``'s
-        keyword arguments (``{"seed": 1, "popsize": 20}`` for differential evolution).
+        keyword arguments (``{"seed": 1, "popsize": 20}`` for differential evolution). Parallel
+        evaluation is the evaluator's: a :class:`~pybridge.Pool` (``workers`` as a number of processes,
+        and ``vectorized``, are refused; ``workers`` may be a map function).
     n_starts, sampler, seed:
         Multi-start for local methods: ``n_starts`` starting points drawn inside the bounds by
         ``scipy.stats.qmc`` (``"sobol"`` or ``"lhs"``, seeded), run concurrently on a pool (one after
@@ -174,6 +176,16 @@ def minimize(
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict of the method's options, not {type(options).__name__}")
     options = dict(options or {})
+    workers = options.get("workers")
+    if workers is not None and not callable(workers):
+        raise ValueError(
+            f"options workers={workers!r}: SciPy's own process pool would have to copy the simulator into other "
+            "processes. Evaluate in parallel with a pybridge.Pool(command, workers=N) as the evaluator (its "
+            "simulators take the population, the starts or the finite differences), or give workers a map function"
+        )
+    if options.get("vectorized"):
+        raise ValueError("options vectorized=True: pybridge hands SciPy one value per vector; on a pybridge.Pool a "
+                         "population is already sent at once. Leave vectorized out")  # fmt: skip
     if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
         raise ValueError(f"n_starts must be a whole number of starts, at least 1, not {n_starts!r}")
     if not 0 <= replay_tolerance < math.inf:

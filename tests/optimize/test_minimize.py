@@ -187,6 +187,13 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
             (lambda: pybridge.minimize(sim, BOX, stop=5), TypeError, "stop must be"),
             (lambda: pybridge.minimize(sim, BOX, stop=[MaxEvaluations(5), "soon"]), TypeError, "stop must be"),
             (lambda: pybridge.minimize(sim, BOX, progress="yes"), TypeError, "progress must be"),
+            # SciPy's own process pool would have to copy the simulator into other processes, and a
+            # vectorized call hands over many vectors at once: both failed with SciPy's "The map-like
+            # callable must be of the form f(func, iterable)", which hid the cause.
+            (lambda: pybridge.minimize(sim, BOX, method="differential_evolution", options={"workers": 2}),
+             ValueError, r"workers=2.*pybridge.Pool"),
+            (lambda: pybridge.minimize(sim, BOX, method="differential_evolution", options={"vectorized": True}),
+             ValueError, "vectorized"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=-1.0), ValueError, "replay_tolerance"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=float("nan")), ValueError, "replay_tolerance"),
             *[(lambda method=method: pybridge.minimize(sim, BOX, method=method), ValueError,
