@@ -169,6 +169,11 @@ def minimize(
         A progress bar on stderr (True), none (False), or on stderr only if it is a terminal (None);
         or a stream to draw it on.
     """
+    if not callable(getattr(evaluator, "evaluate", None)):
+        raise TypeError(
+            f"evaluator must be a pybridge.Simulator, a pybridge.Pool, a DaskPool, or have their evaluate(xs, kind), "
+            f"not {type(evaluator).__name__}. A plain Python function goes to scipy.optimize directly"
+        )
     problem = Parameters.of(params)
     method_name = _method(method, evaluator)
     rules = _rules(stop)

@@ -194,6 +194,7 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
              ValueError, r"workers=2.*pybridge.Pool"),
             (lambda: pybridge.minimize(sim, BOX, method="differential_evolution", options={"vectorized": True}),
              ValueError, "vectorized"),
+            (lambda: pybridge.minimize(lambda x: x[0] ** 2, BOX), TypeError, "evaluator must be"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=-1.0), ValueError, "replay_tolerance"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=float("nan")), ValueError, "replay_tolerance"),
             *[(lambda method=method: pybridge.minimize(sim, BOX, method=method), ValueError,
