@@ -185,6 +185,12 @@ class Simulator(_native.FastCall):
         self.spin_us = int(spin_us)
         self.forecast = bool(forecast)
         self._argv = None if command is None else _argv(command)
+        if cwd is not None and not os.path.isdir(cwd):
+            raise ValueError(f"cwd {os.fspath(cwd)!r} is not a folder: the simulator would be started there")
+        if env is not None:
+            for key, value in env.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise TypeError(f"env values must be strings: {key}={value!r}")
         self._cwd = cwd
         self._env = env
         self._owner_pid = os.getpid()

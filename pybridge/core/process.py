@@ -89,6 +89,9 @@ class SimulatorProcess:
             )  # fmt: skip
         except OSError as error:
             self._stderr.close()
+            if cwd is not None and error.filename is not None and os.fspath(error.filename) == os.fspath(cwd):
+                raise SimulatorStartError(f"cannot start simulator {argv[0]!r} in {os.fspath(cwd)!r}: "
+                                          f"{error.strerror or error} (the working folder)") from error  # fmt: skip
             raise SimulatorStartError(
                 f"cannot start simulator {argv[0]!r}: {error.strerror or error}. "
                 "Check the path and that the file is executable."

@@ -307,6 +307,9 @@ def test_asking_for_a_missing_capability_leaves_the_simulator_usable(faulty_sim:
         ("restarts", 1.5, "restarts must be"),
         ("restarts", True, "restarts must be"),
         ("spin_us", -1, "spin_us must be"),
+        # A missing working folder was reported as the simulator's own path missing ("Check the path").
+        ("cwd", "/nonexistent-folder", "cwd '/nonexistent-folder' is not a folder"),
+        ("env", {"OMP_NUM_THREADS": 4}, "env values must be strings: OMP_NUM_THREADS=4"),
     ],
 )
 def test_invalid_arguments_are_refused_before_anything_starts(faulty_sim: Path, keyword: str, value: object,
