@@ -33,7 +33,8 @@ class Parameter:
     ----------
     bounds:
         ``(low, high)`` for a scalar, or a sequence of ``(low, high)`` pairs for an array. ``None``
-        for a side means unbounded. Give either ``bounds`` or ``lower``/``upper``.
+        for a side means unbounded. Or SciPy's ``Bounds(lb, ub)`` (of one value: a scalar). Give
+        either ``bounds`` or ``lower``/``upper``.
     lower, upper:
         The bounds as numbers or arrays (broadcast against each other and ``start``).
     start:
@@ -57,7 +58,12 @@ class Parameter:
         if bounds is not None:
             if lower is not None or upper is not None:
                 raise ParameterError("give bounds=(low, high) or lower=/upper=, not both")
-            lower, upper = _split_pairs(bounds)
+            if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+                lower, upper = np.asarray(bounds.lb, dtype=float), np.asarray(bounds.ub, dtype=float)
+                if lower.size == upper.size == 1:  # SciPy keeps Bounds(0, 2) as arrays of one: a scalar
+                    lower, upper = lower.reshape(()), upper.reshape(())
+            else:
+                lower, upper = _split_pairs(bounds)
         low = _floats(lower, -math.inf, "lower bound")
         high = _floats(upper, math.inf, "upper bound")
         begin = None if start is None else _floats(start, 0.0, "start")

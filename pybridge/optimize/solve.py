@@ -415,13 +415,24 @@ def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, 
     return so.minimize(objective.cost, z0, **local)
 
 
+def _constraint_items(constraints: Any) -> List[Any]:
+    """The user's constraints as a list, each checked to be one SciPy takes."""
+    if constraints is None:
+        return []
+    single = isinstance(constraints, (dict, so.LinearConstraint, so.NonlinearConstraint, so.Bounds))
+    items = [constraints] if single or not isinstance(constraints, (list, tuple)) else list(constraints)
+    for item in items:
+        if isinstance(item, so.Bounds):
+            raise TypeError("Bounds belong to the parameters, not the constraints: declare {name: "
+                            "scipy.optimize.Bounds(lb, ub)} or Parameter(Bounds(lb, ub))")  # fmt: skip
+        if not isinstance(item, (dict, so.LinearConstraint, so.NonlinearConstraint)):
+            raise TypeError(f"constraints must be SciPy's LinearConstraint, NonlinearConstraint or dicts, not {item!r}")
+    return items
+
+
 def _solver_constraints(constraints: Any, params: Parameters) -> Any:
     """The user's constraints on the physical vector, restated on SciPy's (scaled) vector."""
-    if constraints is None:
-        return ()
-    items = [constraints] if isinstance(constraints, (dict, so.LinearConstraint, so.NonlinearConstraint)) else list(
-        constraints
-    )
+    items = _constraint_items(constraints)
     if not items or not params.scaled.any():
         return items
     offset, width = params.solver_offset, params.solver_scale
@@ -448,8 +459,6 @@ def _solver_constraints(constraints: Any, params: Parameters) -> Any:
                 jac = item["jac"]
                 new["jac"] = lambda z, *args, jac=jac: np.asarray(jac(params.from_solver(z), *args)) * width
             restated.append(new)
-        else:
-            raise TypeError(f"constraints must be SciPy's LinearConstraint, NonlinearConstraint or dicts, not {item!r}")
     return restated
 
 
@@ -503,8 +512,7 @@ def _require_kept(method: Optional[str], name: str, params: Parameters, constrai
             f"{params.upper[i]:g}]). Use 'L-BFGS-B' (BFGS with bounds), or declare the parameters unbounded, "
             "(None, None), with a start"
         )
-    given = constraints is not None and not (isinstance(constraints, (list, tuple)) and not constraints)
-    if given and name not in _CONSTRAINED_METHODS:
+    if _constraint_items(constraints) and name not in _CONSTRAINED_METHODS:
         raise ValueError(
             f"method {method!r} cannot keep constraints: SciPy would drop them and return a point that may break "
             "them. Use 'SLSQP', 'COBYQA', 'COBYLA' or 'trust-constr', or globally 'differential_evolution' or 'shgo'"

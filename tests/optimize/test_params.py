@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.optimize as so
 
 from pybridge import ParameterError
 from pybridge.optimize import Parameter, Parameters
@@ -29,6 +30,11 @@ def test_bounds_as_dict_pairs_list_of_pairs_or_arrays_agree() -> None:
     b = Parameters(k=Parameter(lower=[0, -np.inf], upper=[1, 5]))
     assert a.lower.tolist() == b.lower.tolist() and a.upper.tolist() == b.upper.tolist()
     assert a.lower[1] == -np.inf
+    # SciPy's own Bounds, for a parameter or in a plain dict (it was refused: "bounds must be (low, high)").
+    c = Parameters({"k": so.Bounds([0, -np.inf], [1, 5])})
+    d = Parameters(k=Parameter(so.Bounds([0, -np.inf], [1, 5]), unit="m"))
+    assert c.lower.tolist() == d.lower.tolist() == a.lower.tolist() and c.upper.tolist() == a.upper.tolist()
+    assert Parameters(a=so.Bounds(0, 2)).labels == ["a"]  # a scalar
 
 
 def test_scaled_parameters_reach_scipy_between_zero_and_one() -> None:
