@@ -178,19 +178,7 @@ def minimize(
     method_name = _method(method, evaluator)
     rules = _rules(stop)
     callbacks = _callbacks(callback)
-    if options is not None and not isinstance(options, Mapping):
-        raise TypeError(f"options must be a dict of the method's options, not {type(options).__name__}")
-    options = dict(options or {})
-    workers = options.get("workers")
-    if workers is not None and not callable(workers):
-        raise ValueError(
-            f"options workers={workers!r}: SciPy's own process pool would have to copy the simulator into other "
-            "processes. Evaluate in parallel with a pybridge.Pool(command, workers=N) as the evaluator (its "
-            "simulators take the population, the starts or the finite differences), or give workers a map function"
-        )
-    if options.get("vectorized"):
-        raise ValueError("options vectorized=True: pybridge hands SciPy one value per vector; on a pybridge.Pool a "
-                         "population is already sent at once. Leave vectorized out")  # fmt: skip
+    options = _options(options)
     if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
         raise ValueError(f"n_starts must be a whole number of starts, at least 1, not {n_starts!r}")
     if not 0 <= replay_tolerance < math.inf:
@@ -482,6 +470,24 @@ def _method(method: Optional[str], evaluator: Any) -> str:
     if name == "least_squares" and not capabilities & Capability.RESIDUALS:
         raise ValueError("least_squares needs a simulator that returns residuals (PYBRIDGE_CAP_RESIDUALS)")
     return name
+
+
+def _options(options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The method's options, as a dict of our own, without what would take the simulator elsewhere."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict of the method's options, not {type(options).__name__}")
+    checked = dict(options or {})
+    workers = checked.get("workers")
+    if workers is not None and not callable(workers):
+        raise ValueError(
+            f"options workers={workers!r}: SciPy's own process pool would have to copy the simulator into other "
+            "processes. Evaluate in parallel with a pybridge.Pool(command, workers=N) as the evaluator (its "
+            "simulators take the population, the starts or the finite differences), or give workers a map function"
+        )
+    if checked.get("vectorized"):
+        raise ValueError("options vectorized=True: pybridge hands SciPy one value per vector; on a pybridge.Pool a "
+                         "population is already sent at once. Leave vectorized out")  # fmt: skip
+    return checked
 
 
 def _rules(stop: Any) -> List[Rule]:
