@@ -509,6 +509,7 @@ def _callbacks(callback: Any) -> List[Callable[[Any], Any]]:
 
 def _require_kept(method: Optional[str], name: str, params: Parameters, constraints: Any) -> None:
     """Refuses a method that would not keep the declared bounds or the given constraints."""
+    method = name if method is None else method  # the default one, by the name it was chosen by
     finite = np.isfinite(params.lower) | np.isfinite(params.upper)
     if name in _UNBOUNDED_METHODS and finite.any():
         i = int(np.flatnonzero(finite)[0])

@@ -155,6 +155,8 @@ def test_least_squares_for_residual_simulators(bundled, tmp_path) -> None:
         fit = pybridge.minimize(sim, params, x0=dict(zip(demo.NAMES, demo.START)),  # default: least_squares
                                 callback=lambda r: iterations.append(r) if not isinstance(r, Evaluation) else None)
         nm = pybridge.minimize(sim, params, method="Nelder-Mead", stop=MaxEvaluations(30))
+        with pytest.raises(ValueError, match="'least_squares' cannot keep constraints"):  # the default, by name
+            pybridge.minimize(sim, params, constraints=[so.LinearConstraint([[1, 1, 0]], -np.inf, 1)])
     np.testing.assert_allclose(fit.x, demo.TRUE_COEFFICIENTS, rtol=1e-6)
     assert fit.residuals.shape == (50,) and fit.fun == pytest.approx(0.5 * fit.residuals @ fit.residuals)
     assert nm.nfev == 30  # a cost method on a residual simulator: cost = half the sum of squares
