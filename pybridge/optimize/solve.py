@@ -130,6 +130,8 @@ def minimize(
     x0:
         The start of a local method (a dict may name some parameters; the others start at their
         ``start`` or the middle of their bounds). With ``n_starts`` > 1 it is the first start.
+        ``dual_annealing`` begins from it, ``differential_evolution`` puts it in place of the first
+        member of its population if given; ``shgo`` and ``direct`` take none (refused).
     constraints:
         SciPy's own (``LinearConstraint``, ``NonlinearConstraint``, dicts), on the physical vector, for
         the methods that keep them: ``"SLSQP"``, ``"COBYLA"``, ``"COBYQA"``, ``"trust-constr"``,
@@ -195,8 +197,13 @@ def minimize(
     if method_name in GLOBAL_METHODS:
         if n_starts > 1:
             raise ValueError(f"{method_name} searches the whole box itself; n_starts is for local methods")
+        if x0 is not None and method_name in ("shgo", "direct"):
+            raise ValueError(f"{method_name} takes no start (x0): it samples the whole box itself. Leave x0 out, or "
+                             "use differential_evolution or dual_annealing, which begin from it")  # fmt: skip
         _require_finite_bounds(problem, method_name)
     starts = _starting_points(problem, x0, n_starts, sampler, seed)
+    if method_name == "differential_evolution" and x0 is not None:
+        options.setdefault("x0", problem.to_solver(starts[0]).tolist())  # in place of a first member
     drawing = _DRAWING_METHODS.get(method_name)
     if drawing is not None and seed is not None and not {"seed", "rng"} & set(options):
         # Seeded by default, like the starts: a run is reproducible, and a resume retraces its path and

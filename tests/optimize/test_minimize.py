@@ -75,6 +75,16 @@ def test_every_method_that_takes_constraints_keeps_them(rosenbrock, method) -> N
     assert result.fun == pytest.approx(0.1456, abs=2e-3)  # the constrained minimum, not the free one (0)
 
 
+def test_differential_evolution_starts_from_a_given_x0(rosenbrock) -> None:
+    # SciPy puts x0 in place of the first member of the population; it was dropped without a word.
+    options = {"seed": 1, "maxiter": 1, "polish": False, "popsize": 5}
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        given = pybridge.minimize(sim, BOX, method="differential_evolution", x0={"a": 1.0, "b": 1.0}, options=options)
+        none = pybridge.minimize(sim, BOX, method="differential_evolution", options=options)
+    assert given.x.tolist() == [1.0, 1.0] and given.fun == 0.0  # the minimum itself, given as the start
+    assert none.fun > 0.0
+
+
 def test_a_method_without_bounds_runs_on_unbounded_parameters(rosenbrock) -> None:
     with pybridge.Simulator(rosenbrock, n_params=2) as sim:
         result = pybridge.minimize(sim, {"a": (None, None), "b": (None, None)}, method="BFGS", x0={"a": 0, "b": 0})
@@ -197,6 +207,9 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
             (lambda: pybridge.minimize(sim, BOX, method="differential_evolution", options={"vectorized": True}),
              ValueError, "vectorized"),
             (lambda: pybridge.minimize(lambda x: x[0] ** 2, BOX), TypeError, "evaluator must be"),
+            # shgo and direct take no start: a given x0 was dropped without a word.
+            (lambda: pybridge.minimize(sim, BOX, method="shgo", x0={"a": 1.0}), ValueError, "x0"),
+            (lambda: pybridge.minimize(sim, BOX, method="direct", x0={"a": 1.0}), ValueError, "x0"),
             (lambda: pybridge.minimize(sim, BOX, method="SLSQP", constraints=[so.Bounds([0, 0], [1, 1])]), TypeError,
              "Bounds belong to the parameters"),
             (lambda: pybridge.minimize(sim, BOX, method="SLSQP", constraints=["a + b <= 1"]), TypeError,
