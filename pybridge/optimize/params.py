@@ -207,7 +207,7 @@ class Parameters(Mapping[str, Parameter]):
         unknown = [name for name in values if name not in self._params]
         if unknown:
             raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; declared: {', '.join(self)}")
-        missing = [name for name in self._params if name not in values]
+        missing = [name for name in self._params if values.get(name) is None]  # None would become NaN
         if missing:
             raise ParameterError(f"no value given for {', '.join(map(repr, missing))}")
         x = np.empty(self.size)

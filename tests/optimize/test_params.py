@@ -61,6 +61,7 @@ def test_default_start_is_the_middle_and_x0_may_name_some_parameters() -> None:
         (lambda: Parameters(a=(0, 1)).start({"b": 0.5}), "unknown parameter"),
         (lambda: Parameters(a=(0, 1)).flatten({"a": 0.5, "c": 1}), "unknown parameter"),
         (lambda: Parameters(a=(0, 1)).flatten({}), "no value given for 'a'"),
+        (lambda: Parameters(a=(0, 1)).flatten({"a": None}), "no value given for 'a'"),  # was NaN
         (lambda: Parameters(k=[(0, 1), (0, 1)]).flatten({"k": [1, 2, 3]}), "has shape (2,)"),
         (lambda: Parameter(lower=[0, 0], upper=[1, 1, 1]), "do not fit together"),
         (lambda: Parameters(a=Parameter((0, None), scale=True)), "finite bounds"),
