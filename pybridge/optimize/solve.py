@@ -185,6 +185,11 @@ def minimize(
         raise ValueError(f"n_starts must be a whole number of starts, at least 1, not {n_starts!r}")
     if not 0 <= replay_tolerance < math.inf:
         raise ValueError(f"replay_tolerance must be a finite number >= 0 (0: exact matches), not {replay_tolerance!r}")
+    if resume and journal is None:
+        raise ValueError("resume=True needs journal=PATH, the journal whose evaluations are replayed")
+    for keyword, asked in (("replay_tolerance", replay_tolerance != 0), ("check_command", not check_command)):
+        if asked and not resume:
+            raise ValueError(f"{keyword} applies to a resume: pass resume=True (and the journal) with it")
     if not (progress is None or isinstance(progress, bool) or callable(getattr(progress, "write", None))):
         raise TypeError(f"progress must be True, False, None or a stream to draw on, not {progress!r}")
     n_params = getattr(evaluator, "n_params", problem.size)

@@ -214,6 +214,10 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
              "Bounds belong to the parameters"),
             (lambda: pybridge.minimize(sim, BOX, method="SLSQP", constraints=["a + b <= 1"]), TypeError,
              "constraints must be"),
+            # Resume keywords without a journal to resume were ignored: the run recomputed everything.
+            (lambda: pybridge.minimize(sim, BOX, resume=True), ValueError, "resume=True needs journal="),
+            (lambda: pybridge.minimize(sim, BOX, replay_tolerance=1e-6), ValueError, "replay_tolerance .*resume=True"),
+            (lambda: pybridge.minimize(sim, BOX, check_command=False), ValueError, "check_command .*resume=True"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=-1.0), ValueError, "replay_tolerance"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=float("nan")), ValueError, "replay_tolerance"),
             *[(lambda method=method: pybridge.minimize(sim, BOX, method=method), ValueError,
