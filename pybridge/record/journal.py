@@ -186,10 +186,7 @@ class Journal:
         if not {"meta", "runs", "evaluations", "iterations"} <= tables:
             raise JournalError(f"{self.path} is an SQLite file but not a pybridge journal; choose another path")
         if version != SCHEMA_VERSION:
-            raise JournalError(
-                f"{self.path} is a journal of schema version {version}; this pybridge reads version "
-                f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal"
-            )
+            raise _other_schema(self.path, version)
         stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         old, new = json.loads(stored.get("problem", "{}")), json.loads(_canonical(problem))
         if not check_command and isinstance(old.get("simulator"), dict) and isinstance(new.get("simulator"), dict):
@@ -468,8 +465,11 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, las
     db = _open_to_read(path, held_before)
     after_evaluation, after_iteration = (0, 0) if since is None else since.read_up_to
     try:
-        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            raise JournalError(f"{path} is not a pybridge journal of schema version {SCHEMA_VERSION}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:  # SQLite's default: no pybridge journal ever set it
+            raise JournalError(f"{path} is an SQLite file but not a pybridge journal")
+        if version != SCHEMA_VERSION:
+            raise _other_schema(path, version)
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         runs = [dict(zip(("id", "started", "finished", "method", "options", "resumed", "message", "best_cost"), row))
                 for row in db.execute("SELECT id, started, finished, method, options, resumed, message, best_cost "
@@ -592,6 +592,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
             db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _other_schema(path: Path, version: int) -> JournalError:
+    return JournalError(f"{path} is a journal of schema version {version}; this pybridge reads version "
+                        f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal")  # fmt: skip
 
 
 def _check_is_sqlite(path: Path) -> None:

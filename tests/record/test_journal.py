@@ -370,6 +370,8 @@ def test_corrupted_or_foreign_files_are_refused(tmp_path) -> None:
         db.execute("CREATE TABLE people (name TEXT)")
     with pytest.raises(JournalError, match="not a pybridge journal"):
         _calibrate(foreign)
+    with pytest.raises(JournalError, match="not a pybridge journal"):
+        read_journal(foreign)
     truncated = tmp_path / "truncated.db"
     _calibrate(truncated, budget=300)
     data = truncated.read_bytes()
@@ -460,3 +462,16 @@ def test_a_journal_path_may_start_with_the_home_folder(tmp_path, monkeypatch) ->
     result = _calibrate("~/runs/cal.db", budget=20)
     assert result.journal == str(tmp_path / "runs" / "cal.db")
     assert read_journal("~/runs/cal.db").total == 20
+
+
+def test_a_journal_of_another_schema_version_is_refused_by_both_versions(tmp_path) -> None:
+    # The reader said only "not a pybridge journal of schema version N", also of a pybridge journal
+    # written by a newer release, which needs an upgrade rather than another file.
+    path = tmp_path / "newer.db"
+    _calibrate(path, budget=20)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(JournalError, match=rf"schema version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+        read_journal(path)
+    with pytest.raises(JournalError, match=rf"schema version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+        _calibrate(path, resume=True)
