@@ -30,8 +30,12 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     assert set(model["model_times"]) == {"200", "1000", "5000", "50000"}
     for model_us, waits in model["model_times"].items():
         assert len(waits) == (6 if model_us in ("1000", "5000") else 4 if int(model_us) <= 5000 else 3)
-        for figures in waits.values():  # the model's own time is subtracted: what is left is small
-            assert -5 < figures["median_us"] < 0.5 * int(model_us)
+        for wait, figures in waits.items():
+            # The model's own time is subtracted: what is left is small. Judged by the 10th percentile, as a
+            # quick run's few samples in a busy minute can put even the median far out (seen once in
+            # .ci/matrix: 524 µs added to 200 µs evaluations), while a time not subtracted moves them all.
+            assert -5 < figures["p10_us"] <= figures["median_us"], (model_us, wait, figures)
+            assert figures["p10_us"] < 0.5 * int(model_us), (model_us, wait, figures)
     assert len(model["abrupt"]) == 2 and len(model["contention"]) == 2 and 0.5 < model["contention_noise"] < 2
     assert set(model["after_halt"]) == {"never halted", "halted 4.5 ms", "halted 4.5 ms in 1 ms naps"}
     for figures in model["after_halt"].values():
