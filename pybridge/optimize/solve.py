@@ -217,9 +217,9 @@ def minimize(
         options["rng" if "rng" in inspect.signature(drawing).parameters else "seed"] = seed
 
     opened = None
+    identity = _problem(problem, evaluator)
     if journal is not None:
-        opened = Journal(journal, _problem(problem, evaluator), problem.labels, resume=resume,
-                         check_command=check_command)  # fmt: skip
+        opened = Journal(journal, identity, problem.labels, resume=resume, check_command=check_command)
     bar = None
     calibration: Optional[Calibration] = None
     run_open = False  # begun in the journal and not yet ended there
@@ -228,7 +228,7 @@ def minimize(
         if opened is not None:
             described = {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler, "seed": seed}
             if not check_command:  # the journal's problem keeps the first run's command; this is this run's
-                described["command"] = _problem(problem, evaluator)["simulator"]["command"]
+                described["command"] = identity["simulator"]["command"]
             opened.begin_run(method_name, described, resumed=bool(replay))
             run_open = True
         budget = next((rule.count for rule in rules if isinstance(rule, MaxEvaluations)), None)

@@ -181,12 +181,7 @@ class Journal:
 
     def _check_problem(self, problem: Dict[str, Any], labels: Sequence[str], resume: bool,
                        check_command: bool) -> None:  # fmt: skip
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"meta", "runs", "evaluations", "iterations"} <= tables:
-            raise JournalError(f"{self.path} is an SQLite file but not a pybridge journal; choose another path")
-        if version != SCHEMA_VERSION:
-            raise _other_schema(self.path, version)
+        _require_schema(self._db, self.path)
         stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         old, new = json.loads(stored.get("problem", "{}")), json.loads(_canonical(problem))
         if not check_command and isinstance(old.get("simulator"), dict) and isinstance(new.get("simulator"), dict):
@@ -465,11 +460,7 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, las
     db = _open_to_read(path, held_before)
     after_evaluation, after_iteration = (0, 0) if since is None else since.read_up_to
     try:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:  # SQLite's default: no pybridge journal ever set it
-            raise JournalError(f"{path} is an SQLite file but not a pybridge journal")
-        if version != SCHEMA_VERSION:
-            raise _other_schema(path, version)
+        _require_schema(db, path)
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         runs = [dict(zip(("id", "started", "finished", "method", "options", "resumed", "message", "best_cost"), row))
                 for row in db.execute("SELECT id, started, finished, method, options, resumed, message, best_cost "
@@ -539,7 +530,7 @@ def _chunks(cursor: sqlite3.Cursor, size: int = 2_000) -> Iterator[Tuple[int, in
 def _evaluation_columns(cursor: sqlite3.Cursor, count: int, size: int) -> List[Any]:
     """The ``count`` rows of ``SELECT id, run, start, status, cost, started, finished, worker, <x>`` as
     columns, filled a chunk at a time: a journal of millions of evaluations never exists as Python rows
-    all at once (they took ~900 bytes each; the columns take ~140 for 8 values)."""
+    all at once (they took ~920 bytes each; the columns take ~130 for 8 values)."""
     ids, run, start, worker = (np.empty(count, dtype=np.int64) for _ in range(4))
     cost, started, finished = (np.empty(count) for _ in range(3))
     x = np.empty((count, size))
@@ -594,9 +585,16 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _other_schema(path: Path, version: int) -> JournalError:
-    return JournalError(f"{path} is a journal of schema version {version}; this pybridge reads version "
-                        f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal")  # fmt: skip
+def _require_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Refuses, for writer and readers alike, an SQLite file that is not a pybridge journal of this
+    schema version."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"meta", "runs", "evaluations", "iterations"} <= tables:
+        raise JournalError(f"{path} is an SQLite file but not a pybridge journal; choose another path")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        raise JournalError(f"{path} is a journal of schema version {version}; this pybridge reads version "
+                           f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal")  # fmt: skip
 
 
 def _check_is_sqlite(path: Path) -> None:

@@ -46,10 +46,9 @@ def draw(contents: JournalContents) -> Any:
     if at_best is not None and at_best % stride:
         drawn = np.sort(np.append(drawn, at_best))
     shown = drawn[finite[drawn]]
-    best = np.fmin.accumulate(np.where(finite, cost, np.inf)) if n else cost
+    best = np.fmin.accumulate(np.where(finite, cost, np.inf))
     # The best so far exactly, as steps: its first value, each improvement, and the last evaluation.
-    steps = np.flatnonzero(np.diff(best, prepend=np.inf) != 0) if n else number
-    steps = np.unique(np.append(steps, n - 1)) if n else steps
+    steps = np.unique(np.append(np.flatnonzero(np.diff(best, prepend=np.inf) != 0), n - 1)) if n else number
     convergence = axes[0]
     convergence.plot(number[shown], cost[shown], ".", markersize=3, alpha=0.4, label="cost")
     convergence.plot(number[steps], np.where(np.isfinite(best[steps]), best[steps], np.nan), "-",
