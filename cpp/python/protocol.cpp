@@ -53,6 +53,8 @@ std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
     PYBRIDGE_FIELD(reply_status);
     PYBRIDGE_FIELD(simulator_sleeping);
     PYBRIDGE_FIELD(cost);
+    PYBRIDGE_FIELD(picked_at_ns);
+    PYBRIDGE_FIELD(replied_at_ns);
 #undef PYBRIDGE_FIELD
     fields.emplace_back("reply_semaphore", offsetof(pybridge_header, reply_semaphore),
                         "S" + std::to_string(PYBRIDGE_SEMAPHORE_NAME_SIZE));

@@ -46,7 +46,8 @@ struct pybridge_driver {
     uint32_t count = 0;
     int outcome = PYBRIDGE_OUTCOME_NOT_SENT;
     bool spun = false;  // its one spin is spent
-    pybridge::detail::Clock::time_point sent_at{};
+    pybridge::detail::Clock::time_point sent_at{};      // just before the request was published
+    pybridge::detail::Clock::time_point answered_at{};  // when its reply was seen
     pybridge::detail::SpinPolicy spin;
     pybridge::detail::Forecast forecast;  // of the time from request to reply
     pybridge::detail::Forecast::Plan plan{};  // of the pending request's wait
@@ -155,7 +156,8 @@ void set_state(pybridge_driver *d, uint32_t state) {
 bool answered(const pybridge_driver *d) { return load_acquire(d->header()->reply_seq) == d->seq; }
 
 void record_answer(pybridge_driver *d) {
-    const int64_t waited = pybridge::detail::nanoseconds_since(d->sent_at);
+    d->answered_at = pybridge::detail::Clock::now();
+    const int64_t waited = std::chrono::duration_cast<std::chrono::nanoseconds>(d->answered_at - d->sent_at).count();
     d->spin.record(waited);
     d->forecast.record(waited);
     d->outcome = PYBRIDGE_OUTCOME_ANSWERED;
@@ -215,9 +217,11 @@ int send_request(pybridge_driver *d, uint32_t kind, uint32_t count, const double
     h->request_count = count;
     d->kind = kind;
     d->count = count;
+    // Before the request is published: a spinning simulator may pick it up at once, and its stamp
+    // must not come before this one.
+    d->sent_at = pybridge::detail::Clock::now();
     __atomic_store_n(&h->request_seq, ++d->seq, __ATOMIC_SEQ_CST);
     pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
-    d->sent_at = pybridge::detail::Clock::now();
     d->spun = false;
     d->plan = d->forecast.plan(d->sent_at, d->spin, d->forecasting);
     d->outcome = PYBRIDGE_OUTCOME_PENDING;
@@ -503,6 +507,26 @@ int pybridge_driver_reply(const pybridge_driver *d, pybridge_reply *reply) {
         self->reply_error[sizeof self->reply_error - 1] = '\0';
     }
     reply->error = d->reply_error;
+    return PYBRIDGE_OK;
+}
+
+int pybridge_driver_latency(const pybridge_driver *d, int64_t *request_ns, int64_t *reply_ns) {
+    if (d == nullptr || request_ns == nullptr || reply_ns == nullptr || d->outcome != PYBRIDGE_OUTCOME_ANSWERED) {
+        return PYBRIDGE_E_INVALID_ARGUMENT;
+    }
+    // Read after the reply's acquire (answered()), and the simulator writes them only before its
+    // next reply: stable until the next send. Zeros (a shim older than the stamps) or stamps out of
+    // order (a stale or corrupt header) are no latency at all, never a wrong one.
+    const pybridge_header *h = d->header();
+    const int64_t picked = h->picked_at_ns, replied = h->replied_at_ns;
+    const int64_t sent = pybridge::detail::monotonic_ns(d->sent_at);
+    const int64_t answered = pybridge::detail::monotonic_ns(d->answered_at);
+    if (sent <= picked && picked <= replied && replied <= answered) {
+        *request_ns = picked - sent;
+        *reply_ns = answered - replied;
+    } else {
+        *request_ns = *reply_ns = -1;
+    }
     return PYBRIDGE_OK;
 }
 

@@ -56,6 +56,12 @@ void store_release(T &field, T value) noexcept {
 
 using Clock = std::chrono::steady_clock;
 
+// A time point as CLOCK_MONOTONIC nanoseconds (the clock steady_clock reads on Linux, in libstdc++
+// and libc++ alike, and one clock for every process of the node): what the header's stamps hold.
+inline int64_t monotonic_ns(Clock::time_point t) noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
 // The share of recent events that held, as a moving average in which each new one weighs an
 // eighth (about the last dozen count). The spin budget's hits, the forecast window's catches and
 // the busy-machine samples are each one. Fixed point (kOne is all of them): no floating point on

@@ -436,6 +436,56 @@ void test_dead_driver_is_noticed_and_its_channel_removed() {
     pybridge_channel_close(channel);
 }
 
+// The reply carries when the simulator picked the request up and when it
+// replied (CLOCK_MONOTONIC, both processes' clock), so the driver splits
+// the round trip into the request's latency, the model's time and the
+// reply's latency. Stamps that are missing (a shim older than them) or out
+// of order (a stale or corrupt header) give -1, never a wrong latency.
+void test_latency_splits_the_round_trip() {
+    TestDriver driver;
+    std::thread simulator([&] {
+        const pybridge_declaration declaration{1, 0, 0};
+        pybridge_channel *channel = nullptr;
+        int rc = pybridge_channel_open(driver.name().c_str(), &declaration, &channel);
+        pybridge_request request;
+        while (rc == PYBRIDGE_OK && (rc = pybridge_channel_wait(channel, &request)) == PYBRIDGE_OK) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the model's own time
+            rc = pybridge_channel_reply(channel, request.params[0]);
+        }
+        pybridge_channel_close(channel);
+    });
+    CHECK(driver.wait_declared());
+    driver.accept(1, 0, 0);
+    int64_t request_ns = 0, reply_ns = 0;
+    CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_E_INVALID_ARGUMENT);  // none yet
+    for (int i = 0; i < 5; ++i) {
+        const auto started = std::chrono::steady_clock::now();
+        CHECK(driver.request(PYBRIDGE_REQUEST_COST, {1.0 * i}));
+        const int64_t elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - started).count();
+        CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_OK);
+        CHECK(request_ns >= 0 && reply_ns >= 0);
+        CHECK(request_ns + 5000000 + reply_ns <= elapsed);
+    }
+    RawHeader header(driver.name());
+    const int64_t picked = header->picked_at_ns, replied = header->replied_at_ns;
+    header->replied_at_ns = 0;  // what a shim that does not stamp leaves there
+    header->picked_at_ns = 0;
+    CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_OK);
+    CHECK(request_ns == -1 && reply_ns == -1);
+    header->picked_at_ns = replied + 1;  // picked up after it replied
+    header->replied_at_ns = replied;
+    CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_OK);
+    CHECK(request_ns == -1 && reply_ns == -1);
+    header->picked_at_ns = picked;
+    CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_OK);
+    CHECK(request_ns >= 0 && reply_ns >= 0);
+    driver.send(PYBRIDGE_REQUEST_COST, {1.0});  // pending: the stamps above are the last request's
+    CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_E_INVALID_ARGUMENT);
+    driver.shut_down();
+    simulator.join();
+}
+
 void test_misuse_is_reported_not_fatal() {
     pybridge_channel *channel = nullptr;
     const pybridge_declaration declaration{1, 0, 0};
@@ -462,6 +512,7 @@ int main() {
     test_rejection_reaches_the_simulator();
     test_version_mismatch_names_both_versions();
     test_dead_driver_is_noticed_and_its_channel_removed();
+    test_latency_splits_the_round_trip();
     test_misuse_is_reported_not_fatal();
     std::printf("test_shim: %s\n", failures ? "FAILED" : "all checks passed");
     return failures ? 1 : 0;

@@ -41,6 +41,8 @@ int main(void) {
     FIELD(reply_status);
     FIELD(simulator_sleeping);
     FIELD(cost);
+    FIELD(picked_at_ns);
+    FIELD(replied_at_ns);
     FIELD(reply_semaphore);
     FIELD(doorbell);
     FIELD(error);

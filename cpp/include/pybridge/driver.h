@@ -176,6 +176,14 @@ PYBRIDGE_API int pybridge_driver_outcome(const pybridge_driver *driver);
 /* The reply to the latest request, once answered (PYBRIDGE_E_INVALID_ARGUMENT before). */
 PYBRIDGE_API int pybridge_driver_reply(const pybridge_driver *driver, pybridge_reply *reply);
 
+/* The latest request's latency, once answered, in nanoseconds: *request_ns
+ * from the send until the simulator picked it up, *reply_ns from its reply
+ * until this driver saw it; what lies between is the model's own time. Both
+ * -1 when the simulator's shim does not stamp its replies (releases before
+ * these stamps) or its stamps are out of order. PYBRIDGE_E_INVALID_ARGUMENT
+ * before the reply is in. */
+PYBRIDGE_API int pybridge_driver_latency(const pybridge_driver *driver, int64_t *request_ns, int64_t *reply_ns);
+
 /* The sequence number of the latest request (0 before the first). */
 PYBRIDGE_API uint64_t pybridge_driver_seq(const pybridge_driver *driver);
 

@@ -4,7 +4,10 @@
  * This header is the single definition of the wire format. The shim
  * (cpp/src), the Python driver (pybridge/protocol.py, which reads every
  * offset from the compiled module) and the documentation (docs/protocol.md)
- * all derive from it. Change a field here and bump PYBRIDGE_PROTOCOL_VERSION.
+ * all derive from it. Change a field here and bump PYBRIDGE_PROTOCOL_VERSION;
+ * the one exception is a field added in padding that a peer of the same
+ * version may leave zero and that its reader takes zero to mean "absent"
+ * (picked_at_ns and replied_at_ns): peers built before it still connect.
  *
  * A channel is one POSIX shared-memory object plus two POSIX named
  * semaphores, all created by the driver (the Python side):
@@ -34,6 +37,11 @@
  * come back in a region of their own; a request says how many vectors it
  * carries (request_count). Without batches (max_batch = 1) the one cost
  * travels in the reply line's `cost`.
+ *
+ * Latency: the simulator stamps when it picked each request up and when it
+ * replied, on CLOCK_MONOTONIC (one clock for every process of the node), so
+ * that the driver can split a round trip into the request's latency, the
+ * model's own time and the reply's latency (pybridge_driver_latency).
  *
  * Plain C99 with fixed-width fields and explicit padding, so C, C++,
  * Fortran (via iso_c_binding) and numpy all see the same bytes. Fields that
@@ -141,7 +149,9 @@ typedef struct pybridge_header {
     int32_t reply_status; /* enum pybridge_reply_status */
     uint32_t simulator_sleeping; /* 1 while the simulator blocks on "-req": the driver must post it */
     double cost; /* the cost when max_batch is 1 (NaN for residuals); else the costs region has them */
-    uint8_t pad2[40];
+    int64_t picked_at_ns;  /* CLOCK_MONOTONIC when the simulator picked this request up; 0 = not stamped */
+    int64_t replied_at_ns; /* CLOCK_MONOTONIC just before it published this reply; 0 = not stamped */
+    uint8_t pad2[24];
 
     /* Names (without '/') of the semaphores the simulator posts: the
      * channel's own NAME "-rep", and the doorbell it shares with other
