@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'unlink_segment', 'validate_header', 'wait_any']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
 class SimulatorChannel:
     """
     The simulator's end of a channel (pybridge_channel_*).
@@ -145,6 +145,11 @@ class DriverPort:
     def last_error(self) -> str:
         ...
     @property
+    def latency(self) -> tuple[float, float]:
+        """
+        (request, reply) latency in seconds of the latest answered request; NaN where not measured.
+        """
+    @property
     def max_batch(self) -> int:
         ...
     @property
@@ -245,6 +250,10 @@ def process_alive(pid: typing.SupportsInt | typing.SupportsIndex) -> bool:
 def residual_cost(residuals: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> float:
     """
     0.5 * sum(r**2), computed exactly as the fast path computes it.
+    """
+def take_latency() -> tuple[float, float]:
+    """
+    (request, reply) latency in seconds of this thread's latest evaluation through a Simulator's call, value_and_grad or residuals, NaN where not measured; then forgotten.
     """
 def unlink_segment(name: str) -> None:
     """

@@ -604,12 +604,16 @@ class Simulator(_native.FastCall):
         evaluate = {RequestKind.COST: self.__call__, RequestKind.GRADIENT: self.value_and_grad,
                     RequestKind.RESIDUALS: self.residuals}[RequestKind(kind)]  # fmt: skip
         outcomes = []
+        take_latency = _native.take_latency
         for x in xs:
+            take_latency()  # an evaluation that measures nothing must not report an earlier one's
             started = time.time()
             try:
-                outcomes.append(Outcome(evaluate(x), None, 0, started, time.time()))
+                value = evaluate(x)
             except Exception as error:
                 outcomes.append(Outcome(None, error, 0, started, time.time()))
+            else:
+                outcomes.append(Outcome(value, None, 0, started, time.time(), *take_latency()))
         return outcomes
 
     def _start_batch(self, rows: np.ndarray, kind: RequestKind) -> bool:
@@ -997,16 +1001,24 @@ class Failed:
         self.error = error
 
 
+#: The (request, reply) latency of an evaluation that measured none.
+NOT_MEASURED = (math.nan, math.nan)
+
+
 class Outcome(NamedTuple):
     """One evaluation's result in :meth:`Simulator.evaluate` (and a pool's): its value (a cost, a
     ``(cost, gradient)`` pair or residuals) or the error it raised, which simulator of a pool
-    answered (0 for a single simulator), and the wall-clock times of request and reply."""
+    answered (0 for a single simulator), the wall-clock times of request and reply, and the bridge's
+    latency on the way there and back in seconds (NaN where not measured; see
+    :class:`pybridge.record.Evaluation`)."""
 
     value: Any
     error: Optional[BaseException]
     worker: int
     started: float
     finished: float
+    request_latency: float = math.nan
+    reply_latency: float = math.nan
 
 
 def values_of(outcomes: Iterable[Any]) -> Iterator[Any]:

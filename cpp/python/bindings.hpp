@@ -12,11 +12,24 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 
 namespace py = pybind11;
 
 namespace pybridge::python {
+
+// One evaluation's latency in seconds, request and reply legs (pybridge_driver_latency); NaN where
+// it was not measured.
+struct Latency {
+    double request = NAN;
+    double reply = NAN;
+};
+
+// The latency of this thread's latest evaluation through FastCall (fast_call.cpp); forget_latency()
+// resets it to NaN before a call whose latency is wanted.
+Latency last_latency() noexcept;
+void forget_latency() noexcept;
 
 // Raises pybridge.ShimError(message, code).
 [[noreturn]] void raise_shim_error(int code, const std::string &message);

@@ -68,6 +68,9 @@ void bind_driver_port(py::module_ &m) {
         .def_property_readonly("seq", &DriverPort::seq)
         .def_property_readonly("last_error", &DriverPort::last_error)
         .def_property_readonly("elapsed", &DriverPort::elapsed)
+        .def_property_readonly(
+            "latency", [](const DriverPort &port) { const Latency l = port.latency(); return py::make_tuple(l.request, l.reply); },
+            "(request, reply) latency in seconds of the latest answered request; NaN where not measured.")
         .def_readwrite("allow_nonfinite", &DriverPort::allow_nonfinite_);
     // After DriverPort, so that its signature can name the class.
     m.def("wait_any", &wait_any, py::arg("ports"), py::arg("slice_seconds"),

@@ -250,6 +250,12 @@ public:
     std::string last_error() const { return pybridge_driver_last_error(d_); }
     pybridge_driver *handle() const { return d_; }
     double elapsed() const { return 1e-9 * static_cast<double>(pybridge_driver_elapsed_ns(d_)); }
+    // The latest answered request's latency; NaN while none is answered or the simulator did not stamp.
+    Latency latency() const {
+        int64_t request = -1, reply = -1;
+        if (d_ == nullptr || pybridge_driver_latency(d_, &request, &reply) != PYBRIDGE_OK || request < 0) return {};
+        return {1e-9 * static_cast<double>(request), 1e-9 * static_cast<double>(reply)};
+    }
     double timeout() const { return std::chrono::duration<double>(timeout_).count(); }
     void set_timeout(double seconds) { timeout_ = std::chrono::nanoseconds(nanoseconds(seconds)); }
     bool allow_nonfinite_ = false;

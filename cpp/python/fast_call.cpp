@@ -23,6 +23,10 @@ namespace {
 // that finds it taken waits on a condition variable with the GIL released,
 // checking signals every 20 ms, so it neither freezes the other threads nor
 // ignores Ctrl-C.
+//
+// Each call also keeps its latency for the calling thread (last_latency): read
+// while the lock is held, it is this thread's evaluation's, whatever another
+// thread sharing the Simulator does next.
 enum Fallback { kCost = 0, kValueAndGrad = 1, kResiduals = 2, kFallbacks = 3 };
 
 struct Waiters {  // only for threads that find the lock taken
@@ -77,10 +81,18 @@ void unlock_evaluations(FastCall *fc) {
     }
 }
 
+// initial-exec: read without a call into the dynamic linker (this module is dlopen'ed, and 16 bytes fit
+// glibc's surplus of static TLS for such modules).
+thread_local Latency this_threads_latency __attribute__((tls_model("initial-exec")));
+
 template <py::object (DriverPort::*Method)(py::handle)>
 PyObject *evaluate(PyObject *self, PyObject *x, Fallback fallback) {
     auto *fc = reinterpret_cast<FastCall *>(self);
     if (!lock_evaluations(fc)) return nullptr;
+    // A request of this call answered it only if the port moved on (or was replaced, by a restart):
+    // one the fallback never sent must not pass off the previous call's latency as its own.
+    const DriverPort *port_before = fc->port;
+    const uint64_t seq_before = port_before != nullptr ? port_before->seq() : 0;
     PyObject *result = Py_None;
     Py_INCREF(result);
     if (fc->port != nullptr) {
@@ -107,6 +119,9 @@ PyObject *evaluate(PyObject *self, PyObject *x, Fallback fallback) {
             result = PyObject_CallFunctionObjArgs(function, self, x, nullptr);
         }
     }
+    const bool answered_here =
+        result != nullptr && fc->port != nullptr && (fc->port != port_before || fc->port->seq() != seq_before);
+    this_threads_latency = answered_here ? fc->port->latency() : Latency{};
     unlock_evaluations(fc);
     return result;
 }
@@ -245,10 +260,22 @@ PyType_Spec fast_call_spec = {"pybridge._native.FastCall", sizeof(FastCall), 0,
 
 }  // namespace
 
+Latency last_latency() noexcept { return this_threads_latency; }
+void forget_latency() noexcept { this_threads_latency = Latency{}; }
+
 void bind_fast_call(py::module_ &m) {
     PyObject *fast_call_type = PyType_FromSpec(&fast_call_spec);
     if (fast_call_type == nullptr) throw py::error_already_set();
     m.add_object("FastCall", py::reinterpret_steal<py::object>(fast_call_type));
+    m.def(
+        "take_latency",
+        [] {
+            const Latency l = last_latency();
+            forget_latency();  // taken once: a later call that measures nothing reads NaN, not this
+            return py::make_tuple(l.request, l.reply);
+        },
+        "(request, reply) latency in seconds of this thread's latest evaluation through a Simulator's call, "
+        "value_and_grad or residuals, NaN where not measured; then forgotten.");
 
 }
 

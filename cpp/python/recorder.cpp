@@ -53,7 +53,7 @@ struct State {
     std::vector<double> offset, width, lower, upper;
     std::vector<char> scaled;
     // Pending evaluations (x row-major) and iterations.
-    std::vector<double> rows_x, cost, started, finished;
+    std::vector<double> rows_x, cost, started, finished, request_latency, reply_latency;
     std::vector<double> iteration_x, iteration_cost, iteration_time;
     std::vector<long long> iteration_after;
     long long remaining = 0;
@@ -150,6 +150,7 @@ PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (s.in_call) return PyObject_CallOneArg(s.fallback, z);
     if (!let_through(s)) return nullptr;
     if (!physical(s, z, s.x)) return PyObject_CallOneArg(s.fallback, z);
+    forget_latency();  // a simulator that is not a FastCall leaves it NaN
     const double started = wall_clock();
     s.in_call = true;
     PyObject *result = PyObject_CallOneArg(s.simulator, s.x_array);
@@ -189,6 +190,9 @@ PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     s.cost.push_back(cost);
     s.started.push_back(started);
     s.finished.push_back(finished);
+    const Latency latency = last_latency();
+    s.request_latency.push_back(latency.request);
+    s.reply_latency.push_back(latency.reply);
     if (s.remaining <= 0 || finished >= s.next_drain || cost <= s.target) {
         if (!call_due(s, false)) {
             Py_DECREF(result);
@@ -278,13 +282,15 @@ py::array_t<T> column(std::vector<T> &values, Py_ssize_t width) {
     return out;
 }
 
-// take() -> (x, cost, started, finished, iteration_after, iteration_x, iteration_cost, iteration_time):
+// take() -> (x, cost, started, finished, request_latency, reply_latency, iteration_after, iteration_x,
+//           iteration_cost, iteration_time):
 // the pending rows as fresh arrays, which are then forgotten here.
 PyObject *recorder_take(PyObject *self, PyObject *) {
     State &s = *reinterpret_cast<Recorder *>(self)->s;
     try {
         py::tuple taken = py::make_tuple(column(s.rows_x, s.n), column(s.cost, 0), column(s.started, 0),
-                                         column(s.finished, 0), column(s.iteration_after, 0),
+                                         column(s.finished, 0), column(s.request_latency, 0),
+                                         column(s.reply_latency, 0), column(s.iteration_after, 0),
                                          column(s.iteration_x, s.n), column(s.iteration_cost, 0),
                                          column(s.iteration_time, 0));
         return taken.release().ptr();

@@ -10,7 +10,7 @@ from ..record.journal import JournalContents, read_journal
 
 __all__ = ["run", "rows"]
 
-HEADER = ["id", "run", "start", "status", "cost", "elapsed_s", "worker"]
+HEADER = ["id", "run", "start", "status", "cost", "elapsed_s", "request_latency_s", "reply_latency_s", "worker"]
 
 
 def rows(contents: JournalContents) -> Iterator[list]:
@@ -21,7 +21,8 @@ def rows(contents: JournalContents) -> Iterator[list]:
         yield [
             int(contents.ids[i]), int(contents.run[i]), int(contents.start[i]), contents.status[i],
             None if cost != cost else float(cost), float(contents.finished[i] - contents.started[i]),
-            int(contents.worker[i]), *contents.x[i].tolist(),
+            _or_none(contents.request_latency[i]), _or_none(contents.reply_latency[i]), int(contents.worker[i]),
+            *contents.x[i].tolist(),
         ]  # fmt: skip
 
 
@@ -57,6 +58,10 @@ def _write_csv(handle: IO[str], header: List[str], table: Iterable[list]) -> Non
     for row in table:
         # repr keeps every digit: a CSV round trip gives the same doubles.
         writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in row])
+
+
+def _or_none(value: float) -> Optional[float]:
+    return None if value != value else float(value)  # NaN: not measured, an empty cell
 
 
 def _cell(value: object) -> str:

@@ -37,7 +37,7 @@ from ..record.journal import Journal
 from ..record.progress import ProgressBar
 from ..record.records import Batch, Evaluation, Iteration, each_record
 from ..record.replay import Replay
-from ..simulator import Simulator
+from ..simulator import NOT_MEASURED, Simulator
 from .params import Parameters
 from .stopping import MaxEvaluations, Progress, Rule, TargetCost
 
@@ -48,6 +48,7 @@ __all__ = ["Calibration", "Objective", "Stopped"]
 _now = time.time
 _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
 _KIND_OF = {request: kind for kind, request in _REQUEST.items()}
+_take_latency = _native.take_latency
 DRAIN_RECORDS = 256
 DRAIN_SECONDS = 0.1
 #: How often the end of a run looks whether the evaluations still under way have ended.
@@ -205,6 +206,7 @@ class Calibration:
                 self._stop(self._budget.message, self._budget.name)
                 raise Stopped(self._budget.message)
         error: Optional[BaseException] = None
+        _take_latency()  # a call that measures nothing must not report an earlier one's
         started = time.time()
         try:
             value = self._direct[asked](x)
@@ -215,9 +217,10 @@ class Calibration:
                 self._landed(1, start)
             raise
         finished = time.time()
+        latency = _take_latency()
         with self._lock:
             self._landed(1, start)
-            record = self._record_outcome(asked, x, value, error, 0, started, finished, start)
+            record = self._record_outcome(asked, x, value, error, 0, started, finished, start, latency)
         if error is not None:
             raise error
         if self.stop_message is not None:
@@ -307,15 +310,17 @@ class Calibration:
                     continue
                 outcome = next(outcomes)
                 answers[i] = self._record_outcome(asked, x, outcome.value, outcome.error, outcome.worker,
-                                                  outcome.started, outcome.finished, start)  # fmt: skip
+                                                  outcome.started, outcome.finished, start,
+                                                  (outcome.request_latency, outcome.reply_latency))  # fmt: skip
                 if outcome.error is not None and error is None:
                     error = outcome.error
         if error is not None:
             raise error
         return answers
 
-    def _record_outcome(self, kind: str, x: np.ndarray, value: Any, error: Optional[BaseException],
-                        worker: int, started: float, finished: float, start: int) -> Evaluation:  # fmt: skip
+    def _record_outcome(self, kind: str, x: np.ndarray, value: Any, error: Optional[BaseException], worker: int,
+                        started: float, finished: float, start: int,
+                        latency: Tuple[float, float] = NOT_MEASURED) -> Evaluation:  # fmt: skip
         gradient = residuals = None
         message = None
         if error is not None:
@@ -335,7 +340,7 @@ class Calibration:
                 status = "penalty"
         self.computed += 1
         return self._record(start, kind, x, cost, gradient, residuals, status, message, started, finished,
-                            worker)  # fmt: skip
+                            worker, latency)  # fmt: skip
 
     def _record_replayed(self, hit: Evaluation, x: np.ndarray, start: int) -> Evaluation:
         self.replayed += 1
@@ -355,6 +360,7 @@ class Calibration:
         started: float,
         finished: float,
         worker: int,
+        latency: Tuple[float, float] = NOT_MEASURED,
     ) -> Evaluation:
         native = self._native
         if native is not None and native.pending:
@@ -364,7 +370,7 @@ class Calibration:
         progress.evaluations += 1
         self.evaluations_by_start[start] = self.evaluations_by_start.get(start, 0) + 1
         record = Evaluation(self._index, start, kind, x, cost, gradient, residuals, status, error, started, finished,
-                            worker)  # fmt: skip
+                            worker, *latency)  # fmt: skip
         if cost < progress.best_cost:  # False for NaN
             progress.best_cost = cost
             if self._target is not None and cost <= self._target.target:
@@ -482,7 +488,8 @@ class Calibration:
         native = self._native
         if native is None or not native.pending:
             return
-        x, cost, started, finished, after, iteration_x, iteration_cost, iteration_time = native.take()
+        (x, cost, started, finished, request_latency, reply_latency, after, iteration_x, iteration_cost,
+         iteration_time) = native.take()  # fmt: skip
         start = self._native_start
         progress = self.progress
         count = len(cost)
@@ -500,8 +507,8 @@ class Calibration:
         statuses = None
         if penalty is not None and penalty in costs:
             statuses = ["penalty" if c == penalty else "ok" for c in costs]
-        batch = Batch(self._index + 1, start, x, costs, started.tolist(), finished.tolist(), statuses, after.tolist(),
-                      iteration_columns, iteration_x)  # fmt: skip
+        batch = Batch(self._index + 1, start, x, costs, started.tolist(), finished.tolist(), request_latency.tolist(),
+                      reply_latency.tolist(), statuses, after.tolist(), iteration_columns, iteration_x)  # fmt: skip
         if count:
             self._index += count
             self.computed += count

@@ -36,7 +36,7 @@ from ..core.channel import POLL_PERIOD, DriverChannel
 from ..core.doorbell import Doorbell
 from ..errors import ChannelClosed
 from ..protocol import Capability, RequestKind
-from ..simulator import Command, Failed, Outcome, Simulator, _columns, values_of
+from ..simulator import NOT_MEASURED, Command, Failed, Outcome, Simulator, _columns, values_of
 
 __all__ = ["Pool", "WORKER_ENV", "evaluation_kind"]
 
@@ -352,7 +352,8 @@ class Pool(Executor):
         simulator — of one vector, or of several for simulators that take batches, so that the map is
         spread evenly — and the next request goes to whichever answers first. After a failure that
         raises, nothing new is sent (unless not ``stop_on_failure``), but every request in flight is
-        still collected. ``trace``, if given, receives ``(worker index, sent, answered)`` per vector."""
+        still collected. ``trace``, if given, receives ``(worker index, sent, answered, request latency,
+        reply latency)`` per vector."""
         outcomes: List[Any] = [None] * len(xs)
         if not xs:
             return outcomes
@@ -362,8 +363,8 @@ class Pool(Executor):
         share = -(-len(xs) // len(free))  # a batch simulator's share of the map, if its batches are that large
         request_size = {worker: min(worker.max_batch, share) for worker in free}
         # In flight, in sending order: (simulator, index of its first vector, its rows — None for one
-        # vector, when it was sent if traced).
-        busy: List[Tuple[_Worker, int, Optional[np.ndarray], float]] = []
+        # vector, and if traced when it was sent, by which port, as which request).
+        busy: List[Tuple[_Worker, int, Optional[np.ndarray], Optional[_Sent]]] = []
         sent = 0
         stop = False
         try:
@@ -375,7 +376,7 @@ class Pool(Executor):
                     if request_size[worker] == 1:  # the common case, kept lean: it is paid per evaluation
                         sent += 1
                         if worker._start_request(xs[first], kind):
-                            busy.append((worker, first, None, started))
+                            busy.append((worker, first, None, _sent(started, worker) if trace is not None else None))
                             continue
                         outcome = outcomes[first] = _evaluated(worker._evaluate_now, xs[first], kind)
                         stop = isinstance(outcome, Failed) and stop_on_failure
@@ -383,7 +384,7 @@ class Pool(Executor):
                         sent = min(first + request_size[worker], len(xs))
                         rows = _rows(xs[first:sent], worker.n_params)
                         if rows is not None and worker._start_batch(rows, kind):
-                            busy.append((worker, first, rows, started))
+                            busy.append((worker, first, rows, _sent(started, worker) if trace is not None else None))
                             continue
                         if rows is not None:
                             batch = worker._evaluate_batch(rows, kind)
@@ -391,7 +392,7 @@ class Pool(Executor):
                             batch = [_evaluated(worker._evaluate_now, x, kind) for x in xs[first:sent]]
                         stop = _put(outcomes, first, batch) and stop_on_failure
                     if trace is not None:
-                        _mark(trace, first, sent, worker, started)
+                        _mark(trace, first, sent, worker, (started, None, 0))  # the slow path measures none
                     free.append(worker)
                 if not busy:
                     break
@@ -399,7 +400,7 @@ class Pool(Executor):
                 ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
                 finished = [ready] if ready is not None else [j for j, entry in enumerate(busy) if entry[0]._stalled()]
                 for j in sorted(finished, reverse=True):
-                    worker, first, rows, started = busy.pop(j)
+                    worker, first, rows, when = busy.pop(j)
                     # A stalled request goes to the slow path at once: it stops the simulator, applies the policy.
                     if rows is None:
                         evaluate = worker._finish_request if ready is not None else worker._evaluate_now
@@ -410,8 +411,8 @@ class Pool(Executor):
                         finish = worker._finish_batch if ready is not None else worker._evaluate_batch
                         stop = (_put(outcomes, first, finish(rows, kind)) and stop_on_failure) or stop
                         last = first + len(rows)
-                    if trace is not None:
-                        _mark(trace, first, last, worker, started)
+                    if trace is not None and when is not None:
+                        _mark(trace, first, last, worker, when)
                     free.append(worker)
         finally:
             # Interrupted (Ctrl-C): requests still in flight are abandoned; sequence numbers make
@@ -460,10 +461,25 @@ def _evaluated(evaluate: Callable[..., Any], *args: Any) -> Any:
         return Failed(error)
 
 
-def _mark(trace: List[Any], first: int, last: int, worker: _Worker, started: float) -> None:
+#: When a traced request was sent, by which port (None: measure no latency) and as which request.
+_Sent = Tuple[float, Optional[_native.DriverPort], int]
+
+
+def _sent(started: float, worker: _Worker) -> _Sent:
+    port = worker._port
+    return started, port, port.seq if port is not None else 0
+
+
+def _mark(trace: List[Any], first: int, last: int, worker: _Worker, sent: _Sent) -> None:
     answered = time.time()
+    started, port, seq = sent
+    latency = NOT_MEASURED
+    # The port's latency is this request's only while the port still answers it: the slow path may
+    # have restarted the simulator (a new port) or sent the request again.
+    if port is not None and port is worker._port and port.seq == seq:
+        latency = port.latency
     for i in range(first, last):
-        trace[i] = (worker.index, started, answered)
+        trace[i] = (worker.index, started, answered, *latency)
 
 
 def _put(outcomes: List[Any], first: int, batch: List[Any]) -> bool:

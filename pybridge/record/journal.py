@@ -1,6 +1,6 @@
 """The calibration journal: every evaluation appended to a SQLite file as it happens.
 
-One file per calibration problem. Schema version 1 (``PRAGMA user_version``), documented in
+One file per calibration problem. Schema version 2 (``PRAGMA user_version``), documented in
 ``docs/journal.md``:
 
 - ``meta(key, value)``: ``problem`` (JSON: parameters, bounds, simulator), ``labels`` (JSON list),
@@ -42,7 +42,10 @@ from .replay import Replay
 
 __all__ = ["Journal", "JournalContents", "read_journal", "SCHEMA_VERSION", "READABLE_SLOTS"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Older versions this release reads, and migrates when it resumes one: 1 lacks the evaluations'
+#: ``request_latency`` and ``reply_latency`` (read as NaN).
+OLDEST_SCHEMA_VERSION = 1
 #: Problems with at most this many parameter values get one readable column per value.
 READABLE_SLOTS = 100
 FLUSH_ROWS = 256
@@ -94,21 +97,27 @@ class Journal:
         except BaseException:
             writer.release(self._writer)
             raise
+        self._insert_cost = self._insert_cost0 = self._insert_iteration = self._insert_any = ""  # begin_run's
+
+    def _statements(self, run: int) -> None:
+        """The INSERT statements of this run. The run's id is written into them, not bound: the common
+        row binds every value it carries, at about 0.23 µs each (docs/journal.md)."""
         readable = "".join(f", {_quoted(label)}" for label in self._readable)
         marks = ", ?" * len(self._readable)
         # The common rows: a cost computed without trouble (kind and status take their defaults), and
         # the same from the first start on a single simulator (start and worker too).
-        self._insert_cost = (f"INSERT INTO evaluations (run, start, cost, started, finished, worker{readable}) "
-                             f"VALUES (?, ?, ?, ?, ?, ?{marks})")  # fmt: skip
-        self._insert_cost0 = (f"INSERT INTO evaluations (run, cost, started, finished{readable}) "
-                              f"VALUES (?, ?, ?, ?{marks})")  # fmt: skip
+        self._insert_cost = ("INSERT INTO evaluations (run, start, cost, started, finished, request_latency, "
+                             f"reply_latency, worker{readable}) VALUES ({run}, ?, ?, ?, ?, ?, ?, ?{marks})")  # fmt: skip
+        self._insert_cost0 = ("INSERT INTO evaluations (run, cost, started, finished, request_latency, "
+                              f"reply_latency{readable}) VALUES ({run}, ?, ?, ?, ?, ?{marks})")  # fmt: skip
         self._insert_iteration = (
             f"INSERT INTO iterations (run, start, iteration, cost, best_cost, evaluations, time{readable or ', x'}) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?{marks or ', ?'})"
+            f"VALUES ({run}, ?, ?, ?, ?, ?, ?{marks or ', ?'})"
         )
         self._insert_any = (
-            "INSERT INTO evaluations (run, start, cost, started, finished, worker, kind, status, grad_norm, error, "
-            f"x, gradient, residuals{readable}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})"
+            "INSERT INTO evaluations (run, start, cost, started, finished, request_latency, reply_latency, worker, "
+            f"kind, status, grad_norm, error, x, gradient, residuals{readable}) "
+            f"VALUES ({run}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?{marks})"
         )
 
     # ---- the file --------------------------------------------------------------------
@@ -160,7 +169,7 @@ class Journal:
                     start INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT 'cost',
                     status TEXT NOT NULL DEFAULT 'ok', cost REAL, grad_norm REAL, error TEXT,
                     started REAL NOT NULL, finished REAL NOT NULL, worker INTEGER NOT NULL DEFAULT 0,
-                    x BLOB, gradient BLOB, residuals BLOB{readable});
+                    x BLOB, gradient BLOB, residuals BLOB{readable}, request_latency REAL, reply_latency REAL);
                 CREATE TABLE iterations (
                     id INTEGER PRIMARY KEY, run INTEGER NOT NULL REFERENCES runs(id), start INTEGER NOT NULL,
                     iteration INTEGER NOT NULL, cost REAL, best_cost REAL, evaluations INTEGER NOT NULL,
@@ -181,7 +190,7 @@ class Journal:
 
     def _check_problem(self, problem: Dict[str, Any], labels: Sequence[str], resume: bool,
                        check_command: bool) -> None:  # fmt: skip
-        _require_schema(self._db, self.path)
+        version = _require_schema(self._db, self.path)
         stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         old, new = json.loads(stored.get("problem", "{}")), json.loads(_canonical(problem))
         if not check_command and isinstance(old.get("simulator"), dict) and isinstance(new.get("simulator"), dict):
@@ -202,6 +211,17 @@ class Journal:
                 f"{self.path} already holds {count} evaluations of this problem: pass resume=True to replay "
                 "them (a crashed or stopped run carries on), or choose a new journal path"
             )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Brings a journal of an older schema version to this one, in one transaction (only once it
+        is known to be this problem's: another problem's journal is left as it was)."""
+        with _transaction(self._db):
+            if version < 2:  # NULL latencies for the rows written before they were measured
+                self._db.execute("ALTER TABLE evaluations ADD COLUMN request_latency REAL")
+                self._db.execute("ALTER TABLE evaluations ADD COLUMN reply_latency REAL")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -225,13 +245,13 @@ class Journal:
                 (time.time(), method, _canonical(options), int(resumed)),
             )
             self._run = int(cursor.lastrowid or 0)
+            self._statements(self._run)
             return self._run
 
     def add_all(self, records: Sequence[Any]) -> None:
         """Queues evaluation and iteration records (replayed evaluations are skipped: they are here
         already); written with the next small transaction."""
         lean, lean0, full = self._insert_cost, self._insert_cost0, self._insert_any
-        run = self._run
         readable = bool(self._readable)
         groups: List[Tuple[str, List[Sequence[Any]]]] = []  # (statement, rows) in order
         iterations: List[Tuple[str, List[Sequence[Any]]]] = []
@@ -241,21 +261,22 @@ class Journal:
                 n = len(record.cost)
                 if record.start == 0:
                     statement = lean0
-                    columns: Tuple[Any, ...] = (np.full(n, run), record.cost, record.started, record.finished)
+                    columns: Tuple[Any, ...] = (record.cost, record.started, record.finished, record.request_latency,
+                                                record.reply_latency)  # fmt: skip
                 else:
                     statement = lean
-                    columns = (np.full(n, run), np.full(n, record.start), record.cost, record.started,
-                               record.finished, np.zeros(n))  # fmt: skip
+                    columns = (np.full(n, record.start), record.cost, record.started, record.finished,
+                               record.request_latency, record.reply_latency, np.zeros(n))  # fmt: skip
                 count += n
                 self._add_rows(groups, statement, np.column_stack((*columns, record.x)))
                 m = len(record.iteration_after)
                 if m:
                     self._add_rows(iterations, self._insert_iteration, np.column_stack(
-                        (np.full(m, run), np.full(m, record.start), *record.iteration_columns, record.iteration_x)))
+                        (np.full(m, record.start), *record.iteration_columns, record.iteration_x)))
                 continue
             if type(record) is Iteration:
                 cost, best_cost = record.cost, record.best_cost
-                head = (run, record.start, record.number, None if cost != cost else cost,
+                head = (record.start, record.number, None if cost != cost else cost,
                         None if best_cost != best_cost else best_cost, record.evaluations, record.time)
                 _queue(iterations, self._insert_iteration,
                        [(*head, *record.x.tolist()) if readable else (*head, _blob(record.x))])  # fmt: skip
@@ -266,17 +287,19 @@ class Journal:
             if record.kind == "cost" and status == "ok" and readable:
                 if record.start == 0 and record.worker == 0:
                     statement = lean0
-                    row: tuple = (run, record.cost, record.started, record.finished, *record.x.tolist())
+                    row: tuple = (record.cost, record.started, record.finished, record.request_latency,
+                                  record.reply_latency, *record.x.tolist())  # fmt: skip
                 else:
                     statement = lean
-                    row = (run, record.start, record.cost, record.started, record.finished, record.worker,
-                           *record.x.tolist())  # fmt: skip
+                    row = (record.start, record.cost, record.started, record.finished, record.request_latency,
+                           record.reply_latency, record.worker, *record.x.tolist())  # fmt: skip
             else:
                 statement = full
                 cost = record.cost
                 row = (
-                    run, record.start, None if cost != cost else cost, record.started, record.finished,
-                    record.worker, record.kind, status, record.grad_norm, record.error,
+                    record.start, None if cost != cost else cost, record.started, record.finished,
+                    record.request_latency, record.reply_latency, record.worker, record.kind, status,
+                    record.grad_norm, record.error,
                     None if readable else _blob(record.x), _blob(record.gradient), _blob(record.residuals),
                     *(record.x.tolist() if readable else ()),
                 )  # fmt: skip
@@ -396,7 +419,8 @@ class JournalContents(NamedTuple):
     #: One dict per run: the columns of ``runs``, and ``state``: ``"finished"``, ``"running"`` (a
     #: calibration has the journal open) or ``"interrupted"`` (it never ended, and nothing writes it).
     runs: List[Dict[str, Any]]
-    #: Evaluations in the order written: ids, run, start, status, cost (NaN if none), times, workers.
+    #: Evaluations in the order written: ids, run, start, status, cost (NaN if none), times, workers,
+    #: and the request and reply latency in seconds (NaN where not measured).
     ids: np.ndarray
     run: np.ndarray
     start: np.ndarray
@@ -405,6 +429,8 @@ class JournalContents(NamedTuple):
     started: np.ndarray
     finished: np.ndarray
     worker: np.ndarray
+    request_latency: np.ndarray
+    reply_latency: np.ndarray
     #: Shape (evaluations, parameters): the physical parameter vectors.
     x: np.ndarray
     iterations: List[Dict[str, Any]]
@@ -460,14 +486,14 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, las
     db = _open_to_read(path, held_before)
     after_evaluation, after_iteration = (0, 0) if since is None else since.read_up_to
     try:
-        _require_schema(db, path)
+        latency = "request_latency, reply_latency" if _require_schema(db, path) >= 2 else "NULL, NULL"
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         runs = [dict(zip(("id", "started", "finished", "method", "options", "resumed", "message", "best_cost"), row))
                 for row in db.execute("SELECT id, started, finished, method, options, resumed, message, best_cost "
                                       "FROM runs ORDER BY id")]  # fmt: skip
         labels = json.loads(meta.get("labels", "[]"))
         x_columns = ", ".join(_quoted(label) for label in labels) if len(labels) <= READABLE_SLOTS else "x"
-        select = f"SELECT id, run, start, status, cost, started, finished, worker, {x_columns} FROM evaluations"
+        select = f"SELECT id, run, start, status, cost, started, finished, worker, {latency}, {x_columns} FROM evaluations"
         # Counted first (the same snapshot), so that the columns are filled in place.
         if last is not None:  # the newest first, turned round below
             total = db.execute("SELECT count(*) FROM evaluations").fetchone()[0]
@@ -506,10 +532,11 @@ def read_journal(path: PathLike, since: Optional[JournalContents] = None, *, las
             run["state"] = "finished"
         else:  # only the last run can still be going: one calibration writes at a time
             run["state"] = "running" if run is runs[-1] and in_use is not False else "interrupted"
-    ids, run_of, start, status, cost, started, finished, worker, x = columns
+    ids, run_of, start, status, cost, started, finished, worker, request_latency, reply_latency, x = columns
     return JournalContents(
         labels=labels, problem=json.loads(meta.get("problem", "{}")), runs=runs, ids=ids, run=run_of, start=start,
-        status=status, cost=cost, started=started, finished=finished, worker=worker, x=x, iterations=iterations,
+        status=status, cost=cost, started=started, finished=finished, worker=worker, request_latency=request_latency,
+        reply_latency=reply_latency, x=x, iterations=iterations,
         read_up_to=(int(ids.max()) if len(ids) else after_evaluation,
                     int(iterations[-1]["id"]) if iterations else after_iteration),
         total=total,
@@ -528,21 +555,23 @@ def _chunks(cursor: sqlite3.Cursor, size: int = 2_000) -> Iterator[Tuple[int, in
 
 
 def _evaluation_columns(cursor: sqlite3.Cursor, count: int, size: int) -> List[Any]:
-    """The ``count`` rows of ``SELECT id, run, start, status, cost, started, finished, worker, <x>`` as
+    """The ``count`` rows of ``SELECT id, run, start, status, cost, started, finished, worker,
+    request_latency, reply_latency, <x>`` as
     columns, filled a chunk at a time: a journal of millions of evaluations never exists as Python rows
     all at once (they took ~920 bytes each; the columns take ~130 for 8 values)."""
     ids, run, start, worker = (np.empty(count, dtype=np.int64) for _ in range(4))
-    cost, started, finished = (np.empty(count) for _ in range(3))
+    cost, started, finished, request_latency, reply_latency = (np.empty(count) for _ in range(5))
     x = np.empty((count, size))
     status: List[str] = []
     same: Dict[str, str] = {}  # one string object per distinct status, not one per row
     for at, end, rows in _chunks(cursor):
         values = list(zip(*rows))
-        for column, into in ((0, ids), (1, run), (2, start), (4, cost), (5, started), (6, finished), (7, worker)):
-            into[at:end] = values[column]  # a NULL cost becomes NaN
+        for column, into in ((0, ids), (1, run), (2, start), (4, cost), (5, started), (6, finished), (7, worker),
+                             (8, request_latency), (9, reply_latency)):
+            into[at:end] = values[column]  # a NULL cost or latency becomes NaN
         status.extend([same.setdefault(text, text) for text in values[3]])
-        x[at:end] = _vectors([row[8:] for row in rows], size)
-    return [ids, run, start, status, cost, started, finished, worker, x]
+        x[at:end] = _vectors([row[10:] for row in rows], size)
+    return [ids, run, start, status, cost, started, finished, worker, request_latency, reply_latency, x]
 
 
 def _open_to_read(path: Path, held: Optional[bool]) -> sqlite3.Connection:
@@ -585,16 +614,18 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _require_schema(db: sqlite3.Connection, path: Path) -> None:
-    """Refuses, for writer and readers alike, an SQLite file that is not a pybridge journal of this
-    schema version."""
+def _require_schema(db: sqlite3.Connection, path: Path) -> int:
+    """The schema version of a pybridge journal; refuses, for writer and readers alike, an SQLite
+    file that is not one, or one of a version this release does not read."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not {"meta", "runs", "evaluations", "iterations"} <= tables:
         raise JournalError(f"{path} is an SQLite file but not a pybridge journal; choose another path")
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
-        raise JournalError(f"{path} is a journal of schema version {version}; this pybridge reads version "
-                           f"{SCHEMA_VERSION}. Use the pybridge that wrote it, or start a new journal")  # fmt: skip
+    if not OLDEST_SCHEMA_VERSION <= version <= SCHEMA_VERSION:
+        raise JournalError(f"{path} is a journal of schema version {version}; this pybridge reads versions "
+                           f"{OLDEST_SCHEMA_VERSION} to {SCHEMA_VERSION}. Use the pybridge that wrote it, or start "
+                           "a new journal")  # fmt: skip
+    return int(version)
 
 
 def _check_is_sqlite(path: Path) -> None:

@@ -43,6 +43,12 @@ class Evaluation(NamedTuple):
     finished: float
     #: Which simulator of a pool answered (0 for a single simulator; -1 when replayed).
     worker: int
+    #: The bridge's share of ``elapsed``, in seconds: from the request's send until the simulator
+    #: picked it up, and from its reply until the driver saw it (the model's own time lies between).
+    #: NaN where not measured: replayed, most failed ones, from a simulator whose shim predates the
+    #: stamps, or from an evaluator that does not measure them.
+    request_latency: float = math.nan
+    reply_latency: float = math.nan
 
     @property
     def elapsed(self) -> float:
@@ -76,16 +82,18 @@ class Batch:
     them, as columns: the journal binds them column by column, and the records (for callbacks and
     rules) are made only when someone asks for them (:attr:`records`)."""
 
-    __slots__ = ("first", "start", "x", "cost", "started", "finished", "statuses", "iteration_after",
-                 "iteration_columns", "iteration_x", "_records")  # fmt: skip
+    __slots__ = ("first", "start", "x", "cost", "started", "finished", "request_latency", "reply_latency",
+                 "statuses", "iteration_after", "iteration_columns", "iteration_x", "_records")  # fmt: skip
 
     def __init__(self, first: int, start: int, x: np.ndarray, cost: List[float], started: List[float],
-                 finished: List[float], statuses: Optional[List[str]], iteration_after: List[int],
-                 iteration_columns: Tuple[List[Any], ...], iteration_x: np.ndarray) -> None:  # fmt: skip
+                 finished: List[float], request_latency: List[float], reply_latency: List[float],
+                 statuses: Optional[List[str]], iteration_after: List[int], iteration_columns: Tuple[List[Any], ...],
+                 iteration_x: np.ndarray) -> None:  # fmt: skip
         #: The number of the first evaluation; the start that made them all.
         self.first, self.start = first, start
-        #: The evaluations: x (one row each), cost, times; statuses None when every one is "ok".
+        #: The evaluations: x (one row each), cost, times, latencies; statuses None when every one is "ok".
         self.x, self.cost, self.started, self.finished, self.statuses = x, cost, started, finished, statuses
+        self.request_latency, self.reply_latency = request_latency, reply_latency
         #: The iterations: how many of the evaluations came before each; number, cost, best cost,
         #: evaluations, time; x.
         self.iteration_after, self.iteration_columns, self.iteration_x = iteration_after, iteration_columns, iteration_x
@@ -106,6 +114,7 @@ class Batch:
             records: List[Any] = list(map(new, repeat(Evaluation), zip(
                 range(self.first, self.first + count), repeat(self.start), repeat("cost"), list(self.x), self.cost,
                 repeat(None), repeat(None), statuses, repeat(None), self.started, self.finished, repeat(0),
+                self.request_latency, self.reply_latency,
             )))  # fmt: skip
             numbers, costs, bests, evaluations, times = self.iteration_columns
             iterations = map(new, repeat(Iteration), zip(numbers, repeat(self.start), list(self.iteration_x), costs,

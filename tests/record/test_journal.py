@@ -66,7 +66,10 @@ def test_pandas_reads_it(tmp_path) -> None:
     _calibrate(path, budget=50)
     with closing(sqlite3.connect(path)) as db:
         frame = pandas.read_sql("SELECT * FROM evaluations", db)
-    assert len(frame) == 50 and list(frame.columns[-8:]) == [f"x[{i}]" for i in range(8)]
+    # The parameters' columns, then the latencies (added by schema version 2, so last in every journal).
+    assert len(frame) == 50 and list(frame.columns[-10:]) == [f"x[{i}]" for i in range(8)] + [
+        "request_latency", "reply_latency"]  # fmt: skip
+    assert (frame["request_latency"] >= 0).all() and (frame["reply_latency"] >= 0).all()
     assert frame["cost"].min() == read_journal(path).cost.min()
 
 
@@ -247,8 +250,9 @@ def _large_journal(path, rows: int) -> np.ndarray:
     for at in range(0, rows, 4096):
         end = min(rows, at + 4096)
         times = np.arange(at, end, dtype=float)
+        latency = np.full(end - at, 2e-6)
         journal.add_all([Batch(at + 1, 0, rng.uniform(-2, 2, size=(end - at, 8)), cost[at:end], times, times + 0.5,
-                               None, [], ([], [], [], [], []), np.empty((0, 8)))])  # fmt: skip
+                               latency, latency, None, [], ([], [], [], [], []), np.empty((0, 8)))])  # fmt: skip
     journal.end_run("done", 0.0)
     journal.close()
     return cost
@@ -422,14 +426,20 @@ def test_a_batch_goes_in_by_chunks_and_reads_back_exactly(tmp_path, width, start
     labels = [f"x[{i}]" for i in range(width)]
     journal = Journal(tmp_path / "batch.db", {"test": width}, labels, resume=False)
     journal.begin_run("nelder-mead", {}, resumed=False)
-    journal.add_all([Batch(11, start, x, cost, started, finished, None, after, columns, x[after[:-1] + [69]])])
+    request_latency = rng.uniform(size=count).tolist()
+    reply_latency = [math.nan] * 3 + rng.uniform(size=count - 3).tolist()  # NaN: not measured
+    journal.add_all([Batch(11, start, x, cost, started, finished, request_latency, reply_latency, None, after, columns,
+                           x[after[:-1] + [69]])])  # fmt: skip
     journal.close()
     with closing(sqlite3.connect(tmp_path / "batch.db")) as db:
         rows = db.execute(f"SELECT typeof(run), run, start, worker, kind, status, cost, started, finished, "
+                          f"request_latency, reply_latency, "
                           f"{', '.join(f'{chr(34)}{label}{chr(34)}' for label in labels)} FROM evaluations ORDER BY id").fetchall()  # fmt: skip
         assert [row[:6] for row in rows] == [("integer", 1, start, 0, "cost", "ok")] * count
         assert [row[6] for row in rows] == cost and [row[7] for row in rows] == started
-        assert [row[8] for row in rows] == finished and [list(row[9:]) for row in rows] == x.tolist()
+        assert [row[8] for row in rows] == finished and [row[9] for row in rows] == request_latency
+        assert [row[10] for row in rows] == [None] * 3 + reply_latency[3:]  # SQLite stores NaN as NULL
+        assert [list(row[11:]) for row in rows] == x.tolist()
         kept = db.execute("SELECT typeof(iteration), iteration, start, cost, best_cost, evaluations, time "
                           "FROM iterations ORDER BY id").fetchall()  # fmt: skip
     assert kept == [("integer", n, start, None if c != c else c, b, e, t) for n, c, b, e, t in zip(*columns)]
@@ -471,7 +481,7 @@ def test_a_journal_of_another_schema_version_is_refused_by_both_versions(tmp_pat
     _calibrate(path, budget=20)
     with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(JournalError, match=rf"schema version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+    with pytest.raises(JournalError, match=rf"schema version {SCHEMA_VERSION + 1}.*reads versions 1 to {SCHEMA_VERSION}"):
         read_journal(path)
-    with pytest.raises(JournalError, match=rf"schema version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+    with pytest.raises(JournalError, match=rf"schema version {SCHEMA_VERSION + 1}.*reads versions 1 to {SCHEMA_VERSION}"):
         _calibrate(path, resume=True)

@@ -108,6 +108,8 @@ def test_history_prints_and_exports_exact_csv(journal, tmp_path) -> None:
     contents = read_journal(journal)
     assert len(rows) == 120
     assert [float(row["cost"]) for row in rows] == contents.cost.tolist()  # every digit kept
+    assert [float(row["request_latency_s"]) for row in rows] == contents.request_latency.tolist()
+    assert all(float(row["reply_latency_s"]) >= 0 for row in rows)
     assert [float(row["k[1]"]) for row in rows] == contents.x[:, 2].tolist()
 
 
