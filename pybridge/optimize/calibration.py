@@ -58,7 +58,7 @@ SETTLE_POLL_SECONDS = 0.001
 def _latency(items: Sequence[Any]) -> Optional[float]:
     """Request to reply of the last evaluation computed among these records and batches."""
     for item in reversed(items):
-        if type(item) is Batch and item.cost:
+        if type(item) is Batch and len(item.cost):
             return item.latency
         if type(item) is Evaluation and item.status != "replayed":
             return item.elapsed
@@ -507,8 +507,10 @@ class Calibration:
         statuses = None
         if penalty is not None and penalty in costs:
             statuses = ["penalty" if c == penalty else "ok" for c in costs]
-        batch = Batch(self._index + 1, start, x, costs, started.tolist(), finished.tolist(), request_latency.tolist(),
-                      reply_latency.tolist(), statuses, after.tolist(), iteration_columns, iteration_x)  # fmt: skip
+        # The columns stay arrays: the journal stacks them as they are, and records (made only for
+        # callbacks and rules) turn them into floats then.
+        batch = Batch(self._index + 1, start, x, cost, started, finished, request_latency, reply_latency, statuses,
+                      after.tolist(), iteration_columns, iteration_x)  # fmt: skip
         if count:
             self._index += count
             self.computed += count

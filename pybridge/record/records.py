@@ -85,13 +85,14 @@ class Batch:
     __slots__ = ("first", "start", "x", "cost", "started", "finished", "request_latency", "reply_latency",
                  "statuses", "iteration_after", "iteration_columns", "iteration_x", "_records")  # fmt: skip
 
-    def __init__(self, first: int, start: int, x: np.ndarray, cost: List[float], started: List[float],
-                 finished: List[float], request_latency: List[float], reply_latency: List[float],
+    def __init__(self, first: int, start: int, x: np.ndarray, cost: np.ndarray, started: np.ndarray,
+                 finished: np.ndarray, request_latency: np.ndarray, reply_latency: np.ndarray,
                  statuses: Optional[List[str]], iteration_after: List[int], iteration_columns: Tuple[List[Any], ...],
                  iteration_x: np.ndarray) -> None:  # fmt: skip
         #: The number of the first evaluation; the start that made them all.
         self.first, self.start = first, start
-        #: The evaluations: x (one row each), cost, times, latencies; statuses None when every one is "ok".
+        #: The evaluations: x (one row each), and cost, times and latencies as float64 arrays; statuses
+        #: None when every one is "ok".
         self.x, self.cost, self.started, self.finished, self.statuses = x, cost, started, finished, statuses
         self.request_latency, self.reply_latency = request_latency, reply_latency
         #: The iterations: how many of the evaluations came before each; number, cost, best cost,
@@ -102,7 +103,7 @@ class Batch:
     @property
     def latency(self) -> float:
         """Request to reply of the last evaluation (NaN if none)."""
-        return self.finished[-1] - self.started[-1] if self.finished else math.nan
+        return float(self.finished[-1] - self.started[-1]) if len(self.finished) else math.nan
 
     @property
     def records(self) -> List[Any]:
@@ -112,9 +113,9 @@ class Batch:
             count = len(self.cost)
             statuses = repeat("ok") if self.statuses is None else self.statuses
             records: List[Any] = list(map(new, repeat(Evaluation), zip(
-                range(self.first, self.first + count), repeat(self.start), repeat("cost"), list(self.x), self.cost,
-                repeat(None), repeat(None), statuses, repeat(None), self.started, self.finished, repeat(0),
-                self.request_latency, self.reply_latency,
+                range(self.first, self.first + count), repeat(self.start), repeat("cost"), list(self.x),
+                self.cost.tolist(), repeat(None), repeat(None), statuses, repeat(None), self.started.tolist(),
+                self.finished.tolist(), repeat(0), self.request_latency.tolist(), self.reply_latency.tolist(),
             )))  # fmt: skip
             numbers, costs, bests, evaluations, times = self.iteration_columns
             iterations = map(new, repeat(Iteration), zip(numbers, repeat(self.start), list(self.iteration_x), costs,

@@ -428,8 +428,8 @@ def test_a_batch_goes_in_by_chunks_and_reads_back_exactly(tmp_path, width, start
     journal.begin_run("nelder-mead", {}, resumed=False)
     request_latency = rng.uniform(size=count).tolist()
     reply_latency = [math.nan] * 3 + rng.uniform(size=count - 3).tolist()  # NaN: not measured
-    journal.add_all([Batch(11, start, x, cost, started, finished, request_latency, reply_latency, None, after, columns,
-                           x[after[:-1] + [69]])])  # fmt: skip
+    journal.add_all([Batch(11, start, x, *map(np.array, (cost, started, finished, request_latency, reply_latency)),
+                           None, after, columns, x[after[:-1] + [69]])])  # fmt: skip
     journal.close()
     with closing(sqlite3.connect(tmp_path / "batch.db")) as db:
         rows = db.execute(f"SELECT typeof(run), run, start, worker, kind, status, cost, started, finished, "

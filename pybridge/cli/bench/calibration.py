@@ -101,10 +101,12 @@ def _as_batches(records: List[Any], size: int) -> Iterator[Batch]:
         chunk = records[at : at + size]
         evaluations = [r for r in chunk if type(r) is Evaluation]
         iterations = [r for r in chunk if type(r) is Iteration]
+        cost, started, finished, request_latency, reply_latency = (
+            np.array([getattr(r, field) for r in evaluations], dtype=float)
+            for field in ("cost", "started", "finished", "request_latency", "reply_latency"))  # fmt: skip
         yield Batch(
             evaluations[0].number if evaluations else 1, 0, np.array([r.x for r in evaluations]).reshape(-1, N_PARAMS),
-            [r.cost for r in evaluations], [r.started for r in evaluations], [r.finished for r in evaluations],
-            [r.request_latency for r in evaluations], [r.reply_latency for r in evaluations], None,
+            cost, started, finished, request_latency, reply_latency, None,
             [r.evaluations - (evaluations[0].number - 1 if evaluations else 0) for r in iterations],
             tuple([getattr(r, field) for r in iterations] for field in ("number", "cost", "best_cost", "evaluations", "time")),
             np.array([r.x for r in iterations]).reshape(-1, N_PARAMS),
