@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'measure_latency', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
 class SimulatorChannel:
     """
     The simulator's end of a channel (pybridge_channel_*).
@@ -242,6 +242,10 @@ def header_fields() -> list[tuple[str, int, str]]:
 def layout(n_params: typing.SupportsInt | typing.SupportsIndex, n_residuals: typing.SupportsInt | typing.SupportsIndex, capabilities: typing.SupportsInt | typing.SupportsIndex, max_batch: typing.SupportsInt | typing.SupportsIndex = 1) -> dict:
     """
     Region offsets and segment size for a channel of this shape (pybridge_layout_compute).
+    """
+def measure_latency(on: bool) -> bool:
+    """
+    Whether this thread's next evaluations measure their latency (the simulator stamps their replies, two clock reads on each round trip); returns the previous setting.
     """
 def process_alive(pid: typing.SupportsInt | typing.SupportsIndex) -> bool:
     """

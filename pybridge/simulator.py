@@ -605,15 +605,19 @@ class Simulator(_native.FastCall):
                     RequestKind.RESIDUALS: self.residuals}[RequestKind(kind)]  # fmt: skip
         outcomes = []
         take_latency = _native.take_latency
-        for x in xs:
-            take_latency()  # an evaluation that measures nothing must not report an earlier one's
-            started = time.time()
-            try:
-                value = evaluate(x)
-            except Exception as error:
-                outcomes.append(Outcome(None, error, 0, started, time.time()))
-            else:
-                outcomes.append(Outcome(value, None, 0, started, time.time(), *take_latency()))
+        measuring = _native.measure_latency(True)
+        try:
+            for x in xs:
+                take_latency()  # an evaluation that measures nothing must not report an earlier one's
+                started = time.time()
+                try:
+                    value = evaluate(x)
+                except Exception as error:
+                    outcomes.append(Outcome(None, error, 0, started, time.time()))
+                else:
+                    outcomes.append(Outcome(value, None, 0, started, time.time(), *take_latency()))
+        finally:
+            _native.measure_latency(measuring)
         return outcomes
 
     def _start_batch(self, rows: np.ndarray, kind: RequestKind) -> bool:

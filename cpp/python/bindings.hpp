@@ -26,6 +26,13 @@ struct Latency {
     double reply = NAN;
 };
 
+// Whether this thread's requests ask the simulator for the stamps that measure their latency
+// (pybridge_driver_measure_latency): the calibration's recorder, Simulator.evaluate and Pool.evaluate
+// turn it on for their calls (_native.measure_latency), so that a plain sim(x) never pays the stamps'
+// two clock reads on its round trip. initial-exec: read without a call into the dynamic linker (16
+// bytes of this module's TLS fit glibc's surplus for dlopen'ed modules).
+inline thread_local bool measuring_latency __attribute__((tls_model("initial-exec"))) = false;
+
 // The latency of this thread's latest evaluation through FastCall (fast_call.cpp); forget_latency()
 // resets it to NaN before a call whose latency is wanted.
 Latency last_latency() noexcept;

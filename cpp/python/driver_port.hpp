@@ -89,7 +89,9 @@ public:
         outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
         if (d_ == nullptr || params_ == nullptr) return false;
         const double *values = float64_values(x, static_cast<py::ssize_t>(n_params_));
-        if (values == nullptr || pybridge_driver_send(d_, kind, values) != PYBRIDGE_OK) return false;
+        if (values == nullptr) return false;
+        follow_measuring();
+        if (pybridge_driver_send(d_, kind, values) != PYBRIDGE_OK) return false;
         outcome_ = PYBRIDGE_OUTCOME_PENDING;
         return true;
     }
@@ -160,6 +162,7 @@ public:
             return false;
         }
         const bool residual_cost = kind == PYBRIDGE_REQUEST_COST && (capabilities_ & PYBRIDGE_CAP_RESIDUALS);
+        follow_measuring();
         if (pybridge_driver_send_batch(d_, residual_cost ? PYBRIDGE_REQUEST_RESIDUALS : kind,
                                        static_cast<uint32_t>(rows.shape(0)), rows.data()) != PYBRIDGE_OK) {
             return false;
@@ -261,6 +264,13 @@ public:
     bool allow_nonfinite_ = false;
 
 private:
+    // Times the next request if the sending thread measures latency (measuring_latency).
+    void follow_measuring() {
+        if (measuring_ != measuring_latency) {
+            measuring_ = measuring_latency;
+            pybridge_driver_measure_latency(d_, measuring_ ? 1 : 0);
+        }
+    }
     static int64_t nanoseconds(double seconds) { return seconds > 0 ? static_cast<int64_t>(seconds * 1e9) : 0; }
     pybridge_driver *open() const {
         if (d_ == nullptr) throw py::value_error("the driver port was released");
@@ -364,6 +374,7 @@ private:
     int outcome_ = PYBRIDGE_OUTCOME_NOT_SENT;
     pybridge_reply reply_{};
     uint64_t answers_ = 0;  // evaluations answered by the fast calls
+    bool measuring_ = false;  // what the driver was last told (pybridge_driver_measure_latency)
 };
 
 

@@ -81,9 +81,7 @@ void unlock_evaluations(FastCall *fc) {
     }
 }
 
-// initial-exec: read without a call into the dynamic linker (this module is dlopen'ed, and 16 bytes fit
-// glibc's surplus of static TLS for such modules).
-thread_local Latency this_threads_latency __attribute__((tls_model("initial-exec")));
+thread_local Latency this_threads_latency __attribute__((tls_model("initial-exec")));  // as measuring_latency
 
 template <py::object (DriverPort::*Method)(py::handle)>
 PyObject *evaluate(PyObject *self, PyObject *x, Fallback fallback) {
@@ -276,6 +274,16 @@ void bind_fast_call(py::module_ &m) {
         },
         "(request, reply) latency in seconds of this thread's latest evaluation through a Simulator's call, "
         "value_and_grad or residuals, NaN where not measured; then forgotten.");
+    m.def(
+        "measure_latency",
+        [](bool on) {
+            const bool was = measuring_latency;
+            measuring_latency = on;
+            return was;
+        },
+        py::arg("on"),
+        "Whether this thread's next evaluations measure their latency (the simulator stamps their replies, two "
+        "clock reads on each round trip); returns the previous setting.");
 
 }
 

@@ -49,6 +49,7 @@ std::vector<std::tuple<std::string, size_t, std::string>> header_fields() {
     PYBRIDGE_FIELD(request_kind);
     PYBRIDGE_FIELD(driver_sleeping);
     PYBRIDGE_FIELD(request_count);
+    PYBRIDGE_FIELD(request_flags);
     PYBRIDGE_FIELD(reply_seq);
     PYBRIDGE_FIELD(reply_status);
     PYBRIDGE_FIELD(simulator_sleeping);

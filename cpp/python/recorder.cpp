@@ -151,10 +151,13 @@ PyObject *recorder_call(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (!let_through(s)) return nullptr;
     if (!physical(s, z, s.x)) return PyObject_CallOneArg(s.fallback, z);
     forget_latency();  // a simulator that is not a FastCall leaves it NaN
+    const bool was_measuring = measuring_latency;
+    measuring_latency = true;
     const double started = wall_clock();
     s.in_call = true;
     PyObject *result = PyObject_CallOneArg(s.simulator, s.x_array);
     s.in_call = false;
+    measuring_latency = was_measuring;
     const double finished = wall_clock();
     double cost = 0.0;
     if (result != nullptr) {

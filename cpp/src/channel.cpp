@@ -52,7 +52,8 @@ struct pybridge_channel {
     pid_t driver_pid = 0;
     agreed_layout layout;
     uint64_t last_seq = 0;   // the last request handed to the caller
-    int64_t picked_at_ns = 0;  // when it was picked up (CLOCK_MONOTONIC), stamped on its reply
+    int64_t picked_at_ns = 0;  // when it was picked up (CLOCK_MONOTONIC)
+    bool timed = false;        // the driver asked for picked_at_ns and replied_at_ns on its reply
     bool pending = false;    // a request waits for its reply
     uint32_t pending_kind = 0;
     uint32_t pending_count = 0;
@@ -326,10 +327,10 @@ int open_channel(pybridge_channel *ch, const char *name, const pybridge_declarat
 int finish_reply(pybridge_channel *ch, int32_t status) {
     pybridge_header *h = ch->header();
     h->reply_status = status;
-    // The driver splits the round trip with these (pybridge_driver_latency). One clock read here,
-    // about 20 ns; the pick-up time came with the wait's own.
-    h->picked_at_ns = ch->picked_at_ns;
-    h->replied_at_ns = pybridge::detail::monotonic_ns(pybridge::detail::Clock::now());
+    if (ch->timed) {  // for pybridge_driver_latency: one clock read, ~25 ns; the pick-up time came with the wait's
+        h->picked_at_ns = ch->picked_at_ns;
+        h->replied_at_ns = pybridge::detail::monotonic_ns(pybridge::detail::Clock::now());
+    }
     store(h->reply_seq, ch->last_seq);
     ch->pending = false;
     if (pybridge::detail::wake_driver(h->driver_sleeping, ch->reply_sem, ch->doorbell_sem) != 0) {
@@ -410,6 +411,7 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     const uint64_t seq = load(h->request_seq);
     const uint32_t kind = h->request_kind;
     const uint32_t count = h->request_count;
+    const bool timed = (h->request_flags & PYBRIDGE_REQUEST_TIMED) != 0;
     const agreed_layout &layout = ch->layout;
     const bool kind_ok = kind == PYBRIDGE_REQUEST_COST ||
                          (kind == PYBRIDGE_REQUEST_GRADIENT && (layout.capabilities & PYBRIDGE_CAP_GRADIENT)) ||
@@ -424,6 +426,7 @@ int pybridge_channel_wait(pybridge_channel *ch, pybridge_request *request) {
     }
     ch->last_seq = seq;
     ch->picked_at_ns = pybridge::detail::monotonic_ns(picked);
+    ch->timed = timed;
     ch->pending = true;
     ch->pending_kind = kind;
     ch->pending_count = count;

@@ -52,6 +52,8 @@ struct pybridge_driver {
     pybridge::detail::Forecast forecast;  // of the time from request to reply
     pybridge::detail::Forecast::Plan plan{};  // of the pending request's wait
     bool forecasting = true;                  // pybridge_driver_set_forecast
+    bool measuring = false;                   // pybridge_driver_measure_latency: ask for stamps
+    bool timed = false;                       // the latest request asked for them
     char reply_error[PYBRIDGE_ERROR_TEXT_SIZE] = "";
     char error[1024] = "";
 
@@ -217,11 +219,14 @@ int send_request(pybridge_driver *d, uint32_t kind, uint32_t count, const double
     h->request_count = count;
     d->kind = kind;
     d->count = count;
-    // Before the request is published: a spinning simulator may pick it up at once, and its stamp
-    // must not come before this one.
-    d->sent_at = pybridge::detail::Clock::now();
+    d->timed = d->measuring;
+    h->request_flags = d->timed ? PYBRIDGE_REQUEST_TIMED : 0u;
+    // Timed, the send time is read before the request is published (a spinning simulator may pick
+    // it up at once, and its stamp must not come before this one); else after, off the critical path.
+    if (d->timed) d->sent_at = pybridge::detail::Clock::now();
     __atomic_store_n(&h->request_seq, ++d->seq, __ATOMIC_SEQ_CST);
     pybridge::detail::wake(h->simulator_sleeping, d->request_sem);
+    if (!d->timed) d->sent_at = pybridge::detail::Clock::now();
     d->spun = false;
     d->plan = d->forecast.plan(d->sent_at, d->spin, d->forecasting);
     d->outcome = PYBRIDGE_OUTCOME_PENDING;
@@ -423,6 +428,12 @@ int64_t pybridge_driver_window_in_ns(const pybridge_driver *d) {
     return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(ahead).count());
 }
 
+int pybridge_driver_measure_latency(pybridge_driver *d, int enabled) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    d->measuring = enabled != 0;
+    return PYBRIDGE_OK;
+}
+
 int pybridge_driver_set_forecast(pybridge_driver *d, int enabled) {
     if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
     d->forecasting = enabled != 0;
@@ -517,6 +528,10 @@ int pybridge_driver_latency(const pybridge_driver *d, int64_t *request_ns, int64
     // Read after the reply's acquire (answered()), and the simulator writes them only before its
     // next reply: stable until the next send. Zeros (a shim older than the stamps) or stamps out of
     // order (a stale or corrupt header) are no latency at all, never a wrong one.
+    if (!d->timed) {
+        *request_ns = *reply_ns = -1;
+        return PYBRIDGE_OK;
+    }
     const pybridge_header *h = d->header();
     const int64_t picked = h->picked_at_ns, replied = h->replied_at_ns;
     const int64_t sent = pybridge::detail::monotonic_ns(d->sent_at);

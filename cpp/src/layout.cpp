@@ -18,6 +18,7 @@ static_assert(offsetof(pybridge_header, declared_max_batch) == 88, "batch block 
 static_assert(offsetof(pybridge_header, request_count) == 144, "request count moved");
 static_assert(offsetof(pybridge_header, request_seq) == 128, "request line must start a cache line");
 static_assert(offsetof(pybridge_header, reply_seq) == 192, "reply line must start a cache line");
+static_assert(offsetof(pybridge_header, request_flags) == 148, "request flags moved");
 static_assert(offsetof(pybridge_header, picked_at_ns) == 216, "reply stamps moved");
 static_assert(offsetof(pybridge_header, replied_at_ns) == 224, "reply stamps moved");
 static_assert(offsetof(pybridge_header, reply_semaphore) == 256, "reply semaphore name moved");

@@ -436,11 +436,12 @@ void test_dead_driver_is_noticed_and_its_channel_removed() {
     pybridge_channel_close(channel);
 }
 
-// The reply carries when the simulator picked the request up and when it
+// Asked to, the simulator stamps when it picked the request up and when it
 // replied (CLOCK_MONOTONIC, both processes' clock), so the driver splits
 // the round trip into the request's latency, the model's time and the
-// reply's latency. Stamps that are missing (a shim older than them) or out
-// of order (a stale or corrupt header) give -1, never a wrong latency.
+// reply's latency. Unasked, it stamps nothing. Stamps that are missing (a
+// shim older than them) or out of order (a stale or corrupt header) give
+// -1, never a wrong latency.
 void test_latency_splits_the_round_trip() {
     TestDriver driver;
     std::thread simulator([&] {
@@ -458,6 +459,12 @@ void test_latency_splits_the_round_trip() {
     driver.accept(1, 0, 0);
     int64_t request_ns = 0, reply_ns = 0;
     CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_E_INVALID_ARGUMENT);  // none yet
+    RawHeader header(driver.name());
+    CHECK(driver.request(PYBRIDGE_REQUEST_COST, {1.0}));  // not asked for: nothing stamped, nothing measured
+    CHECK(header->picked_at_ns == 0 && header->replied_at_ns == 0);
+    CHECK(pybridge_driver_latency(driver.get(), &request_ns, &reply_ns) == PYBRIDGE_OK);
+    CHECK(request_ns == -1 && reply_ns == -1);
+    CHECK(pybridge_driver_measure_latency(driver.get(), 1) == PYBRIDGE_OK);
     for (int i = 0; i < 5; ++i) {
         const auto started = std::chrono::steady_clock::now();
         CHECK(driver.request(PYBRIDGE_REQUEST_COST, {1.0 * i}));
@@ -467,7 +474,6 @@ void test_latency_splits_the_round_trip() {
         CHECK(request_ns >= 0 && reply_ns >= 0);
         CHECK(request_ns + 5000000 + reply_ns <= elapsed);
     }
-    RawHeader header(driver.name());
     const int64_t picked = header->picked_at_ns, replied = header->replied_at_ns;
     header->replied_at_ns = 0;  // what a shim that does not stamp leaves there
     header->picked_at_ns = 0;

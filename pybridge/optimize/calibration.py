@@ -48,7 +48,7 @@ __all__ = ["Calibration", "Objective", "Stopped"]
 _now = time.time
 _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
 _KIND_OF = {request: kind for kind, request in _REQUEST.items()}
-_take_latency = _native.take_latency
+_take_latency, _measure_latency = _native.take_latency, _native.measure_latency
 DRAIN_RECORDS = 256
 DRAIN_SECONDS = 0.1
 #: How often the end of a run looks whether the evaluations still under way have ended.
@@ -207,6 +207,7 @@ class Calibration:
                 raise Stopped(self._budget.message)
         error: Optional[BaseException] = None
         _take_latency()  # a call that measures nothing must not report an earlier one's
+        measuring = _measure_latency(True)
         started = time.time()
         try:
             value = self._direct[asked](x)
@@ -216,6 +217,8 @@ class Calibration:
             with self._lock:
                 self._landed(1, start)
             raise
+        finally:
+            _measure_latency(measuring)
         finished = time.time()
         latency = _take_latency()
         with self._lock:

@@ -204,7 +204,11 @@ class Pool(Executor):
         error does not stop the others from being sent: each outcome carries its own."""
         self._check_open()
         trace: List[Any] = [None] * len(xs)
-        outcomes = self._dispatch(RequestKind(kind), list(xs), trace, stop_on_failure=False)
+        measuring = _native.measure_latency(True)
+        try:
+            outcomes = self._dispatch(RequestKind(kind), list(xs), trace, stop_on_failure=False)
+        finally:
+            _native.measure_latency(measuring)
         return [
             Outcome(None, outcome.error, *where) if isinstance(outcome, Failed) else Outcome(outcome, None, *where)
             for outcome, where in zip(outcomes, trace)

@@ -37,6 +37,7 @@ int main(void) {
     FIELD(request_kind);
     FIELD(driver_sleeping);
     FIELD(request_count);
+    FIELD(request_flags);
     FIELD(reply_seq);
     FIELD(reply_status);
     FIELD(simulator_sleeping);

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import pybridge
+from pybridge import _native
 from pybridge.optimize import MaxEvaluations
 from pybridge.paths import bundled_simulator
 from pybridge.record import SCHEMA_VERSION, Evaluation, read_journal
@@ -39,6 +40,18 @@ def test_outcomes_split_the_elapsed_time_into_request_model_and_reply(python_sim
         assert _legs_fit(outcome.request_latency, outcome.reply_latency, elapsed, MODEL_SECONDS), outcome
         # The legs are the bridge's: far below the model's 20 ms on an idle machine.
         assert outcome.request_latency + outcome.reply_latency < MODEL_SECONDS
+
+
+def test_a_plain_call_is_not_timed(bundled: Callable) -> None:
+    # The stamps put two clock reads on the round trip: only the evaluator protocol and the
+    # calibration ask for them, never a plain sim(x) (nor one after them: the setting is restored).
+    with pybridge.Simulator([bundled("pybridge-rosenbrock")], n_params=2) as sim:
+        sim([0.5, 0.5])
+        assert all(math.isnan(leg) for leg in sim._port.latency)
+        assert sim.evaluate([[0.5, 0.5]])[0].request_latency >= 0
+        sim([0.5, 0.5])
+        assert all(math.isnan(leg) for leg in sim._port.latency)
+        assert all(math.isnan(leg) for leg in _native.take_latency())
 
 
 def test_pool_outcomes_carry_each_simulators_legs(bundled: Callable) -> None:

@@ -176,12 +176,18 @@ PYBRIDGE_API int pybridge_driver_outcome(const pybridge_driver *driver);
 /* The reply to the latest request, once answered (PYBRIDGE_E_INVALID_ARGUMENT before). */
 PYBRIDGE_API int pybridge_driver_reply(const pybridge_driver *driver, pybridge_reply *reply);
 
+/* Asks the simulator, from the next request on, to stamp when it picked
+ * each request up and when it replied (or stops asking: off by default). The
+ * stamps put two clock reads, about 50 ns, on each round trip. */
+PYBRIDGE_API int pybridge_driver_measure_latency(pybridge_driver *driver, int enabled);
+
 /* The latest request's latency, once answered, in nanoseconds: *request_ns
  * from the send until the simulator picked it up, *reply_ns from its reply
  * until this driver saw it; what lies between is the model's own time. Both
- * -1 when the simulator's shim does not stamp its replies (releases before
- * these stamps) or its stamps are out of order. PYBRIDGE_E_INVALID_ARGUMENT
- * before the reply is in. */
+ * -1 when the request was not timed (pybridge_driver_measure_latency), the
+ * simulator's shim does not stamp its replies (releases before these stamps)
+ * or its stamps are out of order. PYBRIDGE_E_INVALID_ARGUMENT before the
+ * reply is in. */
 PYBRIDGE_API int pybridge_driver_latency(const pybridge_driver *driver, int64_t *request_ns, int64_t *reply_ns);
 
 /* The sequence number of the latest request (0 before the first). */

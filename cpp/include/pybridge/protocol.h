@@ -7,7 +7,8 @@
  * all derive from it. Change a field here and bump PYBRIDGE_PROTOCOL_VERSION;
  * the one exception is a field added in padding that a peer of the same
  * version may leave zero and that its reader takes zero to mean "absent"
- * (picked_at_ns and replied_at_ns): peers built before it still connect.
+ * (request_flags, picked_at_ns and replied_at_ns): peers built before it
+ * still connect.
  *
  * A channel is one POSIX shared-memory object plus two POSIX named
  * semaphores, all created by the driver (the Python side):
@@ -38,10 +39,12 @@
  * carries (request_count). Without batches (max_batch = 1) the one cost
  * travels in the reply line's `cost`.
  *
- * Latency: the simulator stamps when it picked each request up and when it
- * replied, on CLOCK_MONOTONIC (one clock for every process of the node), so
- * that the driver can split a round trip into the request's latency, the
- * model's own time and the reply's latency (pybridge_driver_latency).
+ * Latency: asked to (PYBRIDGE_REQUEST_TIMED), the simulator stamps when it
+ * picked the request up and when it replied, on CLOCK_MONOTONIC (one clock
+ * for every process of the node), so that the driver can split the round
+ * trip into the request's latency, the model's own time and the reply's
+ * latency (pybridge_driver_latency). Asked, not always: the stamps put two
+ * clock reads on the round trip's critical path.
  *
  * Plain C99 with fixed-width fields and explicit padding, so C, C++,
  * Fortran (via iso_c_binding) and numpy all see the same bytes. Fields that
@@ -97,6 +100,9 @@ enum pybridge_request_kind {
     PYBRIDGE_REQUEST_RESIDUALS = 3      /* the residual vector */
 };
 
+/* Flags of one request (pybridge_header.request_flags). */
+#define PYBRIDGE_REQUEST_TIMED 1u /* stamp picked_at_ns and replied_at_ns on the reply */
+
 /* Outcome of one evaluation (pybridge_header.reply_status). */
 enum pybridge_reply_status {
     PYBRIDGE_REPLY_OK = 0,
@@ -142,15 +148,17 @@ typedef struct pybridge_header {
     uint32_t request_kind; /* enum pybridge_request_kind */
     uint32_t driver_sleeping; /* 0, or PYBRIDGE_SLEEPING_ON_*: the driver blocks, the simulator must post */
     uint32_t request_count; /* parameter vectors in this request: 1 to max_batch */
-    uint8_t pad1[44];
+    uint32_t request_flags; /* PYBRIDGE_REQUEST_* flags; 0 from a driver older than them */
+    uint8_t pad1[40];
 
     /* Reply line: written by the simulator only. Own cache line. (offset 192) */
     uint64_t reply_seq; /* = the request_seq this reply answers */
     int32_t reply_status; /* enum pybridge_reply_status */
     uint32_t simulator_sleeping; /* 1 while the simulator blocks on "-req": the driver must post it */
     double cost; /* the cost when max_batch is 1 (NaN for residuals); else the costs region has them */
-    int64_t picked_at_ns;  /* CLOCK_MONOTONIC when the simulator picked this request up; 0 = not stamped */
-    int64_t replied_at_ns; /* CLOCK_MONOTONIC just before it published this reply; 0 = not stamped */
+    /* Stamped when the request was PYBRIDGE_REQUEST_TIMED, else left as they were (0 at first). */
+    int64_t picked_at_ns;  /* CLOCK_MONOTONIC when the simulator picked this request up */
+    int64_t replied_at_ns; /* CLOCK_MONOTONIC just before it published this reply */
     uint8_t pad2[24];
 
     /* Names (without '/') of the semaphores the simulator posts: the
