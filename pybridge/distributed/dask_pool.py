@@ -110,7 +110,10 @@ def _describe(name: str, dask_worker: Any = None) -> Tuple[int, int, int, int, i
 
 
 def _evaluate_chunk(name: str, kind: int, xs: List[np.ndarray]) -> Tuple[str, List[Outcome]]:
-    """Runs on a worker: the chunk on its resident simulators."""
+    """Runs on a worker: the chunk on its resident simulators. A deserialised vector may lie at an
+    address that is not 8-byte aligned (the first of a chunk often did), which the fast path declines:
+    such a vector is copied first."""
+    xs = [x if x.flags.aligned else x.copy() for x in xs]
     return get_worker().address, _local_pool(name).evaluate(xs, RequestKind(kind))
 
 

@@ -382,6 +382,7 @@ class Pool(Executor):
                         if worker._start_request(xs[first], kind):
                             busy.append((worker, first, None, _sent(started, worker) if trace is not None else None))
                             continue
+                        ahead = _sent(started, worker, 1) if trace is not None else None
                         outcome = outcomes[first] = _evaluated(worker._evaluate_now, xs[first], kind)
                         stop = isinstance(outcome, Failed) and stop_on_failure
                     else:
@@ -390,13 +391,14 @@ class Pool(Executor):
                         if rows is not None and worker._start_batch(rows, kind):
                             busy.append((worker, first, rows, _sent(started, worker) if trace is not None else None))
                             continue
+                        ahead = _sent(started, worker, 1) if trace is not None else None
                         if rows is not None:
                             batch = worker._evaluate_batch(rows, kind)
                         else:  # not a batch of finite vectors: one by one, each with its own error
                             batch = [_evaluated(worker._evaluate_now, x, kind) for x in xs[first:sent]]
                         stop = _put(outcomes, first, batch) and stop_on_failure
-                    if trace is not None:
-                        _mark(trace, first, sent, worker, (started, None, 0))  # the slow path measures none
+                    if trace is not None and ahead is not None:
+                        _mark(trace, first, sent, worker, ahead)
                     free.append(worker)
                 if not busy:
                     break
@@ -469,9 +471,10 @@ def _evaluated(evaluate: Callable[..., Any], *args: Any) -> Any:
 _Sent = Tuple[float, Optional[_native.DriverPort], int]
 
 
-def _sent(started: float, worker: _Worker) -> _Sent:
+def _sent(started: float, worker: _Worker, ahead: int = 0) -> _Sent:
+    """The request just sent (``ahead`` 0), or the one request the slow path is about to send (1)."""
     port = worker._port
-    return started, port, port.seq if port is not None else 0
+    return started, port, port.seq + ahead if port is not None else 0
 
 
 def _mark(trace: List[Any], first: int, last: int, worker: _Worker, sent: _Sent) -> None:
@@ -479,7 +482,8 @@ def _mark(trace: List[Any], first: int, last: int, worker: _Worker, sent: _Sent)
     started, port, seq = sent
     latency = NOT_MEASURED
     # The port's latency is this request's only while the port still answers it: the slow path may
-    # have restarted the simulator (a new port) or sent the request again.
+    # have restarted the simulator (a new port), sent the request again, or sent several (a batch
+    # evaluated vector by vector).
     if port is not None and port is worker._port and port.seq == seq:
         latency = port.latency
     for i in range(first, last):

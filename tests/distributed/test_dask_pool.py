@@ -62,8 +62,12 @@ def test_results_are_those_of_the_local_pool(client) -> None:
         assert all((g == h).all() for (_, g), (_, h) in zip(remote, gradients))
         assert pool(xs[0]) == costs[0]
         assert pool.submit(pool, xs[1]).result() == costs[1]
-        workers = {outcome.worker for outcome in pool.evaluate(xs)}
+        outcomes = pool.evaluate(xs)
+    workers = {outcome.worker for outcome in outcomes}
     assert workers <= {0, 1, 2, 3} and len(workers) >= 2  # both workers took part
+    # Each latency measured on the worker that evaluated it, and carried back with its outcome.
+    assert all(0 <= o.request_latency and 0 <= o.reply_latency for o in outcomes)
+    assert all(o.request_latency + o.reply_latency <= o.finished - o.started for o in outcomes)
 
 
 def test_differential_evolution_and_minimize_through_it(client) -> None:

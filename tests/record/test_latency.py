@@ -63,6 +63,25 @@ def test_pool_outcomes_carry_each_simulators_legs(bundled: Callable) -> None:
         assert _legs_fit(outcome.request_latency, outcome.reply_latency, outcome.finished - outcome.started), outcome
 
 
+def _unaligned(x: np.ndarray) -> np.ndarray:
+    """x in memory that is not 8-byte aligned, as a deserialised array can be (Dask's first one was)."""
+    raw = np.zeros(x.nbytes + 1, dtype=np.uint8)[1:]
+    view = raw.view(np.float64)
+    view[:] = x
+    assert not view.flags.aligned
+    return view
+
+
+def test_evaluations_through_the_slow_path_are_measured_too(bundled: Callable) -> None:
+    # An unaligned vector is not the fast path's: the pool evaluates it through the slow path, whose
+    # one request on the same simulator is still this evaluation's.
+    xs = [_unaligned(x) for x in np.random.default_rng(4).uniform(-2, 2, size=(6, 3))]
+    with pybridge.Pool([bundled("pybridge-rosenbrock")], workers=2, n_params=3) as pool:
+        outcomes = pool.evaluate(xs)
+    for outcome in outcomes:
+        assert _legs_fit(outcome.request_latency, outcome.reply_latency, outcome.finished - outcome.started), outcome
+
+
 def _calibrate(evaluator, method: str, journal: Path, records: List[Evaluation], **extra):
     return pybridge.minimize(evaluator, {"a": (-2, 2), "b": (-2, 2)}, method=method, journal=journal,
                              stop=MaxEvaluations(60), progress=False, x0=[-1.2, 1.0],
