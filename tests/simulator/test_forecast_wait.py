@@ -167,12 +167,15 @@ def test_the_warm_up_reads_any_caller_and_keeps_no_reference() -> None:
             # Once first, so that whatever a run creates and keeps exists already (Python 3.9's profiler
             # gives this frame a locals dict that refers to scope).
             run(scope)
-            warm_ups.clear()
-            counts = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
-            run(scope)
-            # Counted before any assertion: pytest's rewritten asserts keep temporaries of their own.
-            after = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
-            assert warm_ups, "no forecast wait reached its window: nothing was read"
+            for _ in range(5):  # the reads need a warm-up: a busy minute can keep 12 waits from their window
+                warm_ups.clear()
+                counts = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
+                run(scope)
+                # Counted before any assertion: pytest's rewritten asserts keep temporaries of their own.
+                after = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
+                if warm_ups:
+                    break
+            assert warm_ups, "no forecast wait reached its window in five tries: nothing was read"
             # The model computes 5 ms of CPU time and answers its wall time, which the host may stretch.
             assert all(5_000 <= value < 50_000 for value in scope["values"]), scope["values"]
             assert after == counts
