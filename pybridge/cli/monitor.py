@@ -38,6 +38,9 @@ class Figures:
         self.failed = 0
         self.best: Optional[Tuple[float, int, np.ndarray]] = None  # cost, evaluation id, x
         self.recent: Dict[int, Deque[float]] = collections.defaultdict(lambda: collections.deque(maxlen=RECENT))
+        # The bridge's share of those: (request, reply) latency of the ones that measured it.
+        self.recent_bridge: Dict[int, Deque[Tuple[float, float]]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=RECENT))
         self.last_finished: Dict[int, float] = {}
         self.added = 0  # evaluations the latest read added
 
@@ -50,9 +53,13 @@ class Figures:
         best = contents.best()
         if best is not None and (self.best is None or contents.cost[best] < self.best[0]):
             self.best = (float(contents.cost[best]), int(contents.ids[best]), contents.x[best])
-        for run_id, started, finished in zip(contents.run.tolist(), contents.started, contents.finished):
+        for run_id, started, finished, request, reply in zip(contents.run.tolist(), contents.started,
+                                                             contents.finished, contents.request_latency,
+                                                             contents.reply_latency):  # fmt: skip
             self.recent[run_id].append(finished - started)
             self.last_finished[run_id] = finished
+            if request == request and reply == reply:  # not NaN: measured
+                self.recent_bridge[run_id].append((request, reply))
 
     def replaced_by(self, contents: JournalContents) -> bool:
         """Whether ``contents`` comes from another journal at the same path (deleted and created again
@@ -86,6 +93,10 @@ class Figures:
             recent = self.recent[current["id"]]
             lines.append(f"latency: median {_seconds(float(np.median(recent)))}, last {_seconds(recent[-1])}; "
                          f"last evaluation {time.time() - self.last_finished[current['id']]:.1f} s ago")  # fmt: skip
+            bridge = self.recent_bridge[current["id"]]
+            if bridge:
+                request, reply = (_seconds(float(value)) for value in np.median(np.array(bridge), axis=0))
+                lines.append(f"  the bridge's share of it: request {request}, reply {reply} (medians)")
         if self.iterations_by_run[current["id"]]:
             lines.append(f"iterations: {self.iterations_by_run[current['id']]}")
         return "\n".join(lines)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Callable, List
 
 import numpy as np
@@ -190,12 +192,26 @@ def test_monitor_follows_a_live_calibration_without_disturbing_it(tmp_path, pyth
 
 
 def test_monitor_once_on_a_finished_journal(journal) -> None:
-    from pybridge.cli.monitor import run
+    from pybridge.cli.monitor import _seconds, run
 
     out = io.StringIO()
     assert run(str(journal), once=True, out=out) == 0
     text = out.getvalue()
     assert "finished: stopped: maximum of 120 evaluations reached" in text and "120 in this run" in text
+    # The bridge's share of the latency, apart from the model's: the journal's latency columns.
+    contents = read_journal(journal)
+    request, reply = (_seconds(float(np.median(column))) for column in (contents.request_latency, contents.reply_latency))
+    assert f"the bridge's share of it: request {request}, reply {reply} (medians)" in text, text
+
+
+def test_monitor_of_a_journal_without_latencies_says_nothing_of_them(tmp_path) -> None:
+    from pybridge.cli.monitor import run
+
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "data" / "journal-v1.db", path)
+    out = io.StringIO()
+    assert run(str(path), once=True, out=out) == 0
+    assert "latency: median" in out.getvalue() and "the bridge's share" not in out.getvalue()
 
 
 def test_a_monitor_refresh_reads_only_what_was_added(journal, monkeypatch) -> None:
