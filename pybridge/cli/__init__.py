@@ -64,8 +64,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     history.add_argument("journal", help="the journal's path")
     history.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-': standard output)")
     shown = history.add_mutually_exclusive_group()
-    shown.add_argument("--last", type=int, metavar="N", help="only the last N evaluations")
-    shown.add_argument("--best", type=int, metavar="N", help="only the N lowest costs")
+    shown.add_argument("--last", type=_count, metavar="N", help="only the last N evaluations")
+    shown.add_argument("--best", type=_count, metavar="N", help="only the N lowest costs")
 
     args = parser.parse_args(argv)
     for flag, (location, _) in _LOCATIONS.items():
@@ -112,3 +112,14 @@ def _journal_command(args: argparse.Namespace) -> int:
         where = " (-o PATH writes it elsewhere)" if args.command == "plot" else ""
         print(f"pybridge {args.command}: cannot write {error.filename}: {error.strerror}{where}", file=sys.stderr)
         return 1
+
+
+def _count(text: str) -> int:
+    """A count of evaluations to show: 0 or less would print an empty table, as if the journal held none."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of at least 1, not {text}")
+    return value

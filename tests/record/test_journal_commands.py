@@ -115,6 +115,14 @@ def test_history_prints_and_exports_exact_csv(journal, tmp_path) -> None:
     assert [float(row["k[1]"]) for row in rows] == contents.x[:, 2].tolist()
 
 
+@pytest.mark.parametrize("option", ["--last", "--best"])
+def test_a_count_below_one_is_refused_by_name(journal, option) -> None:
+    # `history --last -5` printed an empty table, as if the journal held nothing.
+    for value in ("-5", "0"):
+        run = _pybridge("history", journal, option, value)
+        assert run.returncode == 2 and f"{option}: give a whole number of at least 1, not {value}" in run.stderr
+
+
 @pytest.mark.parametrize("args", [("history",), ("history", "--csv", "-"), ("monitor", "--once")])
 def test_output_into_a_closed_pipe_ends_quietly(journal, args) -> None:
     # `pybridge history run.db | head`: the reader goes away first. The read end is closed before the
