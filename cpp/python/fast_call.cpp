@@ -87,10 +87,12 @@ template <py::object (DriverPort::*Method)(py::handle)>
 PyObject *evaluate(PyObject *self, PyObject *x, Fallback fallback) {
     auto *fc = reinterpret_cast<FastCall *>(self);
     if (!lock_evaluations(fc)) return nullptr;
-    // A request of this call answered it only if the port moved on (or was replaced, by a restart):
+    // An untimed call (a plain sim(x)) measures nothing: it skips the bookkeeping below. A timed one
+    // was answered by a request of its own only if the port moved on (or was replaced, by a restart):
     // one the fallback never sent must not pass off the previous call's latency as its own.
+    const bool timed = measuring_latency;
     const DriverPort *port_before = fc->port;
-    const uint64_t seq_before = port_before != nullptr ? port_before->seq() : 0;
+    const uint64_t seq_before = timed && port_before != nullptr ? port_before->seq() : 0;
     PyObject *result = Py_None;
     Py_INCREF(result);
     if (fc->port != nullptr) {
@@ -117,8 +119,8 @@ PyObject *evaluate(PyObject *self, PyObject *x, Fallback fallback) {
             result = PyObject_CallFunctionObjArgs(function, self, x, nullptr);
         }
     }
-    const bool answered_here =
-        result != nullptr && fc->port != nullptr && (fc->port != port_before || fc->port->seq() != seq_before);
+    const bool answered_here = timed && result != nullptr && fc->port != nullptr &&
+                               (fc->port != port_before || fc->port->seq() != seq_before);
     this_threads_latency = answered_here ? fc->port->latency() : Latency{};
     unlock_evaluations(fc);
     return result;

@@ -36,7 +36,7 @@ from ..core.channel import POLL_PERIOD, DriverChannel
 from ..core.doorbell import Doorbell
 from ..errors import ChannelClosed
 from ..protocol import Capability, RequestKind
-from ..simulator import NOT_MEASURED, Command, Failed, Outcome, Simulator, _columns, values_of
+from ..simulator import NOT_MEASURED, Command, Failed, Outcome, Simulator, _columns, measuring_latency, values_of
 
 __all__ = ["Pool", "WORKER_ENV", "evaluation_kind"]
 
@@ -204,11 +204,8 @@ class Pool(Executor):
         error does not stop the others from being sent: each outcome carries its own."""
         self._check_open()
         trace: List[Any] = [None] * len(xs)
-        measuring = _native.measure_latency(True)
-        try:
+        with measuring_latency():
             outcomes = self._dispatch(RequestKind(kind), list(xs), trace, stop_on_failure=False)
-        finally:
-            _native.measure_latency(measuring)
         return [
             Outcome(None, outcome.error, *where) if isinstance(outcome, Failed) else Outcome(outcome, None, *where)
             for outcome, where in zip(outcomes, trace)
