@@ -43,6 +43,7 @@ WAITS: Dict[str, Dict[str, Any]] = {
 SPIN_FLOOR_UP_TO_US = 5000  # pure spinning beyond this would only burn a core for a long time
 AFTER_CHANGE = 5  # evaluations after an abrupt change that are counted
 BUSY_ROUNDS, BUSY_BLOCK = 150, 10  # every core busy: rounds of one block of evaluations per wait
+BUSY_EPOCHS = 15  # ... in epochs of fresh simulators: a process keeps its luck with the scheduler
 BLOCKING_AGAIN = "pure blocking, second simulator"
 #: Waits told each reply's time, by the share of the model time they spin through before it: 10 % of a
 #: core is the issue's budget.
@@ -140,7 +141,10 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
     # One CPU-bound process per core. The scheduler makes single means swing by +-30 % here, and the
     # host drifts over seconds, so the waits take turns in short blocks (in a new random order each
     # round), and pure blocking runs twice, on two simulators: how far those two differ is the noise
-    # that any difference between the forecast and pure blocking has to be read against.
+    # that any difference between the forecast and pure blocking has to be read against. A simulator
+    # process keeps its own luck with the scheduler for its whole life (three of one wait, side by side:
+    # 1476-1611 us), so every few rounds the simulators are started anew (an *epoch*): the epochs are
+    # the independent samples the ratio's interval is drawn from.
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
         arms = {"forecast (default)": WAITS["forecast (default)"], "pure blocking (spin_us=0)": {"spin_us": 0},
@@ -148,19 +152,26 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
         # Per evaluation: round trip, the model's wall time, driver CPU, simulator CPU beyond the model's
         # own (it burns the CPU time asked): spinning would show in the last two.
         busy: Dict[str, List[np.ndarray]] = {arm: [] for arm in arms}
-        with contextlib.ExitStack() as stack:
-            sims = {arm: stack.enter_context(_simulator(options)) for arm, options in arms.items()}
-            for sim in sims.values():
-                _evaluate(sim, [1000] * 20)
-            order = list(arms)
-            for _ in range(3 if quick else BUSY_ROUNDS):
-                rng.shuffle(order)
-                for arm in order:
-                    asked = _jittered(1000, BUSY_BLOCK, rng)
-                    trips, models, driver_s, beyond_wall_s, _ = _evaluate(sims[arm], asked)
-                    simulator_us = (beyond_wall_s + (models.sum() - asked.sum()) / 1e6) * 1e6 / len(asked)
-                    busy[arm].append(np.stack([trips, models, np.full(len(asked), driver_s * 1e6 / len(asked)),
-                                               np.full(len(asked), simulator_us)]))  # fmt: skip
+        epochs: Dict[str, List[float]] = {arm: [] for arm in arms}  # each epoch's round trips, summed
+        order = list(arms)
+        for _ in range(1 if quick else BUSY_EPOCHS):
+            with contextlib.ExitStack() as stack:
+                rng.shuffle(order)  # started in a new order too: no wait is always the first or the last
+                sims = {arm: stack.enter_context(_simulator(arms[arm])) for arm in order}
+                for sim in sims.values():
+                    _evaluate(sim, [1000] * 20)
+                trips_in_epoch = dict.fromkeys(arms, 0.0)
+                for _ in range(3 if quick else BUSY_ROUNDS // BUSY_EPOCHS):
+                    rng.shuffle(order)
+                    for arm in order:
+                        asked = _jittered(1000, BUSY_BLOCK, rng)
+                        trips, models, driver_s, beyond_wall_s, _ = _evaluate(sims[arm], asked)
+                        simulator_us = (beyond_wall_s + (models.sum() - asked.sum()) / 1e6) * 1e6 / len(asked)
+                        busy[arm].append(np.stack([trips, models, np.full(len(asked), driver_s * 1e6 / len(asked)),
+                                                   np.full(len(asked), simulator_us)]))  # fmt: skip
+                        trips_in_epoch[arm] += float(trips.sum())
+            for arm, total in trips_in_epoch.items():
+                epochs[arm].append(total)
         means = {arm: np.concatenate(rounds, axis=1).mean(axis=1) for arm, rounds in busy.items()}
         # The whole round trip: a spinning driver slows the model itself down when cores are short.
         # Pure blocking's figures are both its simulators together.
@@ -171,9 +182,9 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
                                           "driver_cpu_us": float(driver_us), "simulator_cpu_us": float(simulator_us)}  # fmt: skip
         results["contention_noise"] = float(means[BLOCKING_AGAIN][0] / means["pure blocking (spin_us=0)"][0])
         # "No worse than pure blocking" is a claim about two means that scatter by +-30 % from block to
-        # block: each ratio's 95 % interval, from the rounds resampled (a round holds one block of every
-        # arm, back to back), tells the forecast's difference from the host's.
-        totals = {arm: np.array([block[0].sum() for block in rounds]) for arm, rounds in busy.items()}
+        # block and by several per cent from one simulator process to the next: each ratio's 95 %
+        # interval, from the epochs resampled, tells the forecast's difference from the host's.
+        totals = {arm: np.array(sums) for arm, sums in epochs.items()}
         blocking = (totals["pure blocking (spin_us=0)"] + totals[BLOCKING_AGAIN]) / 2
         results["contention_interval"] = _ratio_interval(totals["forecast (default)"], blocking)
         results["contention_noise_interval"] = _ratio_interval(totals[BLOCKING_AGAIN], totals["pure blocking (spin_us=0)"])
