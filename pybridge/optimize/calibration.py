@@ -55,14 +55,15 @@ DRAIN_SECONDS = 0.1
 SETTLE_POLL_SECONDS = 0.001
 
 
-def _latency(items: Sequence[Any]) -> Optional[float]:
-    """Request to reply of the last evaluation computed among these records and batches."""
+def _latency(items: Sequence[Any]) -> Tuple[Optional[float], float]:
+    """Request to reply of the last evaluation computed among these records and batches, and the
+    bridge's share of it (request and reply latency; NaN where not measured). (None, NaN): none."""
     for item in reversed(items):
         if type(item) is Batch and len(item.cost):
-            return item.latency
+            return item.latency, float(item.request_latency[-1] + item.reply_latency[-1])
         if type(item) is Evaluation and item.status != "replayed":
-            return item.elapsed
-    return None
+            return item.elapsed, item.request_latency + item.reply_latency
+    return None, math.nan
 
 
 class NativeRecorder(Protocol):
@@ -397,7 +398,7 @@ class Calibration:
         if self.journal is not None:
             self.journal.add_all(items)
         if self.progress_bar is not None:
-            self.progress_bar.update(self.progress.evaluations, self.progress.best_cost, _latency(items))
+            self.progress_bar.update(self.progress.evaluations, self.progress.best_cost, *_latency(items))
         if not self.callbacks and not self._batch_rules:
             return  # nobody wants records: a batch's are never made
         # One batch (a fast model's common case) is its own list of records.

@@ -1,4 +1,5 @@
-"""A tqdm progress bar fed by the calibration's counts: evaluations per second, best cost, latency.
+"""A tqdm progress bar fed by the calibration's counts: evaluations per second, best cost, latency
+(an evaluation's request to reply, and the bridge's share of it where measured).
 
 Refreshed at most every :data:`REFRESH_SECONDS` (a postfix update costs tens of microseconds,
 more than an evaluation of a fast model), so it is cheap on fast runs and live on slow ones.
@@ -6,6 +7,7 @@ more than an evaluation of a fast model), so it is cheap on fast runs and live o
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import IO, Any, Optional
@@ -37,28 +39,32 @@ class ProgressBar:
         self._count = 0
         self._best = float("inf")
         self._latency = 0.0
+        self._bridge = math.nan
         self._next_refresh = 0.0
 
     @property
     def enabled(self) -> bool:
         return self._bar is not None
 
-    def update(self, evaluations: int, best_cost: float, latency: Optional[float] = None) -> None:
+    def update(self, evaluations: int, best_cost: float, latency: Optional[float] = None,
+               bridge: float = math.nan) -> None:  # fmt: skip
         """``evaluations`` so far in all, the best cost, and the latest evaluation's request-to-reply
-        time (None: unchanged)."""
+        time (None: unchanged) with the bridge's share of it, its request and reply latency (NaN: not
+        measured). Of a fast model's round trip most is the bridge's; of a slow one's, the model's."""
         if self._bar is None:
             return
         self._count = evaluations
         self._best = best_cost
         if latency is not None:
-            self._latency = latency
+            self._latency, self._bridge = latency, bridge
         now = time.monotonic()
         if now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS
             self._refresh()
 
     def _refresh(self) -> None:
-        self._bar.set_postfix_str(f"best={self._best:.6g} latency={_seconds(self._latency)}", refresh=False)
+        share = f" (bridge {_seconds(self._bridge)})" if self._bridge == self._bridge else ""
+        self._bar.set_postfix_str(f"best={self._best:.6g} latency={_seconds(self._latency)}{share}", refresh=False)
         self._bar.update(self._count - self._shown)
         self._shown = self._count
 
@@ -71,6 +77,8 @@ class ProgressBar:
 
 
 def _seconds(value: float) -> str:
+    if value < 1e-5:  # a fast model's round trip and the bridge's share of it: a few microseconds
+        return f"{value * 1e6:.1f}us"
     if value < 1e-3:
         return f"{value * 1e6:.0f}us"
     if value < 1:

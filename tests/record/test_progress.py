@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import re
 
 import pybridge
 from pybridge.optimize import MaxEvaluations
@@ -25,6 +27,26 @@ def test_the_bar_shows_count_best_cost_and_latency_when_asked(capsys) -> None:
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert "500/500" in last and "eval/s" in last
     assert f"best={result.fun:.6g}" in last and "latency=" in last
+
+
+def test_the_latency_shown_splits_off_the_bridges_share(capsys) -> None:
+    # The round trip of a fast model is mostly the bridge's; of a slow one, the model's: the bar says which.
+    _run(True)
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    shown = re.search(r"latency=([\d.]+)(us|ms|s) \(bridge ([\d.]+)(us|ms|s)\)", last)
+    assert shown is not None, last
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+    round_trip, bridge = float(shown[1]) * scale[shown[2]], float(shown[3]) * scale[shown[4]]
+    assert 0 < bridge <= round_trip < 0.1
+
+
+def test_a_bar_without_a_measured_share_shows_the_round_trip_alone() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(True, total=2, file=stream)
+    bar.update(1, 3.0, 0.002, math.nan)  # a simulator whose shim predates the stamps
+    bar.close()
+    last = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert "latency=2.0ms" in last and "bridge" not in last
 
 
 def test_quiet_when_not_on_a_terminal_or_when_asked(capsys) -> None:
