@@ -9,7 +9,8 @@ told each reply's time, spinning through its last 10 % or 5 % — references for
 within the targets' 10 % of a core, not strict bounds (spinning less can be faster: what runs after
 the reply then ran more recently). Then the two ways a forecast can go wrong: a model time that changes abruptly (10x
 longer or shorter), and every core busy with other work (there pure blocking is measured twice, on two
-simulators, to show the noise of the comparison). Last, what a thread finds after its vCPU was halted
+simulators, to show the noise of the comparison; in epochs of fresh simulators, whose resampling gives
+the ratio's 95 % interval). Last, what a thread finds after its vCPU was halted
 through most of a 5 ms evaluation, as a wait within 10 % of a core must leave it
 (``pybridge-bench-halt``: the same work after a halt and after none).
 """
@@ -87,7 +88,7 @@ def _jittered(model_us: float, count: int, rng: np.random.Generator) -> np.ndarr
 
 
 def _ratio_interval(numerator: np.ndarray, denominator: np.ndarray, draws: int = 4000) -> List[float]:
-    """The 95 % bootstrap interval of ``sum(numerator) / sum(denominator)``, pairs (rounds) resampled."""
+    """The 95 % bootstrap interval of ``sum(numerator) / sum(denominator)``, their pairs (epochs) resampled."""
     picks = np.random.default_rng(1).integers(0, len(numerator), (draws, len(numerator)))
     return [float(v) for v in np.percentile(numerator[picks].sum(axis=1) / denominator[picks].sum(axis=1), [2.5, 97.5])]
 
