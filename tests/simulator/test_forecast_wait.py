@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,25 @@ from pybridge.errors import EvaluationTimeout
 
 def simulator(**options: object) -> pybridge.Simulator:
     return pybridge.Simulator([_program("pybridge-bench-sim"), "--burn-x0"], n_params=2, **options)
+
+
+def oversubscribed() -> bool:
+    """Whether more threads are runnable than there are cores, by the rule of the forecast's guard
+    (cpp/src/wait.hpp: /proc/loadavg's runnable count, most of several samples). Then every wait only
+    blocks, as it should, and no forecast wait reaches a spin window: the tests that need one say so and
+    skip, where they used to fail on a loaded machine (with two CPU-bound processes beside the suite on 2
+    cores, four tests of this file failed)."""
+    busy = 0
+    for _ in range(5):
+        with open("/proc/loadavg") as loadavg:
+            busy += int(loadavg.read().split()[3].split("/")[0]) > (os.cpu_count() or 1)
+        time.sleep(0.01)  # the guard samples at most every 10 ms
+    return busy > 2
+
+
+def skip_if_the_guard_blocks(reason: str) -> None:
+    if oversubscribed():
+        pytest.skip(f"{reason}: the machine is oversubscribed, so the forecast's guard rightly only blocks")
 
 
 def timed(sim: pybridge.Simulator, model_us: float) -> "tuple[float, float]":
@@ -64,18 +84,23 @@ def test_every_wait_returns_the_same_values(options: dict) -> None:
     """Jittered milliseconds through each wait: each answer is its own evaluation's (the model time the
     simulator measured is close to the one asked for, not a neighbour's), whatever the wait did."""
     rng = np.random.default_rng(1)
-    overshot = []
+    answers = []
     with simulator(**options) as sim:
         assert sim.forecast is options.get("forecast", True)
         for asked in rng.uniform(200, 3_000, 40):
             trip, model = timed(sim, asked)
             assert int(asked) <= model and trip >= model  # it computes whole microseconds
-            if model >= asked + 2_000:
-                overshot.append((asked, model))
-    # The simulator burns CPU time and reports wall time: the host preempting it for milliseconds makes
-    # the odd evaluation long (seen: 2861 us asked, 5326 measured). A neighbour's answer would miss by
-    # the neighbour's difference in about every other evaluation.
-    assert len(overshot) <= 3, overshot
+            answers.append((asked, model))
+    # Each answer is at least its own model time and at most its round trip: an earlier evaluation's
+    # answer fails that in about every other evaluation (it asked less), or returns before its time.
+    # The other half, a neighbour that asked more, shows as an answer far above its ask. The simulator
+    # burns CPU time and reports wall time, so the host preempting it for milliseconds makes the odd one
+    # long (seen: 2861 us asked, 5326 measured); and where more threads are runnable than there are
+    # cores, a time slice of ~4 ms lands on many (7 of 40 with two CPU-bound processes beside the
+    # suite): there the wall time says nothing of which evaluation answered, and only the first check holds.
+    overshot = [(asked, model) for asked, model in answers if model >= asked + 2_000]
+    if len(overshot) > 3 and not oversubscribed():
+        pytest.fail(f"answers far above their asks, a neighbour's? {overshot}")
 
 
 def warm_ups_during(sim: pybridge.Simulator, model_us: float, count: int) -> int:
@@ -102,6 +127,8 @@ def test_a_forecast_wait_runs_the_interpreter_once_before_each_reply() -> None:
         for _ in range(16):
             timed(sim, 5_000)
         warm_ups = warm_ups_during(sim, 5_000, 10)
+    if warm_ups == 0:
+        skip_if_the_guard_blocks("no wait reached its window")
     # A reply that comes before the window opens (the waiter woke late) skips it: about one in four here.
     assert 1 <= warm_ups <= 10, warm_ups
     for options in ({"forecast": False}, {"spin_us": 0}):
@@ -125,9 +152,13 @@ def test_ctrl_c_in_the_warm_up_leaves_the_simulator_usable() -> None:
             timed(sim, 5_000)
         sys.setprofile(interrupt)
         try:
-            with pytest.raises(KeyboardInterrupt):
-                for _ in range(40):  # until one wait reaches its window before the reply
-                    timed(sim, 5_000)
+            for _ in range(40):  # until one wait reaches its window before the reply
+                timed(sim, 5_000)
+        except KeyboardInterrupt:
+            pass
+        else:
+            skip_if_the_guard_blocks("no wait reached its window in 40 evaluations")
+            pytest.fail("no wait reached its window in 40 evaluations: Ctrl-C never landed in the warm-up")
         finally:
             sys.setprofile(None)
         # Each answer is this evaluation's: not the interrupted one's (5 000) nor the one before (3 000
@@ -175,6 +206,8 @@ def test_the_warm_up_reads_any_caller_and_keeps_no_reference() -> None:
                 after = (sys.getrefcount(scope), sys.getrefcount(scope["__builtins__"]), sys.getrefcount(code.co_code))
                 if warm_ups:
                     break
+            if not warm_ups:
+                skip_if_the_guard_blocks("no wait reached its window in five tries")
             assert warm_ups, "no forecast wait reached its window in five tries: nothing was read"
             # The model computes 5 ms of CPU time and answers its wall time, which the host may stretch.
             assert all(5_000 <= value < 50_000 for value in scope["values"]), scope["values"]
