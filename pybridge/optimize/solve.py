@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -284,13 +284,23 @@ def _run_starts(calibration: Calibration, method: str, starts: List[np.ndarray],
         return results
     with ThreadPoolExecutor(max_workers=min(len(starts), calibration.concurrency),
                             thread_name_prefix="pybridge-start") as threads:  # fmt: skip
-        futures = [threads.submit(_solve, calibration, method, i, x0, constraints, options, False)
-                   for i, x0 in enumerate(starts)]  # fmt: skip
+        futures: List[Future] = []
+
+        def submit_the_rest() -> None:
+            for i in range(len(futures), len(starts)):
+                futures.append(threads.submit(_solve, calibration, method, i, starts[i], constraints, options, False))
+
+        # Ctrl-C may come while starts are still being started (a loaded machine can take long enough
+        # over a thread's start for the first start to have made hundreds of evaluations): it ends the
+        # run there too, or the starts already running would go on to their end, waited for.
         try:
+            submit_the_rest()
             return [future.result() for future in futures]
         except KeyboardInterrupt:
-            # Every start ends at its next evaluation; their results still come back.
+            # Every start ends at its next evaluation, one not started yet at its first; their results
+            # still come back.
             calibration.stop(_INTERRUPTED, "interrupted")
+            submit_the_rest()
             return [future.result() for future in futures]
 
 

@@ -146,6 +146,37 @@ def test_ctrl_c_ends_the_run_with_the_best_point_and_the_journal_intact(rosenbro
     assert len(contents.ids) >= 300 and float(fun) == np.nanmin(contents.cost)
 
 
+def test_ctrl_c_while_the_starts_are_being_started_ends_the_run(rosenbrock, tmp_path) -> None:
+    # On a loaded machine starting a start's thread can take long enough for the first start to make
+    # 300 evaluations: a Ctrl-C then landed in the main thread while it was still starting them, outside
+    # the code that ends the run, and the first start ran on to its end (maxfev 10**6) while the thread
+    # pool waited for it (3 hangs in 8 runs of the test above with three CPU-bound processes beside it).
+    # Here the Ctrl-C lands exactly there, as the second start is being started.
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import concurrent.futures
+        import pybridge
+        from pybridge.optimize import solve
+
+        class Interrupted(concurrent.futures.ThreadPoolExecutor):
+            submitted = 0
+            def submit(self, *args, **kwargs):
+                Interrupted.submitted += 1
+                if Interrupted.submitted == 2:
+                    raise KeyboardInterrupt
+                return super().submit(*args, **kwargs)
+
+        solve.ThreadPoolExecutor = Interrupted
+        with pybridge.Pool({rosenbrock!r}, workers=2, n_params=4) as pool:
+            result = pybridge.minimize(pool, {{"x": [(-2.0, 2.0)] * 4}}, method="Nelder-Mead", n_starts=2,
+                                       options={{"maxfev": 10**6, "xatol": 0, "fatol": 0}})
+        print("RESULT", result.stop_rule, len(result.starts), result.message)
+    """))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert "RESULT interrupted 2 stopped: interrupted (Ctrl-C)" in run.stdout, run.stdout
+
+
 def test_ctrl_c_in_a_simulator_call_outside_the_native_recorder_ends_the_run(tmp_path, python_simulator) -> None:
     # A gradient method calls the Simulator from Python (the native recorder takes costs only); Ctrl-C
     # arriving while that call waits raises KeyboardInterrupt out of it, and the run must still end
