@@ -153,15 +153,14 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
         # Per evaluation: round trip, the model's wall time, driver CPU, simulator CPU beyond the model's
         # own (it burns the CPU time asked): spinning would show in the last two.
         busy: Dict[str, List[np.ndarray]] = {arm: [] for arm in arms}
-        epochs: Dict[str, List[float]] = {arm: [] for arm in arms}  # each epoch's round trips, summed
         order = list(arms)
-        for _ in range(1 if quick else BUSY_EPOCHS):
+        epochs = 1 if quick else BUSY_EPOCHS
+        for _ in range(epochs):
             with contextlib.ExitStack() as stack:
                 rng.shuffle(order)  # started in a new order too: no wait is always the first or the last
                 sims = {arm: stack.enter_context(_simulator(arms[arm])) for arm in order}
                 for sim in sims.values():
                     _evaluate(sim, [1000] * 20)
-                trips_in_epoch = dict.fromkeys(arms, 0.0)
                 for _ in range(3 if quick else BUSY_ROUNDS // BUSY_EPOCHS):
                     rng.shuffle(order)
                     for arm in order:
@@ -170,9 +169,6 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
                         simulator_us = (beyond_wall_s + (models.sum() - asked.sum()) / 1e6) * 1e6 / len(asked)
                         busy[arm].append(np.stack([trips, models, np.full(len(asked), driver_s * 1e6 / len(asked)),
                                                    np.full(len(asked), simulator_us)]))  # fmt: skip
-                        trips_in_epoch[arm] += float(trips.sum())
-            for arm, total in trips_in_epoch.items():
-                epochs[arm].append(total)
         means = {arm: np.concatenate(rounds, axis=1).mean(axis=1) for arm, rounds in busy.items()}
         # The whole round trip: a spinning driver slows the model itself down when cores are short.
         # Pure blocking's figures are both its simulators together.
@@ -185,7 +181,9 @@ def measure_model_time(quick: bool, log: Callable[[str], None] = print) -> Dict[
         # "No worse than pure blocking" is a claim about two means that scatter by +-30 % from block to
         # block and by several per cent from one simulator process to the next: each ratio's 95 %
         # interval, from the epochs resampled, tells the forecast's difference from the host's.
-        totals = {arm: np.array(sums) for arm, sums in epochs.items()}
+        # Each epoch's round trips, summed: an arm's blocks in the order they ran, the same number per epoch.
+        totals = {arm: np.array([block[0].sum() for block in rounds]).reshape(epochs, -1).sum(axis=1)
+                  for arm, rounds in busy.items()}  # fmt: skip
         blocking = (totals["pure blocking (spin_us=0)"] + totals[BLOCKING_AGAIN]) / 2
         results["contention_interval"] = _ratio_interval(totals["forecast (default)"], blocking)
         results["contention_noise_interval"] = _ratio_interval(totals[BLOCKING_AGAIN], totals["pure blocking (spin_us=0)"])
