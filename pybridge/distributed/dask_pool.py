@@ -46,6 +46,9 @@ CHUNKS_PER_SIMULATOR = 2
 #: Seconds a pool outlives its client's disconnection: a client that reconnects within them (a network
 #: blip) keeps its simulators; after them a dead driver's simulators stop.
 CLIENT_GRACE_SECONDS = 30.0
+#: Seconds a new pool waits for the cluster's first worker: a script that starts a cluster (or scales one
+#: up) and makes the pool at once meets workers that are still starting, not a cluster without any.
+WORKER_WAIT_SECONDS = 30.0
 
 
 class _ResidentSimulators(WorkerPlugin):
@@ -137,8 +140,7 @@ class DaskPool(Executor):
             simulators_per_worker < 1
         ):
             raise ValueError(f"simulators_per_worker must be a positive whole number, not {simulators_per_worker!r}")
-        if not client.scheduler_info().get("workers"):
-            raise ChannelClosed("the Dask cluster has no worker: start workers before the DaskPool")
+        _wait_for_a_worker(client)
         self._client = client
         self._name = f"pybridge-{uuid.uuid4().hex[:12]}"
         self._closed = False
@@ -292,6 +294,18 @@ class DaskPool(Executor):
     def _check_open(self) -> None:
         if self._closed:
             raise ChannelClosed("this DaskPool is shut down; create a new one")
+
+
+def _wait_for_a_worker(client: Client) -> None:
+    if client.scheduler_info().get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
+    except (TimeoutError, asyncio.TimeoutError):  # the same class from Python 3.11 on
+        raise ChannelClosed(
+            f"the Dask cluster has no worker registered within {WORKER_WAIT_SECONDS:g} s: start workers (for "
+            "example `dask worker SCHEDULER_ADDRESS`, or LocalCluster(n_workers=...)) before the DaskPool"
+        ) from None
 
 
 def _chunks(count: int, pieces: int) -> List[Tuple[int, int]]:

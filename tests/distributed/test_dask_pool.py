@@ -243,3 +243,23 @@ def test_a_client_that_comes_back_within_the_grace_keeps_its_simulators() -> Non
     assert stayed.removed == [] and stayed.watching
     gone = asyncio.run(blip(back=False))
     assert gone.removed == ["pool-1"] and not gone.watching
+
+
+def test_a_pool_made_while_the_first_worker_still_starts_waits_for_it(monkeypatch) -> None:
+    # A script that starts a cluster (or scales one up) and makes the pool at once: the workers may not
+    # have registered yet. The pool waits for the first one rather than refusing the cluster.
+    # Its own dashboard port: the module's cluster may hold the default one.
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        cluster.scale(1)  # returns before the worker process has started
+        assert not client.scheduler_info()["workers"]
+        with DaskPool(client, ROSENBROCK, n_params=2) as pool:
+            assert pool([1.0, 1.0]) == 0.0 and pool.size == 1
+        # Without a worker in time: an error that says what to do, after the wait.
+        cluster.scale(0)
+        assert _wait_until(lambda: not client.scheduler_info()["workers"])
+        monkeypatch.setattr("pybridge.distributed.dask_pool.WORKER_WAIT_SECONDS", 0.5)
+        started = time.monotonic()
+        with pytest.raises(pybridge.ChannelClosed, match=r"no worker registered within 0.5 s.*start workers"):
+            DaskPool(client, ROSENBROCK, n_params=2)
+        assert 0.5 <= time.monotonic() - started < 10
