@@ -61,8 +61,8 @@ def measure_dask(quick: bool, log: Callable[[str], None] = print) -> Dict[str, A
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
                           silence_logs=_QUIET) as cluster, Client(cluster) as client:  # fmt: skip
-            # A new cluster's workers may not have registered yet (a whole bench once failed here with
-            # "the Dask cluster has no worker"): the DaskPool, like any user, starts on workers that exist.
+            # A new cluster's workers may not have registered yet, and the DaskPool waits for the first
+            # one only: 2 against 1 needs both.
             client.wait_for_workers(workers)
             with DaskPool(client, [_program("pybridge-bench-sim"), "--burn-us", "20000"], n_params=8) as pool:
                 list(pool.map(pool, slow[:2]))
