@@ -20,6 +20,7 @@ Dask is an optional extra (``pip install "pybridge[dask]"``); only this module i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import uuid
 import warnings
@@ -31,7 +32,7 @@ import numpy as np
 from ..errors import ChannelClosed
 from ..pool.pool import Pool, evaluation_kind
 from ..protocol import Capability, RequestKind
-from ..simulator import Command, Failed, Outcome, values_of
+from ..simulator import Command, Failed, Outcome, Simulator, values_of
 
 try:
     from distributed import Client, get_worker
@@ -140,6 +141,7 @@ class DaskPool(Executor):
             simulators_per_worker < 1
         ):
             raise ValueError(f"simulators_per_worker must be a positive whole number, not {simulators_per_worker!r}")
+        _check_options(command, options)
         _wait_for_a_worker(client)
         self._client = client
         self._name = f"pybridge-{uuid.uuid4().hex[:12]}"
@@ -294,6 +296,17 @@ class DaskPool(Executor):
     def _check_open(self) -> None:
         if self._closed:
             raise ChannelClosed("this DaskPool is shut down; create a new one")
+
+
+def _check_options(command: Command, options: Dict[str, Any]) -> None:
+    """A misspelt option refused here, not by every worker's plugin (each would log a traceback)."""
+    if "workers" in options:
+        raise TypeError("DaskPool takes simulators_per_worker (simulators on each Dask worker), not workers")
+    try:
+        inspect.signature(Simulator).bind(command, **options)
+    except TypeError as error:
+        names = [name for name in inspect.signature(Simulator).parameters if name != "command"]
+        raise TypeError(f"DaskPool: {error}; its options are those of pybridge.Simulator: {', '.join(names)}") from None
 
 
 def _wait_for_a_worker(client: Client) -> None:

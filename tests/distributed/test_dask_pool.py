@@ -263,3 +263,17 @@ def test_a_pool_made_while_the_first_worker_still_starts_waits_for_it(monkeypatc
         with pytest.raises(pybridge.ChannelClosed, match=r"no worker registered within 0.5 s.*start workers"):
             DaskPool(client, ROSENBROCK, n_params=2)
         assert 0.5 <= time.monotonic() - started < 10
+
+
+def test_a_misspelt_option_is_refused_on_the_client_before_any_worker_sees_it(client) -> None:
+    def registered():
+        plugins = client.run_on_scheduler(lambda dask_scheduler: [*dask_scheduler.worker_plugins,
+                                                                   *dask_scheduler.plugins])  # fmt: skip
+        return [name for name in plugins if name.startswith("pybridge-")]
+
+    before = registered()
+    with pytest.raises(TypeError, match=r"timeot.*options are those of pybridge.Simulator.*timeout"):
+        DaskPool(client, ROSENBROCK, n_params=2, timeot=5)
+    with pytest.raises(TypeError, match="simulators_per_worker"):
+        DaskPool(client, ROSENBROCK, n_params=2, workers=3)
+    assert registered() == before  # nothing reached the workers (which would log a traceback each)
