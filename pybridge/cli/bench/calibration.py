@@ -1,10 +1,10 @@
 """The calibration front end's figures for `pybridge bench`: what records, the journal and the
 progress bar cost on a fast model.
 
-The same 10 000-evaluation Nelder-Mead on the bundled Rosenbrock simulator, run in turn as plain
+The same 10 000-evaluation Nelder-Mead on the bundled Rosenbrock simulator, run in rounds as plain
 ``scipy.optimize.minimize(sim, ...)`` and through ``pybridge.minimize`` with records only, with the
 journal, and with the journal, the progress bar and a callback; µs per evaluation are the best of
-:data:`ROUNDS`, the ratio the median of the rounds' own.
+:data:`ROUNDS`, the ratio the median of the rounds' own (the first and the last variant back to back).
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ BOUNDS = [(-2.0, 2.0)] * N_PARAMS
 OPTIONS = {"xatol": 0.0, "fatol": 0.0}
 BASE = "scipy.optimize.minimize(sim)"
 FULL = "pybridge.minimize + journal + progress bar + callback"
-#: Rounds of all variants in turn. The ratio is the median of the rounds' own ratios (each pair run back
-#: to back): this host's drift moves a baseline by up to 50 % between rounds, which a ratio of two
-#: separate minima takes as the code's.
-ROUNDS = 7
+#: Rounds of all variants. The ratio is the median of the rounds' own ratios: this host's drift moves a
+#: baseline by up to 50 % between rounds, which a ratio of two separate minima takes as the code's. In
+#: each round the baseline and the full variant run back to back, first one then the other in turn
+#: (A B, then B A): a drift within a round then tilts the ratios of alternate rounds both ways instead
+#: of all one way, and the median sits between them. (Five runs of 7 rounds each, alternately, on a
+#: noisy hour: medians of 1.43-1.62 with the two other variants between the pair, 1.42-1.47 back to back.)
+ROUNDS = 9
 
 
 def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -62,9 +65,12 @@ def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict
                 progress=io.StringIO(), callback=lambda record: None),
         }  # fmt: skip
         ratios: List[float] = []
-        for _ in range(2 if quick else ROUNDS):
+        others = [name for name in variants if name not in (BASE, FULL)]
+        for number in range(2 if quick else ROUNDS):
             times: Dict[str, float] = {}
-            for name, run in variants.items():  # in turn, so that drift hits all alike
+            order = [BASE, FULL, *others] if number % 2 == 0 else [FULL, BASE, *others[::-1]]
+            for name in order:
+                run = variants[name]
                 started = time.perf_counter()
                 result = run()
                 times[name] = time.perf_counter() - started
