@@ -399,8 +399,15 @@ class Pool(Executor):
                     free.append(worker)
                 if not busy:
                     break
-                ports = [entry[0]._port for entry in busy]
-                ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
+                if len(busy) == 1:
+                    # One request in flight: its own finish waits on its own channel. The pool's doorbell,
+                    # which every channel of the pool rings, may have other threads' dispatches waiting
+                    # on it too, and one of them could take this reply's ring (it then slept until its
+                    # poll ran out: 20 ms; tests/pool/test_pool.py).
+                    ready: Optional[int] = 0
+                else:
+                    ports = [entry[0]._port for entry in busy]
+                    ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
                 finished = [ready] if ready is not None else [j for j, entry in enumerate(busy) if entry[0]._stalled()]
                 for j in sorted(finished, reverse=True):
                     worker, first, rows, when = busy.pop(j)

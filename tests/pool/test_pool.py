@@ -6,6 +6,8 @@ import concurrent.futures
 import os
 import pickle
 import signal
+import threading
+import time
 from pathlib import Path
 from typing import Callable, List
 
@@ -456,3 +458,36 @@ def _alive(pid: "int | None") -> bool:
     except FileNotFoundError:
         return False
 
+
+
+SLEEPS_X0 = """
+def cost(x):
+    time.sleep(float(x[0]))  # x[0] seconds of model time, without taking a core
+    return float(x[0])
+pybridge.serve(cost, n_params=2)
+"""
+
+
+@pytest.mark.parametrize("vectors", [1, 2], ids=["one-each", "two-each"])
+def test_threads_mapping_at_once_each_hear_their_own_reply(python_simulator: Callable, monkeypatch,
+                                                          vectors: int) -> None:  # fmt: skip
+    # Two threads (two starts of a multi-start run) each wait on the simulators they took; one's
+    # evaluations take 1 ms, the other's 3 ms. All of a pool's channels ring one doorbell: a thread
+    # waiting on it could take the other's ring and leave it asleep until its poll ran out (20 ms;
+    # here 1 s, so that a missed reply cannot hide).
+    monkeypatch.setattr("pybridge.core.channel.POLL_PERIOD", 1.0)
+    monkeypatch.setattr("pybridge.pool.pool.POLL_PERIOD", 1.0)
+    slowest: List[float] = []
+    with Pool(python_simulator(SLEEPS_X0), workers=2 * vectors) as pool:
+        def maps(model_seconds: float) -> None:
+            for _ in range(20):
+                started = time.monotonic()
+                assert list(pool.map(pool, [np.array([model_seconds, 0.0])] * vectors)) == [model_seconds] * vectors
+                slowest.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=maps, args=(seconds,)) for seconds in (0.001, 0.003)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(slowest) == 40 and max(slowest) < 0.5, sorted(slowest)[-3:]  # 1 or 3 ms each; a missed reply: 1 s
