@@ -195,7 +195,7 @@ class Calibration:
     def evaluate_one(self, kind: str, z: Any, start: int) -> Any:
         """:meth:`evaluate` of a single vector, kept lean: a fast model pays it per evaluation
         (measured in ``pybridge bench``: records and journal against plain SciPy)."""
-        if self._direct is None or self._replay is not None:
+        if self._replay is not None:
             return self.evaluate(kind, [z], start)[0]
         if self.stop_message is not None:
             raise Stopped(self.stop_message)
@@ -207,24 +207,33 @@ class Calibration:
                 self._stop(self._budget.message, self._budget.name)
                 raise Stopped(self._budget.message)
         error: Optional[BaseException] = None
-        _take_latency()  # a call that measures nothing must not report an earlier one's
-        measuring = _measure_latency(True)
-        started = time.time()
+        worker = 0
+        direct = self._direct
         try:
-            value = self._direct[asked](x)
-        except Exception as failure:
-            value, error = None, failure
+            if direct is not None:
+                _take_latency()  # a call that measures nothing must not report an earlier one's
+                measuring = _measure_latency(True)
+                started = time.time()
+                try:
+                    value = direct[asked](x)
+                except Exception as failure:
+                    value, error = None, failure
+                finally:
+                    _measure_latency(measuring)
+                finished = time.time()
+                latency = _take_latency()
+            else:  # a pool: one vector through the evaluator protocol
+                (outcome,) = self.evaluator.evaluate([x], _REQUEST[asked])
+                value, error, worker, started, finished = (outcome.value, outcome.error, outcome.worker,
+                                                           outcome.started, outcome.finished)  # fmt: skip
+                latency = (outcome.request_latency, outcome.reply_latency)
         except BaseException:  # Ctrl-C in the call: out of flight, or the run's end would wait for it
             with self._lock:
                 self._landed(1, start)
             raise
-        finally:
-            _measure_latency(measuring)
-        finished = time.time()
-        latency = _take_latency()
         with self._lock:
             self._landed(1, start)
-            record = self._record_outcome(asked, x, value, error, 0, started, finished, start, latency)
+            record = self._record_outcome(asked, x, value, error, worker, started, finished, start, latency)
         if error is not None:
             raise error
         if self.stop_message is not None:

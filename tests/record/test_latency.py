@@ -70,6 +70,20 @@ def test_pool_outcomes_carry_each_simulators_legs(bundled: Callable) -> None:
         assert _legs_fit(outcome.request_latency, outcome.reply_latency, outcome.finished - outcome.started), outcome
 
 
+def test_a_single_vector_on_a_pool_is_timed_on_its_simulator_and_keeps_its_error(bundled: Callable) -> None:
+    # One vector at a time (each start of a multi-start run) takes its own path through the pool.
+    with pybridge.Pool([bundled("pybridge-rosenbrock")], workers=2, n_params=3) as pool:
+        busy = pool._take()  # one simulator taken: the vector must go to the other
+        try:
+            (outcome,) = pool.evaluate([np.ones(3)])
+        finally:
+            pool._give(busy)
+        (failed,) = pool.evaluate([np.array([np.nan, 1.0, 1.0])])
+    assert outcome.value == 0.0 and outcome.error is None and outcome.worker == 1 - busy[0]
+    assert _legs_fit(outcome.request_latency, outcome.reply_latency, outcome.finished - outcome.started), outcome
+    assert failed.value is None and isinstance(failed.error, ValueError) and failed.started <= failed.finished
+
+
 def _unaligned(x: np.ndarray) -> np.ndarray:
     """x in memory that is not 8-byte aligned, as a deserialised array can be (Dask's first one was)."""
     raw = np.zeros(x.nbytes + 1, dtype=np.uint8)[1:]
