@@ -442,7 +442,7 @@ int pybridge_driver_set_forecast(pybridge_driver *d, int enabled) {
 
 int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int64_t timeout_ns, size_t *ready) {
     if (drivers == nullptr || count == 0 || ready == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
-    bool pending = false;
+    size_t pending = 0, last_pending = 0;
     for (size_t i = 0; i < count; ++i) {
         pybridge_driver *d = drivers[i];
         if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
@@ -451,7 +451,7 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
                         "channel '%s' does not share a doorbell with channel '%s': create the channels of one "
                         "wait with the same doorbell", d->name.c_str(), drivers[0]->name.c_str());
         }
-        pending = pending || d->outcome == PYBRIDGE_OUTCOME_PENDING;
+        if (d->outcome == PYBRIDGE_OUTCOME_PENDING) ++pending, last_pending = i;
     }
     const auto first_answered = [&]() -> bool {
         for (size_t i = 0; i < count; ++i) {
@@ -465,7 +465,16 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
         return false;
     };
     if (first_answered()) return PYBRIDGE_OK;
-    if (!pending) return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT, "none of the channels has a request pending");
+    if (pending == 0) return fail(drivers[0], PYBRIDGE_E_INVALID_ARGUMENT, "none of the channels has a request pending");
+    if (pending == 1) {
+        // One request pending: waited for alone, on its channel's own semaphore (and with its forecast).
+        // Several threads may wait on channels of one doorbell at once (the starts of a multi-start run on
+        // a pool), and a doorbell post taken by the wrong thread left the right one asleep until its
+        // timeout (tests/pool/test_pool.py).
+        const int rc = wait_reply(drivers[last_pending], timeout_ns, false);
+        if (rc == PYBRIDGE_OK) *ready = last_pending;
+        return rc;
+    }
     // Spin as a single wait would, once per request: until the last of the
     // pending requests' spin budgets (each adaptive, cpp/src/wait.hpp) ends.
     auto spin_end = pybridge::detail::Clock::time_point::min();

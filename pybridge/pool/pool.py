@@ -207,14 +207,8 @@ class Pool(Executor):
             # One vector (each start of a multi-start run, a sequential method): the simulator's own
             # timed evaluation on an idle one, without the dispatcher's bookkeeping for many
             # (~10 µs of Python per evaluation).
-            (index,) = self._take()
-            try:
-                worker = self._workers[index]
-                assert worker is not None
-                (outcome,) = worker.evaluate(xs, kind)
-            finally:
-                self._give((index,))
-            return [outcome._replace(worker=index)]
+            return self._on_idle_worker(
+                lambda worker: [outcome._replace(worker=worker.index) for outcome in worker.evaluate(xs, kind)])
         trace: List[Any] = [None] * len(xs)
         with measuring_latency():
             outcomes = self._dispatch(RequestKind(kind), list(xs), trace, stop_on_failure=False)
@@ -411,15 +405,8 @@ class Pool(Executor):
                     free.append(worker)
                 if not busy:
                     break
-                if len(busy) == 1:
-                    # One request in flight: its own finish waits on its own channel. The pool's doorbell,
-                    # which every channel of the pool rings, may have other threads' dispatches waiting
-                    # on it too, and one of them could take this reply's ring (it then slept until its
-                    # poll ran out: 20 ms; tests/pool/test_pool.py).
-                    ready: Optional[int] = 0
-                else:
-                    ports = [entry[0]._port for entry in busy]
-                    ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
+                ports = [entry[0]._port for entry in busy]
+                ready = _native.wait_any(ports, self._slice(busy))  # type: ignore[arg-type]
                 finished = [ready] if ready is not None else [j for j, entry in enumerate(busy) if entry[0]._stalled()]
                 for j in sorted(finished, reverse=True):
                     worker, first, rows, when = busy.pop(j)

@@ -166,7 +166,10 @@ PYBRIDGE_API int pybridge_driver_set_forecast(pybridge_driver *driver, int enabl
  * PYBRIDGE_E_INVALID_ARGUMENT when none has a request pending or they do not
  * share a doorbell. Each of the drivers may meanwhile be waited on alone by
  * pybridge_driver_wait (not at the same time): the simulator posts whichever
- * semaphore its driver sleeps on. */
+ * semaphore its driver sleeps on. With one request pending, it is waited for
+ * as pybridge_driver_wait would, on its own semaphore; several threads waiting
+ * at once, each with several requests pending on one doorbell, may take each
+ * other's post (a thread then wakes at its next reply or its timeout). */
 PYBRIDGE_API int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int64_t timeout_ns,
                                           size_t *ready);
 
