@@ -48,7 +48,6 @@ __all__ = ["Calibration", "Objective", "Stopped"]
 _now = time.time
 _REQUEST = {"cost": RequestKind.COST, "gradient": RequestKind.GRADIENT, "residuals": RequestKind.RESIDUALS}
 _KIND_OF = {request: kind for kind, request in _REQUEST.items()}
-_take_latency, _measure_latency = _native.take_latency, _native.measure_latency
 DRAIN_RECORDS = 256
 DRAIN_SECONDS = 0.1
 #: How often the end of a run looks whether the evaluations still under way have ended.
@@ -139,12 +138,8 @@ class Calibration:
         self._in_flight = 0  # admitted, not yet recorded: all starts', and each start's
         self._in_flight_of: Dict[int, int] = {}
         self._scaled = bool(params.scaled.any())
-        # A single Simulator is called directly for one vector (the evaluator protocol's list of
-        # outcomes costs more than a fast model's evaluation); anything else goes through evaluate().
-        self._direct: Optional[Dict[str, Callable[[np.ndarray], Any]]] = None
-        if isinstance(evaluator, Simulator):
-            self._direct = {"cost": evaluator.__call__, "gradient": evaluator.value_and_grad,
-                            "residuals": evaluator.residuals}  # fmt: skip
+        # A single Simulator's costs go to a native recorder (see the module's doc).
+        self._single = isinstance(evaluator, Simulator)
         if progress is not None and not progress.enabled:
             self.progress_bar = None
         # Of several targets the highest is reached first.
@@ -206,34 +201,17 @@ class Calibration:
                 assert self._budget is not None
                 self._stop(self._budget.message, self._budget.name)
                 raise Stopped(self._budget.message)
-        error: Optional[BaseException] = None
-        worker = 0
-        direct = self._direct
         try:
-            if direct is not None:
-                _take_latency()  # a call that measures nothing must not report an earlier one's
-                measuring = _measure_latency(True)
-                started = time.time()
-                try:
-                    value = direct[asked](x)
-                except Exception as failure:
-                    value, error = None, failure
-                finally:
-                    _measure_latency(measuring)
-                finished = time.time()
-                latency = _take_latency()
-            else:  # a pool: one vector through the evaluator protocol
-                (outcome,) = self.evaluator.evaluate([x], _REQUEST[asked])
-                value, error, worker, started, finished = (outcome.value, outcome.error, outcome.worker,
-                                                           outcome.started, outcome.finished)  # fmt: skip
-                latency = (outcome.request_latency, outcome.reply_latency)
+            (outcome,) = self.evaluator.evaluate([x], _REQUEST[asked])
         except BaseException:  # Ctrl-C in the call: out of flight, or the run's end would wait for it
             with self._lock:
                 self._landed(1, start)
             raise
+        error = outcome.error
         with self._lock:
             self._landed(1, start)
-            record = self._record_outcome(asked, x, value, error, worker, started, finished, start, latency)
+            record = self._record_outcome(asked, x, outcome.value, error, outcome.worker, outcome.started,
+                                          outcome.finished, start, (outcome.request_latency, outcome.reply_latency))
         if error is not None:
             raise error
         if self.stop_message is not None:
@@ -441,7 +419,7 @@ class Calibration:
     def native_cost(self, start: int, fallback: Callable[[Any], float]) -> Optional[NativeRecorder]:
         """The cost function for SciPy in ``start`` when a native recorder can serve it: a single
         Simulator answering costs, and no journal to replay. ``fallback`` evaluates what it does not take."""
-        if self._direct is None or self._cost_kind != "cost" or self._replay is not None:
+        if not self._single or self._cost_kind != "cost" or self._replay is not None:
             return None
         params = self.params
         with self._lock:
