@@ -1,5 +1,6 @@
 """The pool's figures for `pybridge bench`: dispatch overhead against the standard process pools,
-the speed-up of 2 simulators over 1, and differential evolution end to end.
+the speed-up of 2 simulators over 1, differential evolution end to end, and ``pybridge.minimize`` on a
+pool (multi-start side by side, and one start's cost per evaluation).
 
 Every alternative evaluates the same C++ function (``benchmarks/native/cost.h``): the process
 pools call it in their worker processes through pybind11 (``pybridge._bench``), the Pool through
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 from scipy.optimize import differential_evolution
+from scipy.optimize import minimize as scipy_minimize
 
 from ...pool import Pool
 from ...simulator import Simulator
@@ -33,7 +35,9 @@ def measure_pool(quick: bool, log: Callable[[str], None] = print) -> Dict[str, A
     speedup = _speedup(40 if quick else 200, burn_us=2000)
     log("pool: differential evolution ...")
     de = _differential_evolution(quick, burn_us=1000)
-    return {"overhead_us": overhead, "speedup": speedup, "differential_evolution": de}
+    log("pool: pybridge.minimize, multi-start ...")
+    return {"overhead_us": overhead, "speedup": speedup, "differential_evolution": de,
+            "minimize": _minimize_on_a_pool(quick, burn_us=1000)}  # fmt: skip
 
 
 def _dispatch_overhead(count: int) -> Dict[str, float]:
@@ -94,6 +98,33 @@ def _differential_evolution(quick: bool, burn_us: int) -> Dict[str, float]:
         raise AssertionError("differential evolution through the pool did not repeat the serial run")
     return {"evaluations": serial.nfev, "model_ms": burn_us / 1000, "serial_s": serial_s, "pool_s": parallel_s,
             "speedup": serial_s / parallel_s}  # fmt: skip
+
+
+def _minimize_on_a_pool(quick: bool, burn_us: int) -> Dict[str, float]:
+    """``pybridge.minimize`` on a pool: 4 Nelder-Mead starts side by side on 2 simulators of a model that
+    computes ``burn_us`` (the wall time against the evaluations' model time over 2), and one start on the
+    fastest model against SciPy on the same pool (µs per evaluation)."""
+    from ...optimize import minimize
+
+    eight = [(-2.0, 2.0)] * 8
+    with Pool([_program("pybridge-bench-sim"), "--burn-us", str(burn_us)], workers=WORKERS, n_params=8) as pool:
+        walls = []
+        for _ in range(2):  # the best of two: the first run on new simulators read up to 2.5x the second
+            started = time.perf_counter()
+            result = minimize(pool, {"x": eight}, "Nelder-Mead", n_starts=4, seed=1,
+                              options={"maxfev": 50 if quick else 200}, progress=False)  # fmt: skip
+            walls.append(time.perf_counter() - started)
+        wall = min(walls)
+    count = 2_000 if quick else 10_000
+    four = [(-2.0, 2.0)] * 4
+    options = {"xatol": 0.0, "fatol": 0.0, "maxfev": count}  # runs to maxfev: the same evaluations in both
+    with Pool([_program("pybridge-bench-sim"), "--rosenbrock"], workers=WORKERS, n_params=4) as pool:
+        scipy_s = _best(lambda: scipy_minimize(pool, np.zeros(4), method="Nelder-Mead", bounds=four, options=options))
+        ours_s = _best(lambda: minimize(pool, {"x": four}, "Nelder-Mead", x0={"x": np.zeros(4)}, options=options,
+                                        progress=False))  # fmt: skip
+    return {"starts": 4, "evaluations": result.evaluations, "model_ms": burn_us / 1000, "wall_s": wall,
+            "ideal_s": result.evaluations * burn_us * 1e-6 / WORKERS, "scipy_us": scipy_s / count * 1e6,
+            "minimize_us": ours_s / count * 1e6}  # fmt: skip
 
 
 class _Wrapper:
