@@ -302,10 +302,11 @@ def _check_options(command: Command, options: Dict[str, Any]) -> None:
     """A misspelt option refused here, not by every worker's plugin (each would log a traceback)."""
     if "workers" in options:
         raise TypeError("DaskPool takes simulators_per_worker (simulators on each Dask worker), not workers")
+    signature = inspect.signature(Simulator)
     try:
-        inspect.signature(Simulator).bind(command, **options)
+        signature.bind(command, **options)
     except TypeError as error:
-        names = [name for name in inspect.signature(Simulator).parameters if name != "command"]
+        names = [name for name in signature.parameters if name != "command"]
         raise TypeError(f"DaskPool: {error}; its options are those of pybridge.Simulator: {', '.join(names)}") from None
 
 
