@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import pytest
@@ -19,10 +20,12 @@ from pybridge.core.doorbell import DOORBELL_PREFIX, Doorbell, doorbell_owner, wa
 from pybridge.protocol import Capability, RequestKind
 
 
-def serve_times(name: str, factor: float) -> None:
-    """A simulator thread: replies factor * x[0] until the channel closes."""
+def serve_times(name: str, factor: float, hold: Optional[threading.Event] = None) -> None:
+    """A simulator thread: replies factor * x[0] (once ``hold`` is set, if given) until the channel closes."""
     endpoint = _native.SimulatorChannel(name, 1, 0, 0)
     while (request := endpoint.wait()) is not None:
+        if hold is not None:
+            hold.wait()
         endpoint.reply(factor * float(request[2][0]))
 
 
@@ -54,6 +57,59 @@ def test_one_thread_waits_on_three_channels_through_one_doorbell() -> None:
                 thread.join()
         assert os.path.exists(f"/dev/shm/sem.{bell.name}")  # the channels never remove the doorbell
     assert not os.path.exists(f"/dev/shm/sem.{bell.name}")
+
+
+@pytest.mark.xfail(strict=True, reason="open: a thread can take both of another's doorbell rings")
+def test_two_threads_each_waiting_on_several_channels_of_one_doorbell_never_take_each_others_ring() -> None:
+    # The starts of a multi-start run on a pool: each thread waits on its own channels of the pool's one
+    # doorbell. Thread A's replies are held back, so A sits on the doorbell and wakes at every ring;
+    # thread B asks two channels at once, round after round. A ring of B's taken by A, and B's second
+    # ring taken by A too before B could, left B asleep until its timeout (2-7 of 200 rounds).
+    timeout, rounds = 1.0, 300
+    with Doorbell() as bell:
+        hold, stop = threading.Event(), threading.Event()
+        channels = [DriverChannel(doorbell=bell.name) for _ in range(4)]
+        held, quick = channels[:2], channels[2:]
+        simulators = [threading.Thread(target=serve_times, args=(c.name, 1.0, hold if c in held else None))
+                      for c in channels]  # fmt: skip
+        waited: List[float] = []
+
+        def wait_on_held() -> None:
+            for channel in held:
+                channel.request(np.array([1.0]), RequestKind.COST)
+            while not stop.is_set():
+                assert wait_any(held, 0.05) is None
+
+        other = threading.Thread(target=wait_on_held)
+        try:
+            for thread in simulators:
+                thread.start()
+            for channel in channels:
+                channel.wait_for_declaration(10, lambda: None)
+                channel.accept(1, 0, Capability.NONE, spin_us=0)  # no spin: every wait blocks on the doorbell
+            other.start()
+            for round_ in range(rounds):
+                seqs = [c.request(np.array([float(round_)]), RequestKind.COST) for c in quick]
+                pending = [0, 1]
+                while pending:
+                    started = time.monotonic()
+                    ready = wait_any([quick[i] for i in pending], timeout)
+                    waited.append(time.monotonic() - started)
+                    assert ready is not None, "no reply within the timeout"
+                    index = pending.pop(ready)
+                    assert quick[index].wait_reply(seqs[index], 1.0, lambda: None) == float(round_)
+        finally:
+            stop.set()
+            if other.is_alive():
+                other.join()
+            hold.set()
+            for channel in channels:
+                channel.close()
+            for thread in simulators:
+                thread.join()
+    # Each reply comes within microseconds; a wait that slept out its timeout missed its ring.
+    slept_out = [w for w in waited if w > timeout / 2]
+    assert not slept_out, f"{len(slept_out)} of {len(waited)} waits slept out their timeout"
 
 
 def test_a_doorbell_names_its_owner_and_cleanup_judges_by_it(tmp_path: Path) -> None:
