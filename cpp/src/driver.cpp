@@ -13,12 +13,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "names.hpp"
 #include "report.hpp"
@@ -163,6 +168,102 @@ void record_answer(pybridge_driver *d) {
     d->spin.record(waited);
     d->forecast.record(waited);
     d->outcome = PYBRIDGE_OUTCOME_ANSWERED;
+}
+
+// Threads of this process waiting at once on channels of one doorbell (the starts of a multi-start run
+// on a pool, each waiting for its own simulators). A ring does not say whose reply it is, so a thread
+// that took another's ring, found nothing of its own and waited again could take the other's next ring
+// too, and leave it asleep until its timeout (tests/channel/test_doorbell.py). So only one of them, the
+// leader, blocks on the doorbell; after every ring it looks at the others' channels and wakes those
+// answered, and when it leaves it hands the doorbell to one of them. The others sleep on their own
+// condition variable. Waiters in different processes do not know of each other: a doorbell's waiters
+// are the threads of one process (a pool's doorbell is its own).
+struct DoorbellWaiter {
+    const std::string *doorbell = nullptr;
+    std::vector<std::pair<const pybridge_header *, uint64_t>> pending;  // a header, and the seq awaited there
+    bool leading = false;  // it blocks on the doorbell
+    bool woken = false;    // by the leader: one of its replies came, or it leads now
+    std::condition_variable woke;
+};
+
+struct DoorbellWaiters {
+    std::mutex mutex;
+    std::vector<DoorbellWaiter *> all;  // of every doorbell of this process
+
+    // Under `mutex`.
+    DoorbellWaiter *leader_of(const std::string &doorbell) const {
+        for (DoorbellWaiter *w : all) {
+            if (w->leading && *w->doorbell == doorbell) return w;
+        }
+        return nullptr;
+    }
+    void wake_answered(const DoorbellWaiter &leader) {
+        for (DoorbellWaiter *w : all) {
+            if (w == &leader || w->woken || *w->doorbell != *leader.doorbell) continue;
+            for (const auto &[header, seq] : w->pending) {
+                if (load_acquire(header->reply_seq) == seq) {
+                    w->woken = true;
+                    w->woke.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+    void leave(DoorbellWaiter &self) {
+        all.erase(std::find(all.begin(), all.end(), &self));
+        if (!self.leading) return;
+        for (DoorbellWaiter *w : all) {
+            if (*w->doorbell == *self.doorbell) {
+                w->leading = w->woken = true;
+                w->woke.notify_one();
+                return;
+            }
+        }
+    }
+};
+
+DoorbellWaiters &doorbell_waiters() {
+    static auto *waiters = new DoorbellWaiters;  // never destroyed: a thread may still wait at exit
+    return *waiters;
+}
+
+// Blocks until ready() holds or `timeout_ns` passes, as one of the waiters of `doorbell` (above).
+// False at the timeout, or at once on an interrupt (EINTR) as wait_posted().
+template <typename Ready>
+bool wait_on_doorbell(Ready ready, const std::string &doorbell, sem_t *sem,
+                      std::vector<std::pair<const pybridge_header *, uint64_t>> pending, int64_t timeout_ns) {
+    const timespec deadline = pybridge::detail::deadline_after(timeout_ns);
+    const auto until = pybridge::detail::Clock::now() + std::chrono::nanoseconds(timeout_ns);
+    DoorbellWaiters &waiters = doorbell_waiters();
+    DoorbellWaiter self;
+    self.doorbell = &doorbell;
+    self.pending = std::move(pending);
+    std::unique_lock<std::mutex> lock(waiters.mutex);
+    self.leading = waiters.leader_of(doorbell) == nullptr;
+    waiters.all.push_back(&self);  // the one step that may throw (bad_alloc), before there is anything to undo
+    lock.unlock();
+    bool done = ready();
+    while (!done) {
+        if (self.leading) {  // only this thread writes it while it leads
+            const bool rang = ::sem_timedwait(sem, &deadline) == 0;
+            done = ready();
+            if (!rang) break;
+            lock.lock();
+            waiters.wake_answered(self);
+            lock.unlock();
+        } else {
+            lock.lock();
+            const bool woken = self.woke.wait_until(lock, until, [&self] { return self.woken; });
+            self.woken = false;
+            lock.unlock();
+            done = ready();
+            if (!woken) break;
+        }
+    }
+    lock.lock();
+    waiters.leave(self);
+    lock.unlock();
+    return done || ready();
 }
 
 int checked(pybridge_driver *d) {
@@ -491,17 +592,30 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
     if (spin_end > pybridge::detail::Clock::time_point::min() && pybridge::detail::spin_until(first_answered, spin_end)) {
         return PYBRIDGE_OK;
     }
+    if (timeout_ns <= 0) return first_answered() ? PYBRIDGE_OK : PYBRIDGE_TIMEOUT;
     // As in wait.hpp's block(), for every pending channel at once: announce
     // sleep, look again, then block on the one semaphore they all post.
-    for (size_t i = 0; i < count; ++i) {
-        if (drivers[i]->outcome == PYBRIDGE_OUTCOME_PENDING) {
-            __atomic_store_n(&drivers[i]->header()->driver_sleeping, PYBRIDGE_SLEEPING_ON_DOORBELL, __ATOMIC_SEQ_CST);
+    std::vector<std::pair<const pybridge_header *, uint64_t>> awaited;
+    try {
+        awaited.reserve(pending);
+        for (size_t i = 0; i < count; ++i) {
+            if (drivers[i]->outcome == PYBRIDGE_OUTCOME_PENDING) awaited.emplace_back(drivers[i]->header(), drivers[i]->seq);
         }
+    } catch (...) {  // bad_alloc must not reach C callers
+        return fail(drivers[0], PYBRIDGE_E_SYSTEM, "out of memory");
+    }
+    for (const auto &[header, seq] : awaited) {
+        __atomic_store_n(&const_cast<pybridge_header *>(header)->driver_sleeping, PYBRIDGE_SLEEPING_ON_DOORBELL,
+                         __ATOMIC_SEQ_CST);
     }
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    const bool done = timeout_ns > 0 ? pybridge::detail::wait_posted(first_answered, drivers[0]->doorbell_sem,
-                                                                     pybridge::detail::deadline_after(timeout_ns))
-                                     : first_answered();
+    bool done = false;
+    try {
+        done = wait_on_doorbell(first_answered, drivers[0]->doorbell, drivers[0]->doorbell_sem, std::move(awaited),
+                                timeout_ns);
+    } catch (...) {  // std::mutex and std::vector may throw; nothing may reach C callers
+        done = first_answered();
+    }
     for (size_t i = 0; i < count; ++i) __atomic_store_n(&drivers[i]->header()->driver_sleeping, 0u, __ATOMIC_RELAXED);
     return done ? PYBRIDGE_OK : PYBRIDGE_TIMEOUT;
 }

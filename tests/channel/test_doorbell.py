@@ -59,7 +59,6 @@ def test_one_thread_waits_on_three_channels_through_one_doorbell() -> None:
     assert not os.path.exists(f"/dev/shm/sem.{bell.name}")
 
 
-@pytest.mark.xfail(strict=True, reason="open: a thread can take both of another's doorbell rings")
 def test_two_threads_each_waiting_on_several_channels_of_one_doorbell_never_take_each_others_ring() -> None:
     # The starts of a multi-start run on a pool: each thread waits on its own channels of the pool's one
     # doorbell. Thread A's replies are held back, so A sits on the doorbell and wakes at every ring;

@@ -459,7 +459,6 @@ def _alive(pid: "int | None") -> bool:
         return False
 
 
-
 SLEEPS_X0 = """
 def cost(x):
     time.sleep(float(x[0]))  # x[0] seconds of model time, without taking a core
@@ -468,13 +467,7 @@ pybridge.serve(cost, n_params=2)
 """
 
 
-# Known and open: with several requests each in flight, a thread woken by the other's ring looks, finds
-# nothing of its own and waits again, and if the other's second ring is already posted it takes that
-# one too, at once; the other then sleeps out its poll. Seen once in about a dozen runs (docs/performance.md).
-SEVERAL_EACH = pytest.mark.xfail(strict=False, reason="a thread can take both of another's doorbell rings")
-
-
-@pytest.mark.parametrize("vectors", [1, pytest.param(2, marks=SEVERAL_EACH)], ids=["one-each", "two-each"])
+@pytest.mark.parametrize("vectors", [1, 2], ids=["one-each", "two-each"])
 def test_threads_mapping_at_once_each_hear_their_own_reply(python_simulator: Callable, monkeypatch,
                                                           vectors: int) -> None:  # fmt: skip
     # Two threads (two starts of a multi-start run) each wait on the simulators they took; one's

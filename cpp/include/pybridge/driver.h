@@ -167,9 +167,11 @@ PYBRIDGE_API int pybridge_driver_set_forecast(pybridge_driver *driver, int enabl
  * share a doorbell. Each of the drivers may meanwhile be waited on alone by
  * pybridge_driver_wait (not at the same time): the simulator posts whichever
  * semaphore its driver sleeps on. With one request pending, it is waited for
- * as pybridge_driver_wait would, on its own semaphore; several threads waiting
- * at once, each with several requests pending on one doorbell, may take each
- * other's post (a thread then wakes at its next reply or its timeout). */
+ * as pybridge_driver_wait would, on its own semaphore. Several threads of one
+ * process may wait at once on channels of one doorbell, each on its own: one
+ * of them blocks on the doorbell and wakes the others as their replies come.
+ * Threads of different processes must not wait on one doorbell at once (a
+ * post does not say whose it is; they would take each other's). */
 PYBRIDGE_API int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int64_t timeout_ns,
                                           size_t *ready);
 
