@@ -179,6 +179,9 @@ def tables(results: dict) -> Iterator[str]:
         yield f"| {label} | {us:.1f} |"
     yield ("journal, progress bar and callback / plain SciPy, round by round: " +
            ", ".join(f"{ratio:.2f}" for ratio in calibration["ratios"]))  # fmt: skip
+    if "first_run_seconds" in calibration:  # figures from before the warm-up run lack it
+        yield ("each variant's first run in the process (not in the rounds), s: " +
+               ", ".join(f"{label} {s:.3f}" for label, s in calibration["first_run_seconds"].items()))  # fmt: skip
     dask = results["dask"]
     if "skipped" in dask:
         yield f"\nDask: skipped ({dask['skipped']})"
