@@ -20,6 +20,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -290,6 +291,101 @@ void test_threads_waiting_alone_on_channels_that_share_a_doorbell() {
     ::sem_unlink(("/" + std::string(doorbell)).c_str());
 }
 
+// Several threads each wait on channels of their own that share one doorbell
+// (the starts of a multi-start run on a pool). A ring does not say whose
+// reply it is: a thread that took another's ring, and its next one too, left
+// that thread asleep until its timeout. Here one thread sits on the doorbell
+// (its replies held back until the end), one churns it with 0.2 ms slices, and
+// two ask two channels at a time with 1 s slices: none may sleep one out.
+void test_threads_waiting_on_several_channels_of_one_doorbell() {
+    std::random_device random;
+    char doorbell[64];
+    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
+    {
+        constexpr int kWaiters = 4, kPer = 2, kRounds = 300;
+        constexpr int64_t kSlices[kWaiters] = {50000000, 200000, 1000000000, 1000000000};  // ns
+        std::vector<std::unique_ptr<TestDriver>> drivers;
+        for (int i = 0; i < kWaiters * kPer; ++i) drivers.push_back(std::make_unique<TestDriver>(doorbell));
+        std::atomic<bool> release{false};
+        std::vector<std::thread> simulators;
+        for (int i = 0; i < kWaiters * kPer; ++i) {
+            simulators.emplace_back([name = drivers[i]->name(), held = i < kPer, i, &release] {
+                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+                for (int n = 0; auto request = channel.wait(); ++n) {
+                    while (held && !release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                    if ((n + i) % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(100 * (i % 4)));
+                    channel.reply(request->params()[0] * 10.0);
+                }
+            });
+        }
+        for (auto &driver : drivers) {
+            CHECK(driver->wait_declared());
+            driver->accept(1, 0, 0, 0);  // spin_us = 0: every wait blocks
+        }
+        // Counted here, checked by the main thread (CHECK is not thread-safe).
+        std::atomic<int> wrong{0}, slept_out{0}, lost{0};
+        // One round of waiter k: both its channels asked, both replies taken.
+        const auto round_of = [&](int k, double base) {
+            pybridge_driver *mine[kPer];
+            for (int j = 0; j < kPer; ++j) {
+                mine[j] = drivers[k * kPer + j]->get();
+                const double x = base + j;
+                if (pybridge_driver_send(mine[j], PYBRIDGE_REQUEST_COST, &x) != PYBRIDGE_OK) ++wrong;
+            }
+            bool seen[kPer] = {};
+            // Gives up 10 s after the replies can come (at once for the askers; at the release for the sitter).
+            std::chrono::steady_clock::time_point give_up{};
+            for (int left = kPer; left > 0;) {
+                pybridge_driver *pending[kPer];
+                size_t index_of[kPer], count = 0, ready = 0;
+                for (int j = 0; j < kPer; ++j) {
+                    if (!seen[j]) pending[count] = mine[j], index_of[count++] = j;
+                }
+                const auto started = std::chrono::steady_clock::now();
+                const int rc = pybridge_driver_wait_any(pending, count, kSlices[k], &ready);
+                const bool long_slice = kSlices[k] >= 1000000000;
+                if (long_slice && std::chrono::steady_clock::now() - started > std::chrono::milliseconds(500)) ++slept_out;
+                if (rc == PYBRIDGE_TIMEOUT) {
+                    const auto now = std::chrono::steady_clock::now();
+                    if (give_up == std::chrono::steady_clock::time_point{} && (k > 0 || release.load())) {
+                        give_up = now + std::chrono::seconds(10);
+                    }
+                    if (give_up != std::chrono::steady_clock::time_point{} && now > give_up) {
+                        ++lost;
+                        return;
+                    }
+                    continue;
+                }
+                if (rc != PYBRIDGE_OK || ready >= count) {
+                    ++wrong;
+                    return;
+                }
+                const size_t j = index_of[ready];
+                pybridge_reply reply{};
+                if (pybridge_driver_reply(mine[j], &reply) != PYBRIDGE_OK || reply.cost != (base + j) * 10.0) ++wrong;
+                seen[j] = true;
+                --left;
+            }
+        };
+        std::thread sitter(round_of, 0, 0.0);  // its replies come at the release
+        std::vector<std::thread> askers;
+        for (int k = 1; k < kWaiters; ++k) {
+            askers.emplace_back([&round_of, k] {
+                for (int round = 1; round <= kRounds; ++round) round_of(k, round * 100.0);
+            });
+        }
+        for (std::thread &asker : askers) asker.join();
+        release.store(true);
+        sitter.join();
+        CHECK(wrong.load() == 0);
+        CHECK(lost.load() == 0);
+        CHECK(slept_out.load() == 0);
+        for (auto &driver : drivers) driver->shut_down();
+        for (std::thread &simulator : simulators) simulator.join();
+    }
+    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+}
+
 void test_cpp_api_residuals_and_reported_failures() {
     TestDriver driver;
     std::thread simulator([&] {
@@ -513,6 +609,7 @@ int main() {
     test_c_api_round_trips(1000);  // the simulator spins first
     test_one_thread_waits_on_two_channels_through_a_shared_doorbell();
     test_threads_waiting_alone_on_channels_that_share_a_doorbell();
+    test_threads_waiting_on_several_channels_of_one_doorbell();
     test_cpp_api_residuals_and_reported_failures();
     test_batches_carry_several_vectors_per_request();
     test_rejection_reaches_the_simulator();
