@@ -20,7 +20,7 @@ std::optional<size_t> wait_any(const std::vector<DriverPort *> &ports, double sl
     {
         py::gil_scoped_release release;
         status = pybridge_driver_wait_any(handles.data(), handles.size(),
-                                          slice_seconds > 0 ? static_cast<int64_t>(slice_seconds * 1e9) : 0, &ready);
+                                          nanoseconds(slice_seconds), &ready);
     }
     if (status == PYBRIDGE_TIMEOUT) return std::nullopt;
     if (status != PYBRIDGE_OK) raise_shim_error(status, pybridge_driver_last_error(handles.empty() ? nullptr : handles[0]));

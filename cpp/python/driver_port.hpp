@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -18,6 +19,13 @@
 #include "pybridge/driver.h"
 
 namespace pybridge::python {
+
+// Seconds as the C API's nanoseconds: 0 for none (or NaN), saturated for "no limit" (a cast of
+// more than INT64_MAX nanoseconds would be undefined; the C API caps what it gets).
+inline int64_t nanoseconds(double seconds) {
+    if (!(seconds > 0)) return 0;
+    return seconds < 9.2e9 ? static_cast<int64_t>(seconds * 1e9) : INT64_MAX;
+}
 
 // DriverPort: pybridge_driver (pybridge/driver.h) for Python. DriverChannel
 // (pybridge/core/channel.py) owns the OS objects; this class runs the
@@ -34,7 +42,7 @@ public:
     enum Outcome : int {};  // pybridge_outcome, as a Python enum
 
     DriverPort(const std::string &name, const std::optional<std::string> &doorbell, double poll_seconds)
-        : poll_(std::chrono::nanoseconds(static_cast<int64_t>(poll_seconds * 1e9))) {
+        : poll_(std::chrono::nanoseconds(nanoseconds(poll_seconds))) {
         const int status = pybridge_driver_open(name.c_str(), doorbell ? doorbell->c_str() : nullptr, &d_);
         if (status != PYBRIDGE_OK) {
             const std::string message = pybridge_driver_last_error(d_);
@@ -271,7 +279,6 @@ private:
             pybridge_driver_measure_latency(d_, measuring_ ? 1 : 0);
         }
     }
-    static int64_t nanoseconds(double seconds) { return seconds > 0 ? static_cast<int64_t>(seconds * 1e9) : 0; }
     pybridge_driver *open() const {
         if (d_ == nullptr) throw py::value_error("the driver port was released");
         return d_;

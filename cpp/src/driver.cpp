@@ -337,6 +337,7 @@ int send_request(pybridge_driver *d, uint32_t kind, uint32_t count, const double
 // pybridge_driver_wait, or with until_window its first part (pybridge_driver_wait_until_window).
 int wait_reply(pybridge_driver *d, int64_t timeout_ns, bool until_window) {
     if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    timeout_ns = pybridge::detail::capped_wait(timeout_ns);
     if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_OK;
     if (d->outcome != PYBRIDGE_OUTCOME_PENDING) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no request to wait for");
     const auto ready = [d] { return answered(d); };
@@ -413,6 +414,7 @@ int pybridge_driver_wait_declaration(pybridge_driver *d, int64_t timeout_ns, pyb
         return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "declaration and simulator_pid must not be NULL");
     }
     pybridge_header *h = d->header();
+    timeout_ns = pybridge::detail::capped_wait(timeout_ns);
     const auto declared = [h] { return load_acquire(h->state) == PYBRIDGE_STATE_DECLARED; };
     // The declaration is always posted. Look first: a post that came before this wait is not lost.
     if (!pybridge::detail::wait_posted(declared, d->reply_sem, pybridge::detail::deadline_after(timeout_ns))) {
@@ -543,6 +545,7 @@ int pybridge_driver_set_forecast(pybridge_driver *d, int enabled) {
 
 int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int64_t timeout_ns, size_t *ready) {
     if (drivers == nullptr || count == 0 || ready == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    timeout_ns = pybridge::detail::capped_wait(timeout_ns);
     size_t pending = 0, last_pending = 0;
     for (size_t i = 0; i < count; ++i) {
         pybridge_driver *d = drivers[i];

@@ -373,6 +373,12 @@ bool spin_until(Ready ready, Clock::time_point spin_end) noexcept {
     }
 }
 
+// The longest wait a caller of the C API can ask for, about 31 years. A caller that means "no limit"
+// passes INT64_MAX, which added to a clock overflows (undefined; in practice a wait that returned at
+// once, unanswered): every timeout is capped to this where it enters the API.
+constexpr int64_t kLongestWaitNs = 1000000000000000000;
+inline int64_t capped_wait(int64_t ns) noexcept { return ns < kLongestWaitNs ? ns : kLongestWaitNs; }
+
 // The absolute CLOCK_REALTIME time `ns` from now, as sem_timedwait takes it.
 inline timespec deadline_after(int64_t ns) noexcept {
     timespec deadline;

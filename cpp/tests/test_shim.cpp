@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -386,6 +387,49 @@ void test_threads_waiting_on_several_channels_of_one_doorbell() {
     ::sem_unlink(("/" + std::string(doorbell)).c_str());
 }
 
+// A C caller that means "no limit" passes INT64_MAX; adding it to a clock
+// overflowed (undefined behaviour), and the waits returned at once, unanswered.
+void test_a_timeout_of_int64_max_waits_for_the_reply() {
+    std::random_device random;
+    char doorbell[64];
+    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
+    {
+        TestDriver first(doorbell), second(doorbell);
+        std::vector<std::thread> simulators;
+        for (TestDriver *driver : {&first, &second}) {
+            simulators.emplace_back([name = driver->name()] {
+                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+                while (auto request = channel.wait()) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past any spin: the waits block
+                    channel.reply(request->params()[0] * 10.0);
+                }
+            });
+        }
+        pybridge_declaration declaration{};
+        int32_t pid = 0;
+        for (TestDriver *driver : {&first, &second}) {
+            CHECK(pybridge_driver_wait_declaration(driver->get(), INT64_MAX, &declaration, &pid) == PYBRIDGE_OK);
+            driver->accept(1, 0, 0, 0);
+        }
+        first.send(PYBRIDGE_REQUEST_COST, {1.0});
+        CHECK(pybridge_driver_wait(first.get(), INT64_MAX) == PYBRIDGE_OK && first.reply().cost == 10.0);
+        first.send(PYBRIDGE_REQUEST_COST, {2.0});
+        second.send(PYBRIDGE_REQUEST_COST, {3.0});
+        pybridge_driver *both[2] = {first.get(), second.get()};
+        size_t ready = 99;
+        CHECK(pybridge_driver_wait_any(both, 2, INT64_MAX, &ready) == PYBRIDGE_OK && ready < 2);
+        if (ready < 2) {
+            TestDriver &other = ready == 0 ? second : first;
+            CHECK(pybridge_driver_wait(other.get(), INT64_MAX) == PYBRIDGE_OK);
+            CHECK(first.reply().cost == 20.0 && second.reply().cost == 30.0);
+        }
+        first.shut_down();
+        second.shut_down();
+        for (std::thread &simulator : simulators) simulator.join();
+    }
+    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+}
+
 void test_cpp_api_residuals_and_reported_failures() {
     TestDriver driver;
     std::thread simulator([&] {
@@ -610,6 +654,7 @@ int main() {
     test_one_thread_waits_on_two_channels_through_a_shared_doorbell();
     test_threads_waiting_alone_on_channels_that_share_a_doorbell();
     test_threads_waiting_on_several_channels_of_one_doorbell();
+    test_a_timeout_of_int64_max_waits_for_the_reply();
     test_cpp_api_residuals_and_reported_failures();
     test_batches_carry_several_vectors_per_request();
     test_rejection_reaches_the_simulator();

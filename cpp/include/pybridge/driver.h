@@ -93,7 +93,10 @@ PYBRIDGE_API void pybridge_driver_close(pybridge_driver *driver);
 /* Closes the handle and removes what pybridge_driver_create made (not a shared doorbell). */
 PYBRIDGE_API void pybridge_driver_destroy(pybridge_driver *driver);
 
-/* Waits up to timeout_ns for the simulator's declaration and checks the
+/* Every timeout_ns of this API is in nanoseconds; INT64_MAX means no limit
+ * (any value is capped at about 31 years).
+ *
+ * Waits up to timeout_ns for the simulator's declaration and checks the
  * header it wrote. PYBRIDGE_OK with *declaration and *simulator_pid filled,
  * PYBRIDGE_TIMEOUT (check your simulator and wait again), or PYBRIDGE_E_PROTOCOL
  * (the simulator corrupted the header; it has been rejected). */
