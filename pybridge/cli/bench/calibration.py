@@ -65,8 +65,9 @@ def measure_calibration(quick: bool, log: Callable[[str], None] = print) -> Dict
                 sim, params, "Nelder-Mead", x0={"x": x0}, options=options, journal=next(journals),
                 progress=io.StringIO(), callback=lambda record: None),
         }  # fmt: skip
-        # One run of each first, not measured: the first progress bar of a process imports tqdm (~70 ms, as
-        # long as a whole run here), once per process and not per calibration. Reported on its own.
+        # One run of each first, not measured: a process's first journal and first progress bar pay one-time
+        # costs (SQLite's first use, tqdm's import: up to 70 ms in a fresh process), 15-90 ms in all against
+        # ~0.1 s for a whole run here, once per process and not per calibration. Reported on their own.
         first: Dict[str, float] = {}
         for name, run in variants.items():
             started = time.perf_counter()
