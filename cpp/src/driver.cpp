@@ -5,6 +5,7 @@
 #include "pybridge/driver.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -181,7 +182,7 @@ void record_answer(pybridge_driver *d) {
 struct DoorbellWaiter {
     const std::string *doorbell = nullptr;
     std::vector<std::pair<const pybridge_header *, uint64_t>> pending;  // a header, and the seq awaited there
-    bool leading = false;  // it blocks on the doorbell
+    bool leading = false;  // it blocks on the doorbell (read and written under the lock)
     bool woken = false;    // by the leader: one of its replies came, or it leads now
     std::condition_variable woke;
 };
@@ -222,9 +223,19 @@ struct DoorbellWaiters {
     }
 };
 
+DoorbellWaiters *doorbell_waiters_now = nullptr;  // never destroyed: a thread may still wait at exit
+
 DoorbellWaiters &doorbell_waiters() {
-    static auto *waiters = new DoorbellWaiters;  // never destroyed: a thread may still wait at exit
-    return *waiters;
+    static const bool made = [] {
+        doorbell_waiters_now = new DoorbellWaiters;
+        // A fork() child has none of its parent's threads: it starts with no waiters, and with a lock no
+        // thread holds (the fork may have come while one did). Else a child that waits on a doorbell of its
+        // parent's takes a thread it does not have for the one blocking on it (cpp/tests/test_shim.cpp).
+        ::pthread_atfork(nullptr, nullptr, [] { doorbell_waiters_now = new DoorbellWaiters; });
+        return true;
+    }();
+    static_cast<void>(made);
+    return *doorbell_waiters_now;
 }
 
 // Blocks until ready() holds or `timeout_ns` passes, as one of the waiters of `doorbell` (above).
@@ -239,12 +250,14 @@ bool wait_on_doorbell(Ready ready, const std::string &doorbell, sem_t *sem,
     self.doorbell = &doorbell;
     self.pending = std::move(pending);
     std::unique_lock<std::mutex> lock(waiters.mutex);
-    self.leading = waiters.leader_of(doorbell) == nullptr;
+    // self.leading is read and written under the lock only (a leaving leader sets it from its thread); this
+    // thread's copy: once it leads, it leads until it leaves.
+    bool leading = self.leading = waiters.leader_of(doorbell) == nullptr;
     waiters.all.push_back(&self);  // the one step that may throw (bad_alloc), before there is anything to undo
     lock.unlock();
     bool done = ready();
     while (!done) {
-        if (self.leading) {  // only this thread writes it while it leads
+        if (leading) {
             const bool rang = ::sem_timedwait(sem, &deadline) == 0;
             done = ready();
             if (!rang) break;
@@ -255,6 +268,7 @@ bool wait_on_doorbell(Ready ready, const std::string &doorbell, sem_t *sem,
             lock.lock();
             const bool woken = self.woke.wait_until(lock, until, [&self] { return self.woken; });
             self.woken = false;
+            leading = self.leading;
             lock.unlock();
             done = ready();
             if (!woken) break;

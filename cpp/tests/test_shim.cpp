@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -387,6 +388,86 @@ void test_threads_waiting_on_several_channels_of_one_doorbell() {
     ::sem_unlink(("/" + std::string(doorbell)).c_str());
 }
 
+// A process that forks while another of its threads waits on a doorbell (the
+// starts of a multi-start run on a pool, beside a multiprocessing fork) may
+// fork while that thread holds the lock of the doorbell's waiters. The child's
+// copy of the lock is then held by a thread the child does not have, and its
+// first wait on any doorbell hung for ever. Here two threads churn their waits
+// (1 µs slices, the lock taken and released twice per wait) while the main
+// thread forks 200 children, each of which waits on a doorbell once.
+void test_a_fork_amid_doorbell_waits_never_hangs_the_child() {
+    std::random_device random;
+    char doorbell[64];
+    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
+    {
+        constexpr int kChurners = 2, kForks = 200;
+        std::vector<std::unique_ptr<TestDriver>> drivers;
+        for (int i = 0; i < 2 * kChurners; ++i) drivers.push_back(std::make_unique<TestDriver>(doorbell));
+        std::atomic<bool> release{false}, stop{false};
+        std::vector<std::thread> simulators;
+        for (auto &driver : drivers) {
+            simulators.emplace_back([name = driver->name(), &release] {
+                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+                while (auto request = channel.wait()) {
+                    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                    channel.reply(request->params()[0]);
+                }
+            });
+        }
+        for (auto &driver : drivers) {
+            CHECK(driver->wait_declared());
+            driver->accept(1, 0, 0, 0);
+            driver->send(PYBRIDGE_REQUEST_COST, {1.0});  // answered only at the release
+        }
+        std::vector<std::thread> churners;
+        for (int k = 0; k < kChurners; ++k) {
+            churners.emplace_back([&, k] {
+                pybridge_driver *mine[2] = {drivers[2 * k]->get(), drivers[2 * k + 1]->get()};
+                size_t ready = 0;
+                while (!stop.load()) pybridge_driver_wait_any(mine, 2, 1000, &ready);
+            });
+        }
+        int hung = 0, failed = 0;
+        for (int i = 0; i < kForks; ++i) {
+            const pid_t child = ::fork();
+            if (child == 0) {
+                // The first churner's channels, as the child's copy has them: one wait of 1 ms.
+                pybridge_driver *theirs[2] = {drivers[0]->get(), drivers[1]->get()};
+                size_t ready = 0;
+                const int rc = pybridge_driver_wait_any(theirs, 2, 1000000, &ready);
+                ::_exit(rc == PYBRIDGE_TIMEOUT ? 0 : 1);  // not the parent's destructors
+            }
+            if (child < 0) {
+                ++failed;
+                continue;
+            }
+            int status = 0;
+            pid_t done = 0;
+            for (int polls = 0; (done = ::waitpid(child, &status, WNOHANG)) == 0 && polls < 2000; ++polls) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+            if (done == 0) {  // 2 s for a 1 ms wait: hung
+                ++hung;
+                ::kill(child, SIGKILL);
+                ::waitpid(child, &status, 0);
+            } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                ++failed;
+            }
+        }
+        stop.store(true);
+        for (std::thread &churner : churners) churner.join();
+        release.store(true);
+        for (auto &driver : drivers) {
+            CHECK(pybridge_driver_wait(driver->get(), 5000000000) == PYBRIDGE_OK);
+            driver->shut_down();
+        }
+        for (std::thread &simulator : simulators) simulator.join();
+        CHECK(hung == 0);
+        CHECK(failed == 0);
+    }
+    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+}
+
 // A C caller that means "no limit" passes INT64_MAX; adding it to a clock
 // overflowed (undefined behaviour), and the waits returned at once, unanswered.
 void test_a_timeout_of_int64_max_waits_for_the_reply() {
@@ -655,6 +736,7 @@ int main() {
     test_threads_waiting_alone_on_channels_that_share_a_doorbell();
     test_threads_waiting_on_several_channels_of_one_doorbell();
     test_a_timeout_of_int64_max_waits_for_the_reply();
+    test_a_fork_amid_doorbell_waits_never_hangs_the_child();
     test_cpp_api_residuals_and_reported_failures();
     test_batches_carry_several_vectors_per_request();
     test_rejection_reaches_the_simulator();
