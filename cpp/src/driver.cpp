@@ -228,9 +228,9 @@ DoorbellWaiters *doorbell_waiters_now = nullptr;  // never destroyed: a thread m
 DoorbellWaiters &doorbell_waiters() {
     static const bool made = [] {
         doorbell_waiters_now = new DoorbellWaiters;
-        // A fork() child has none of its parent's threads: it starts with no waiters, and with a lock no
-        // thread holds (the fork may have come while one did). Else a child that waits on a doorbell of its
-        // parent's takes a thread it does not have for the one blocking on it (cpp/tests/test_shim.cpp).
+        // A fork() child has none of its parent's threads: it starts with no waiters and with a lock no
+        // thread holds. Forked while another thread held the lock, a child hung for ever on its first
+        // doorbell wait (cpp/tests/test_shim.cpp).
         ::pthread_atfork(nullptr, nullptr, [] { doorbell_waiters_now = new DoorbellWaiters; });
         return true;
     }();
