@@ -3,7 +3,11 @@
 Every simulator posts the semaphore its channel's header names when it
 replies to a driver that sleeps. Channels created with the same doorbell all
 post that one, and :func:`wait_any` blocks on it once for all of them (with
-the GIL released): the many-channel wait a pool of simulators needs.
+the GIL released): the many-channel wait a pool of simulators needs. Several
+threads may call it at once, each for channels of its own (the starts of a
+multi-start run): the C library lets one of them block on the doorbell and
+wake the others as their replies come, so none takes another's post. The
+threads must be of one process: a doorbell is never shared across processes.
 
 The doorbell's name records its owner — ``pybridge-bell-<pid>-<random>`` —
 so that ``pybridge clean`` removes it once that process is gone, and never
