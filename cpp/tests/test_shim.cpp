@@ -113,6 +113,23 @@ private:
     pybridge_driver *d_ = nullptr;
 };
 
+// A doorbell's name for one test, and the semaphore removed at its end (the
+// drivers never remove a shared doorbell; declare it before them).
+class TestDoorbell {
+public:
+    TestDoorbell() {
+        std::random_device random;
+        std::snprintf(name_, sizeof name_, "pybridge-cpptest-bell-%08x", random());
+    }
+    ~TestDoorbell() { ::sem_unlink(("/" + std::string(name_)).c_str()); }
+    TestDoorbell(const TestDoorbell &) = delete;
+    TestDoorbell &operator=(const TestDoorbell &) = delete;
+    const char *name() const { return name_; }
+
+private:
+    char name_[64];
+};
+
 // The raw header of a channel, mapped separately: for tests that play a
 // broken or dead driver by writing fields no real driver would.
 class RawHeader {
@@ -189,57 +206,52 @@ void test_c_api_round_trips(uint32_t spin_us) {
 // semaphore (a "doorbell"), and pybridge_driver_wait_any blocks on it until
 // a reply is in. Pools build on this.
 void test_one_thread_waits_on_two_channels_through_a_shared_doorbell() {
-    std::random_device random;
-    char doorbell[64];
-    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
-    {
-        TestDriver first(doorbell), second(doorbell);
-        TestDriver *drivers[2] = {&first, &second};
-        pybridge_driver *handles[2] = {first.get(), second.get()};
-        std::vector<std::thread> simulators;
-        for (TestDriver *driver : drivers) {
-            simulators.emplace_back([name = driver->name()] {
-                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
-                while (auto request = channel.wait()) channel.reply(request->params()[0] * 10.0);
-            });
-        }
-        for (TestDriver *driver : drivers) {
-            CHECK(driver->wait_declared());
-            driver->accept(1, 0, 0);
-        }
-        for (int round = 1; round <= 200; ++round) {
-            first.send(PYBRIDGE_REQUEST_COST, {double(round)});
-            second.send(PYBRIDGE_REQUEST_COST, {double(-round)});
-            bool seen[2] = {false, false};
-            for (int waits = 0; !(seen[0] && seen[1]) && waits < 50;) {
-                size_t ready = 99;
-                const int rc = pybridge_driver_wait_any(handles, 2, 100000000, &ready);
-                if (rc == PYBRIDGE_TIMEOUT) {
-                    ++waits;
-                    continue;
-                }
-                CHECK(rc == PYBRIDGE_OK && ready < 2);
-                if (rc != PYBRIDGE_OK || ready >= 2) break;
-                const double expected = (ready == 0 ? 10.0 : -10.0) * round;
-                CHECK(drivers[ready]->reply().cost == expected);
-                seen[ready] = true;
-                // Taken: wait for the other one only (an answered channel counts as ready at once).
-                if (!(seen[0] && seen[1])) {
-                    const size_t other = 1 - ready;
-                    pybridge_driver *rest[1] = {handles[other]};
-                    size_t index = 0;
-                    while (pybridge_driver_wait_any(rest, 1, 100000000, &index) == PYBRIDGE_TIMEOUT && waits < 50) ++waits;
-                    CHECK(drivers[other]->reply().cost == (other == 0 ? 10.0 : -10.0) * round);
-                    seen[other] = true;
-                }
-            }
-            CHECK(seen[0] && seen[1]);
-            if (failures) break;
-        }
-        for (TestDriver *driver : drivers) driver->shut_down();
-        for (std::thread &simulator : simulators) simulator.join();
+    const TestDoorbell bell;  // declared first: removed after the channels
+    TestDriver first(bell.name()), second(bell.name());
+    TestDriver *drivers[2] = {&first, &second};
+    pybridge_driver *handles[2] = {first.get(), second.get()};
+    std::vector<std::thread> simulators;
+    for (TestDriver *driver : drivers) {
+        simulators.emplace_back([name = driver->name()] {
+            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+            while (auto request = channel.wait()) channel.reply(request->params()[0] * 10.0);
+        });
     }
-    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+    for (TestDriver *driver : drivers) {
+        CHECK(driver->wait_declared());
+        driver->accept(1, 0, 0);
+    }
+    for (int round = 1; round <= 200; ++round) {
+        first.send(PYBRIDGE_REQUEST_COST, {double(round)});
+        second.send(PYBRIDGE_REQUEST_COST, {double(-round)});
+        bool seen[2] = {false, false};
+        for (int waits = 0; !(seen[0] && seen[1]) && waits < 50;) {
+            size_t ready = 99;
+            const int rc = pybridge_driver_wait_any(handles, 2, 100000000, &ready);
+            if (rc == PYBRIDGE_TIMEOUT) {
+                ++waits;
+                continue;
+            }
+            CHECK(rc == PYBRIDGE_OK && ready < 2);
+            if (rc != PYBRIDGE_OK || ready >= 2) break;
+            const double expected = (ready == 0 ? 10.0 : -10.0) * round;
+            CHECK(drivers[ready]->reply().cost == expected);
+            seen[ready] = true;
+            // Taken: wait for the other one only (an answered channel counts as ready at once).
+            if (!(seen[0] && seen[1])) {
+                const size_t other = 1 - ready;
+                pybridge_driver *rest[1] = {handles[other]};
+                size_t index = 0;
+                while (pybridge_driver_wait_any(rest, 1, 100000000, &index) == PYBRIDGE_TIMEOUT && waits < 50) ++waits;
+                CHECK(drivers[other]->reply().cost == (other == 0 ? 10.0 : -10.0) * round);
+                seen[other] = true;
+            }
+        }
+        CHECK(seen[0] && seen[1]);
+        if (failures) break;
+    }
+    for (TestDriver *driver : drivers) driver->shut_down();
+    for (std::thread &simulator : simulators) simulator.join();
 }
 
 // Channels of a pool share a doorbell, yet a thread may also wait on one of
@@ -249,48 +261,43 @@ void test_one_thread_waits_on_two_channels_through_a_shared_doorbell() {
 // with one shared semaphore it woke the first thread (whose wait then returned
 // early) and the second slept out its whole 5 s slice.
 void test_threads_waiting_alone_on_channels_that_share_a_doorbell() {
-    std::random_device random;
-    char doorbell[64];
-    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
-    {
-        TestDriver slow(doorbell), fast(doorbell);
-        std::atomic<bool> release_slow{false};
-        std::thread slow_simulator([name = slow.name(), &release_slow] {
-            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
-            while (auto request = channel.wait()) {
-                while (!release_slow.load()) std::this_thread::yield();
-                channel.reply(1.0);
-            }
-        });
-        std::thread fast_simulator([name = fast.name()] {
-            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
-            while (auto request = channel.wait()) channel.reply(2.0);
-        });
-        CHECK(slow.wait_declared() && fast.wait_declared());
-        slow.accept(1, 0, 0, 0);  // spin_us = 0: both drivers block at once
-        fast.accept(1, 0, 0, 0);
-        constexpr int64_t five_seconds = 5000000000;
-        int slow_status = -100;
-        slow.send(PYBRIDGE_REQUEST_COST, {1.0});
-        std::thread slow_waiter([&] { slow_status = pybridge_driver_wait(slow.get(), five_seconds); });
-        // Let the slow waiter fall asleep first (its flag says so), then make the fast channel reply.
-        RawHeader slow_header(slow.name());
-        while (load(slow_header->driver_sleeping) == 0) std::this_thread::yield();
-        const auto started = std::chrono::steady_clock::now();
-        fast.send(PYBRIDGE_REQUEST_COST, {1.0});
-        const int fast_status = pybridge_driver_wait(fast.get(), five_seconds);
-        const auto fast_took = std::chrono::steady_clock::now() - started;
-        CHECK(fast_status == PYBRIDGE_OK && fast.reply().cost == 2.0);
-        CHECK(fast_took < std::chrono::seconds(1));
-        release_slow.store(true);
-        slow_waiter.join();
-        CHECK(slow_status == PYBRIDGE_OK && slow.reply().cost == 1.0);  // it did not return early
-        slow.shut_down();
-        fast.shut_down();
-        slow_simulator.join();
-        fast_simulator.join();
-    }
-    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+    const TestDoorbell bell;  // declared first: removed after the channels
+    TestDriver slow(bell.name()), fast(bell.name());
+    std::atomic<bool> release_slow{false};
+    std::thread slow_simulator([name = slow.name(), &release_slow] {
+        pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+        while (auto request = channel.wait()) {
+            while (!release_slow.load()) std::this_thread::yield();
+            channel.reply(1.0);
+        }
+    });
+    std::thread fast_simulator([name = fast.name()] {
+        pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+        while (auto request = channel.wait()) channel.reply(2.0);
+    });
+    CHECK(slow.wait_declared() && fast.wait_declared());
+    slow.accept(1, 0, 0, 0);  // spin_us = 0: both drivers block at once
+    fast.accept(1, 0, 0, 0);
+    constexpr int64_t five_seconds = 5000000000;
+    int slow_status = -100;
+    slow.send(PYBRIDGE_REQUEST_COST, {1.0});
+    std::thread slow_waiter([&] { slow_status = pybridge_driver_wait(slow.get(), five_seconds); });
+    // Let the slow waiter fall asleep first (its flag says so), then make the fast channel reply.
+    RawHeader slow_header(slow.name());
+    while (load(slow_header->driver_sleeping) == 0) std::this_thread::yield();
+    const auto started = std::chrono::steady_clock::now();
+    fast.send(PYBRIDGE_REQUEST_COST, {1.0});
+    const int fast_status = pybridge_driver_wait(fast.get(), five_seconds);
+    const auto fast_took = std::chrono::steady_clock::now() - started;
+    CHECK(fast_status == PYBRIDGE_OK && fast.reply().cost == 2.0);
+    CHECK(fast_took < std::chrono::seconds(1));
+    release_slow.store(true);
+    slow_waiter.join();
+    CHECK(slow_status == PYBRIDGE_OK && slow.reply().cost == 1.0);  // it did not return early
+    slow.shut_down();
+    fast.shut_down();
+    slow_simulator.join();
+    fast_simulator.join();
 }
 
 // Several threads each wait on channels of their own that share one doorbell
@@ -300,92 +307,87 @@ void test_threads_waiting_alone_on_channels_that_share_a_doorbell() {
 // (its replies held back until the end), one churns it with 0.2 ms slices, and
 // two ask two channels at a time with 1 s slices: none may sleep one out.
 void test_threads_waiting_on_several_channels_of_one_doorbell() {
-    std::random_device random;
-    char doorbell[64];
-    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
-    {
-        constexpr int kWaiters = 4, kPer = 2, kRounds = 300;
-        constexpr int64_t kSlices[kWaiters] = {50000000, 200000, 1000000000, 1000000000};  // ns
-        std::vector<std::unique_ptr<TestDriver>> drivers;
-        for (int i = 0; i < kWaiters * kPer; ++i) drivers.push_back(std::make_unique<TestDriver>(doorbell));
-        std::atomic<bool> release{false};
-        std::vector<std::thread> simulators;
-        for (int i = 0; i < kWaiters * kPer; ++i) {
-            simulators.emplace_back([name = drivers[i]->name(), held = i < kPer, i, &release] {
-                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
-                for (int n = 0; auto request = channel.wait(); ++n) {
-                    while (held && !release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-                    if ((n + i) % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(100 * (i % 4)));
-                    channel.reply(request->params()[0] * 10.0);
-                }
-            });
-        }
-        for (auto &driver : drivers) {
-            CHECK(driver->wait_declared());
-            driver->accept(1, 0, 0, 0);  // spin_us = 0: every wait blocks
-        }
-        // Counted here, checked by the main thread (CHECK is not thread-safe).
-        std::atomic<int> wrong{0}, slept_out{0}, lost{0};
-        // One round of waiter k: both its channels asked, both replies taken.
-        const auto round_of = [&](int k, double base) {
-            pybridge_driver *mine[kPer];
-            for (int j = 0; j < kPer; ++j) {
-                mine[j] = drivers[k * kPer + j]->get();
-                const double x = base + j;
-                if (pybridge_driver_send(mine[j], PYBRIDGE_REQUEST_COST, &x) != PYBRIDGE_OK) ++wrong;
+    const TestDoorbell bell;  // declared first: removed after the channels
+    constexpr int kWaiters = 4, kPer = 2, kRounds = 300;
+    constexpr int64_t kSlices[kWaiters] = {50000000, 200000, 1000000000, 1000000000};  // ns
+    std::vector<std::unique_ptr<TestDriver>> drivers;
+    for (int i = 0; i < kWaiters * kPer; ++i) drivers.push_back(std::make_unique<TestDriver>(bell.name()));
+    std::atomic<bool> release{false};
+    std::vector<std::thread> simulators;
+    for (int i = 0; i < kWaiters * kPer; ++i) {
+        simulators.emplace_back([name = drivers[i]->name(), held = i < kPer, i, &release] {
+            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+            for (int n = 0; auto request = channel.wait(); ++n) {
+                while (held && !release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                if ((n + i) % 3 == 0) std::this_thread::sleep_for(std::chrono::microseconds(100 * (i % 4)));
+                channel.reply(request->params()[0] * 10.0);
             }
-            bool seen[kPer] = {};
-            // Gives up 10 s after the replies can come (at once for the askers; at the release for the sitter).
-            std::chrono::steady_clock::time_point give_up{};
-            for (int left = kPer; left > 0;) {
-                pybridge_driver *pending[kPer];
-                size_t index_of[kPer], count = 0, ready = 0;
-                for (int j = 0; j < kPer; ++j) {
-                    if (!seen[j]) pending[count] = mine[j], index_of[count++] = j;
+        });
+    }
+    for (auto &driver : drivers) {
+        CHECK(driver->wait_declared());
+        driver->accept(1, 0, 0, 0);  // spin_us = 0: every wait blocks
+    }
+    // Counted here, checked by the main thread (CHECK is not thread-safe).
+    std::atomic<int> wrong{0}, slept_out{0}, lost{0};
+    // One round of waiter k: both its channels asked, both replies taken.
+    const auto round_of = [&](int k, double base) {
+        pybridge_driver *mine[kPer];
+        for (int j = 0; j < kPer; ++j) {
+            mine[j] = drivers[k * kPer + j]->get();
+            const double x = base + j;
+            if (pybridge_driver_send(mine[j], PYBRIDGE_REQUEST_COST, &x) != PYBRIDGE_OK) ++wrong;
+        }
+        bool seen[kPer] = {};
+        // Gives up 10 s after the replies can come (at once for the askers; at the release for the sitter).
+        std::chrono::steady_clock::time_point give_up{};
+        for (int left = kPer; left > 0;) {
+            pybridge_driver *pending[kPer];
+            size_t index_of[kPer], count = 0, ready = 0;
+            for (int j = 0; j < kPer; ++j) {
+                if (!seen[j]) pending[count] = mine[j], index_of[count++] = j;
+            }
+            const auto started = std::chrono::steady_clock::now();
+            const int rc = pybridge_driver_wait_any(pending, count, kSlices[k], &ready);
+            const bool long_slice = kSlices[k] >= 1000000000;
+            if (long_slice && std::chrono::steady_clock::now() - started > std::chrono::milliseconds(500)) ++slept_out;
+            if (rc == PYBRIDGE_TIMEOUT) {
+                const auto now = std::chrono::steady_clock::now();
+                if (give_up == std::chrono::steady_clock::time_point{} && (k > 0 || release.load())) {
+                    give_up = now + std::chrono::seconds(10);
                 }
-                const auto started = std::chrono::steady_clock::now();
-                const int rc = pybridge_driver_wait_any(pending, count, kSlices[k], &ready);
-                const bool long_slice = kSlices[k] >= 1000000000;
-                if (long_slice && std::chrono::steady_clock::now() - started > std::chrono::milliseconds(500)) ++slept_out;
-                if (rc == PYBRIDGE_TIMEOUT) {
-                    const auto now = std::chrono::steady_clock::now();
-                    if (give_up == std::chrono::steady_clock::time_point{} && (k > 0 || release.load())) {
-                        give_up = now + std::chrono::seconds(10);
-                    }
-                    if (give_up != std::chrono::steady_clock::time_point{} && now > give_up) {
-                        ++lost;
-                        return;
-                    }
-                    continue;
-                }
-                if (rc != PYBRIDGE_OK || ready >= count) {
-                    ++wrong;
+                if (give_up != std::chrono::steady_clock::time_point{} && now > give_up) {
+                    ++lost;
                     return;
                 }
-                const size_t j = index_of[ready];
-                pybridge_reply reply{};
-                if (pybridge_driver_reply(mine[j], &reply) != PYBRIDGE_OK || reply.cost != (base + j) * 10.0) ++wrong;
-                seen[j] = true;
-                --left;
+                continue;
             }
-        };
-        std::thread sitter(round_of, 0, 0.0);  // its replies come at the release
-        std::vector<std::thread> askers;
-        for (int k = 1; k < kWaiters; ++k) {
-            askers.emplace_back([&round_of, k] {
-                for (int round = 1; round <= kRounds; ++round) round_of(k, round * 100.0);
-            });
+            if (rc != PYBRIDGE_OK || ready >= count) {
+                ++wrong;
+                return;
+            }
+            const size_t j = index_of[ready];
+            pybridge_reply reply{};
+            if (pybridge_driver_reply(mine[j], &reply) != PYBRIDGE_OK || reply.cost != (base + j) * 10.0) ++wrong;
+            seen[j] = true;
+            --left;
         }
-        for (std::thread &asker : askers) asker.join();
-        release.store(true);
-        sitter.join();
-        CHECK(wrong.load() == 0);
-        CHECK(lost.load() == 0);
-        CHECK(slept_out.load() == 0);
-        for (auto &driver : drivers) driver->shut_down();
-        for (std::thread &simulator : simulators) simulator.join();
+    };
+    std::thread sitter(round_of, 0, 0.0);  // its replies come at the release
+    std::vector<std::thread> askers;
+    for (int k = 1; k < kWaiters; ++k) {
+        askers.emplace_back([&round_of, k] {
+            for (int round = 1; round <= kRounds; ++round) round_of(k, round * 100.0);
+        });
     }
-    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+    for (std::thread &asker : askers) asker.join();
+    release.store(true);
+    sitter.join();
+    CHECK(wrong.load() == 0);
+    CHECK(lost.load() == 0);
+    CHECK(slept_out.load() == 0);
+    for (auto &driver : drivers) driver->shut_down();
+    for (std::thread &simulator : simulators) simulator.join();
 }
 
 // A process that forks while another of its threads waits on a doorbell (the
@@ -396,119 +398,109 @@ void test_threads_waiting_on_several_channels_of_one_doorbell() {
 // (1 µs slices, the lock taken and released twice per wait) while the main
 // thread forks 200 children, each of which waits on a doorbell once.
 void test_a_fork_amid_doorbell_waits_never_hangs_the_child() {
-    std::random_device random;
-    char doorbell[64];
-    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
-    {
-        constexpr int kChurners = 2, kForks = 200;
-        std::vector<std::unique_ptr<TestDriver>> drivers;
-        for (int i = 0; i < 2 * kChurners; ++i) drivers.push_back(std::make_unique<TestDriver>(doorbell));
-        std::atomic<bool> release{false}, stop{false};
-        std::vector<std::thread> simulators;
-        for (auto &driver : drivers) {
-            simulators.emplace_back([name = driver->name(), &release] {
-                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
-                while (auto request = channel.wait()) {
-                    while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-                    channel.reply(request->params()[0]);
-                }
-            });
-        }
-        for (auto &driver : drivers) {
-            CHECK(driver->wait_declared());
-            driver->accept(1, 0, 0, 0);
-            driver->send(PYBRIDGE_REQUEST_COST, {1.0});  // answered only at the release
-        }
-        std::vector<std::thread> churners;
-        for (int k = 0; k < kChurners; ++k) {
-            churners.emplace_back([&, k] {
-                pybridge_driver *mine[2] = {drivers[2 * k]->get(), drivers[2 * k + 1]->get()};
-                size_t ready = 0;
-                while (!stop.load()) pybridge_driver_wait_any(mine, 2, 1000, &ready);
-            });
-        }
-        int hung = 0, failed = 0;
-        for (int i = 0; i < kForks; ++i) {
-            const pid_t child = ::fork();
-            if (child == 0) {
-                // The first churner's channels, as the child's copy has them: one wait of 1 ms.
-                pybridge_driver *theirs[2] = {drivers[0]->get(), drivers[1]->get()};
-                size_t ready = 0;
-                const int rc = pybridge_driver_wait_any(theirs, 2, 1000000, &ready);
-                ::_exit(rc == PYBRIDGE_TIMEOUT ? 0 : 1);  // not the parent's destructors
+    const TestDoorbell bell;  // declared first: removed after the channels
+    constexpr int kChurners = 2, kForks = 200;
+    std::vector<std::unique_ptr<TestDriver>> drivers;
+    for (int i = 0; i < 2 * kChurners; ++i) drivers.push_back(std::make_unique<TestDriver>(bell.name()));
+    std::atomic<bool> release{false}, stop{false};
+    std::vector<std::thread> simulators;
+    for (auto &driver : drivers) {
+        simulators.emplace_back([name = driver->name(), &release] {
+            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+            while (auto request = channel.wait()) {
+                while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                channel.reply(request->params()[0]);
             }
-            if (child < 0) {
-                ++failed;
-                continue;
-            }
-            int status = 0;
-            pid_t done = 0;
-            for (int polls = 0; (done = ::waitpid(child, &status, WNOHANG)) == 0 && polls < 2000; ++polls) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(1));
-            }
-            if (done == 0) {  // 2 s for a 1 ms wait: hung
-                ++hung;
-                ::kill(child, SIGKILL);
-                ::waitpid(child, &status, 0);
-            } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-                ++failed;
-            }
-        }
-        stop.store(true);
-        for (std::thread &churner : churners) churner.join();
-        release.store(true);
-        for (auto &driver : drivers) {
-            CHECK(pybridge_driver_wait(driver->get(), 5000000000) == PYBRIDGE_OK);
-            driver->shut_down();
-        }
-        for (std::thread &simulator : simulators) simulator.join();
-        CHECK(hung == 0);
-        CHECK(failed == 0);
+        });
     }
-    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+    for (auto &driver : drivers) {
+        CHECK(driver->wait_declared());
+        driver->accept(1, 0, 0, 0);
+        driver->send(PYBRIDGE_REQUEST_COST, {1.0});  // answered only at the release
+    }
+    std::vector<std::thread> churners;
+    for (int k = 0; k < kChurners; ++k) {
+        churners.emplace_back([&, k] {
+            pybridge_driver *mine[2] = {drivers[2 * k]->get(), drivers[2 * k + 1]->get()};
+            size_t ready = 0;
+            while (!stop.load()) pybridge_driver_wait_any(mine, 2, 1000, &ready);
+        });
+    }
+    int hung = 0, failed = 0;
+    for (int i = 0; i < kForks; ++i) {
+        const pid_t child = ::fork();
+        if (child == 0) {
+            // The first churner's channels, as the child's copy has them: one wait of 1 ms.
+            pybridge_driver *theirs[2] = {drivers[0]->get(), drivers[1]->get()};
+            size_t ready = 0;
+            const int rc = pybridge_driver_wait_any(theirs, 2, 1000000, &ready);
+            ::_exit(rc == PYBRIDGE_TIMEOUT ? 0 : 1);  // not the parent's destructors
+        }
+        if (child < 0) {
+            ++failed;
+            continue;
+        }
+        int status = 0;
+        pid_t done = 0;
+        for (int polls = 0; (done = ::waitpid(child, &status, WNOHANG)) == 0 && polls < 2000; ++polls) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        if (done == 0) {  // 2 s for a 1 ms wait: hung
+            ++hung;
+            ::kill(child, SIGKILL);
+            ::waitpid(child, &status, 0);
+        } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            ++failed;
+        }
+    }
+    stop.store(true);
+    for (std::thread &churner : churners) churner.join();
+    release.store(true);
+    for (auto &driver : drivers) {
+        CHECK(pybridge_driver_wait(driver->get(), 5000000000) == PYBRIDGE_OK);
+        driver->shut_down();
+    }
+    for (std::thread &simulator : simulators) simulator.join();
+    CHECK(hung == 0);
+    CHECK(failed == 0);
 }
 
 // A C caller that means "no limit" passes INT64_MAX; adding it to a clock
 // overflowed (undefined behaviour), and the waits returned at once, unanswered.
 void test_a_timeout_of_int64_max_waits_for_the_reply() {
-    std::random_device random;
-    char doorbell[64];
-    std::snprintf(doorbell, sizeof doorbell, "pybridge-cpptest-bell-%08x", random());
-    {
-        TestDriver first(doorbell), second(doorbell);
-        std::vector<std::thread> simulators;
-        for (TestDriver *driver : {&first, &second}) {
-            simulators.emplace_back([name = driver->name()] {
-                pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
-                while (auto request = channel.wait()) {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past any spin: the waits block
-                    channel.reply(request->params()[0] * 10.0);
-                }
-            });
-        }
-        pybridge_declaration declaration{};
-        int32_t pid = 0;
-        for (TestDriver *driver : {&first, &second}) {
-            CHECK(pybridge_driver_wait_declaration(driver->get(), INT64_MAX, &declaration, &pid) == PYBRIDGE_OK);
-            driver->accept(1, 0, 0, 0);
-        }
-        first.send(PYBRIDGE_REQUEST_COST, {1.0});
-        CHECK(pybridge_driver_wait(first.get(), INT64_MAX) == PYBRIDGE_OK && first.reply().cost == 10.0);
-        first.send(PYBRIDGE_REQUEST_COST, {2.0});
-        second.send(PYBRIDGE_REQUEST_COST, {3.0});
-        pybridge_driver *both[2] = {first.get(), second.get()};
-        size_t ready = 99;
-        CHECK(pybridge_driver_wait_any(both, 2, INT64_MAX, &ready) == PYBRIDGE_OK && ready < 2);
-        if (ready < 2) {
-            TestDriver &other = ready == 0 ? second : first;
-            CHECK(pybridge_driver_wait(other.get(), INT64_MAX) == PYBRIDGE_OK);
-            CHECK(first.reply().cost == 20.0 && second.reply().cost == 30.0);
-        }
-        first.shut_down();
-        second.shut_down();
-        for (std::thread &simulator : simulators) simulator.join();
+    const TestDoorbell bell;  // declared first: removed after the channels
+    TestDriver first(bell.name()), second(bell.name());
+    std::vector<std::thread> simulators;
+    for (TestDriver *driver : {&first, &second}) {
+        simulators.emplace_back([name = driver->name()] {
+            pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+            while (auto request = channel.wait()) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past any spin: the waits block
+                channel.reply(request->params()[0] * 10.0);
+            }
+        });
     }
-    ::sem_unlink(("/" + std::string(doorbell)).c_str());
+    pybridge_declaration declaration{};
+    int32_t pid = 0;
+    for (TestDriver *driver : {&first, &second}) {
+        CHECK(pybridge_driver_wait_declaration(driver->get(), INT64_MAX, &declaration, &pid) == PYBRIDGE_OK);
+        driver->accept(1, 0, 0, 0);
+    }
+    first.send(PYBRIDGE_REQUEST_COST, {1.0});
+    CHECK(pybridge_driver_wait(first.get(), INT64_MAX) == PYBRIDGE_OK && first.reply().cost == 10.0);
+    first.send(PYBRIDGE_REQUEST_COST, {2.0});
+    second.send(PYBRIDGE_REQUEST_COST, {3.0});
+    pybridge_driver *both[2] = {first.get(), second.get()};
+    size_t ready = 99;
+    CHECK(pybridge_driver_wait_any(both, 2, INT64_MAX, &ready) == PYBRIDGE_OK && ready < 2);
+    if (ready < 2) {
+        TestDriver &other = ready == 0 ? second : first;
+        CHECK(pybridge_driver_wait(other.get(), INT64_MAX) == PYBRIDGE_OK);
+        CHECK(first.reply().cost == 20.0 && second.reply().cost == 30.0);
+    }
+    first.shut_down();
+    second.shut_down();
+    for (std::thread &simulator : simulators) simulator.join();
 }
 
 void test_cpp_api_residuals_and_reported_failures() {
