@@ -30,8 +30,9 @@ def write(path: Path, evaluations: int) -> None:
     for at in range(0, evaluations, 4096):
         n = min(4096, evaluations - at)
         times = np.arange(at, at + n, dtype=float)
+        latencies = rng.uniform(1e-7, 2e-7, size=(2, n))  # request and reply latency, as measured
         journal.add_all([Batch(at + 1, 0, rng.uniform(size=(n, 8)), rng.uniform(size=n), times, times + 1e-6,
-                               None, [], ([], [], [], [], []), np.empty((0, 8)))])  # fmt: skip
+                               *latencies, None, [], ([], [], [], [], []), np.empty((0, 8)))])  # fmt: skip
     journal.end_run("done", 0.0)
     journal.close()
 

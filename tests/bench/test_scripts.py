@@ -1,0 +1,35 @@
+"""The scripts in benchmarks/ still run against the package as it is now, on a small size.
+
+They are run by hand (docs cite their figures), so nothing else would notice when a change to the
+package breaks one; no speed is asserted here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(script: str, *args: str, cwd: Path) -> str:
+    run = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                         cwd=cwd, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return run.stdout
+
+
+def test_journal_reads_writes_a_journal_and_times_each_way_of_reading_it(tmp_path: Path) -> None:
+    out = _run("journal_reads.py", "--evaluations", "20000", cwd=tmp_path)
+    assert "20000 evaluations of 8 values" in out
+    for way in ("read_journal (whole)", "read_journal(last=3)", "read_journal(best=3)"):
+        line = next(line for line in out.splitlines() if line.startswith(way))
+        figures = re.search(r"(\d+\.\d+) s   peak +(\d+\.\d+) MiB", line)
+        assert figures and float(figures[1]) > 0, line
+
+
+def test_soak_stays_flat_on_a_short_run(tmp_path: Path) -> None:
+    out = _run("soak.py", "--evaluations", "40000", "--every", "10000", cwd=tmp_path)
+    assert "40000 evaluations" in out and out.rstrip().endswith("flat")
