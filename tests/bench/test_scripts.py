@@ -33,3 +33,15 @@ def test_journal_reads_writes_a_journal_and_times_each_way_of_reading_it(tmp_pat
 def test_soak_stays_flat_on_a_short_run(tmp_path: Path) -> None:
     out = _run("soak.py", "--evaluations", "40000", "--every", "10000", cwd=tmp_path)
     assert "40000 evaluations" in out and out.rstrip().endswith("flat")
+
+
+def test_calibration_parts_times_every_variant_and_the_journals_steps(tmp_path: Path) -> None:
+    out = _run("calibration_parts.py", "--evaluations", "500", "--rounds", "1", cwd=tmp_path)
+    variants, steps = out.split("the journal's methods")
+    times = {line.strip().rsplit(None, 2)[0]: [float(v) for v in line.split()[-2:]]
+             for line in variants.splitlines() if line.startswith("  ")}  # fmt: skip
+    assert len(times) == 6 and "+ journal, progress bar, callback" in times
+    assert all(median >= best > 0 for median, best in times.values()), times  # µs per evaluation
+    spent = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in steps.splitlines() if line.startswith("  ")}
+    assert set(spent) == {"__init__", "add_all", "_flush", "end_run", "close"}
+    assert all(wall > 0 and cpu >= 0 for wall, cpu in spent.values()), spent  # ms per run
