@@ -179,9 +179,12 @@ void record_answer(pybridge_driver *d) {
 // answered, and when it leaves it hands the doorbell to one of them. The others sleep on their own
 // condition variable. Waiters in different processes do not know of each other: a doorbell's waiters
 // are the threads of one process (a pool's doorbell is its own).
+// The channels a waiter waits on: each one's header, and the seq of the reply awaited there.
+using Awaited = std::vector<std::pair<pybridge_header *, uint64_t>>;
+
 struct DoorbellWaiter {
     const std::string *doorbell = nullptr;
-    std::vector<std::pair<const pybridge_header *, uint64_t>> pending;  // a header, and the seq awaited there
+    Awaited pending;
     bool leading = false;  // it blocks on the doorbell (read and written under the lock)
     bool woken = false;    // by the leader: one of its replies came, or it leads now
     std::condition_variable woke;
@@ -192,11 +195,11 @@ struct DoorbellWaiters {
     std::vector<DoorbellWaiter *> all;  // of every doorbell of this process
 
     // Under `mutex`.
-    DoorbellWaiter *leader_of(const std::string &doorbell) const {
-        for (DoorbellWaiter *w : all) {
-            if (w->leading && *w->doorbell == doorbell) return w;
+    bool has_leader(const std::string &doorbell) const {
+        for (const DoorbellWaiter *w : all) {
+            if (w->leading && *w->doorbell == doorbell) return true;
         }
-        return nullptr;
+        return false;
     }
     void wake_answered(const DoorbellWaiter &leader) {
         for (DoorbellWaiter *w : all) {
@@ -241,8 +244,7 @@ DoorbellWaiters &doorbell_waiters() {
 // Blocks until ready() holds or `timeout_ns` passes, as one of the waiters of `doorbell` (above).
 // False at the timeout, or at once on an interrupt (EINTR) as wait_posted().
 template <typename Ready>
-bool wait_on_doorbell(Ready ready, const std::string &doorbell, sem_t *sem,
-                      std::vector<std::pair<const pybridge_header *, uint64_t>> pending, int64_t timeout_ns) {
+bool wait_on_doorbell(Ready ready, const std::string &doorbell, sem_t *sem, Awaited pending, int64_t timeout_ns) {
     const timespec deadline = pybridge::detail::deadline_after(timeout_ns);
     const auto until = pybridge::detail::Clock::now() + std::chrono::nanoseconds(timeout_ns);
     DoorbellWaiters &waiters = doorbell_waiters();
@@ -252,7 +254,7 @@ bool wait_on_doorbell(Ready ready, const std::string &doorbell, sem_t *sem,
     std::unique_lock<std::mutex> lock(waiters.mutex);
     // self.leading is read and written under the lock only (a leaving leader sets it from its thread); this
     // thread's copy: once it leads, it leads until it leaves.
-    bool leading = self.leading = waiters.leader_of(doorbell) == nullptr;
+    bool leading = self.leading = !waiters.has_leader(doorbell);
     waiters.all.push_back(&self);  // the one step that may throw (bad_alloc), before there is anything to undo
     lock.unlock();
     bool done = ready();
@@ -612,7 +614,7 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
     if (timeout_ns <= 0) return first_answered() ? PYBRIDGE_OK : PYBRIDGE_TIMEOUT;
     // As in wait.hpp's block(), for every pending channel at once: announce
     // sleep, look again, then block on the one semaphore they all post.
-    std::vector<std::pair<const pybridge_header *, uint64_t>> awaited;
+    Awaited awaited;
     try {
         awaited.reserve(pending);
         for (size_t i = 0; i < count; ++i) {
@@ -622,8 +624,7 @@ int pybridge_driver_wait_any(pybridge_driver *const *drivers, size_t count, int6
         return fail(drivers[0], PYBRIDGE_E_SYSTEM, "out of memory");
     }
     for (const auto &[header, seq] : awaited) {
-        __atomic_store_n(&const_cast<pybridge_header *>(header)->driver_sleeping, PYBRIDGE_SLEEPING_ON_DOORBELL,
-                         __ATOMIC_SEQ_CST);
+        __atomic_store_n(&header->driver_sleeping, PYBRIDGE_SLEEPING_ON_DOORBELL, __ATOMIC_SEQ_CST);
     }
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     bool done = false;
