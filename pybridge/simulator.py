@@ -55,6 +55,16 @@ PathLike = Union[str, "os.PathLike[str]"]
 Command = Union[PathLike, Sequence[PathLike]]
 
 _STDERR_TAIL_LINES = 20
+
+
+def _usable_cpus() -> int:
+    """How many CPUs this process may run on: its affinity mask where the platform has one."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 #: Default spin budget. It must cover SciPy's own work between two
 #: evaluations with room to spare — 8-55 us on a quiet machine (see
 #: ../shared/MEASURED.md), measured at 100 us (p99 140 us) for L-BFGS-B at
@@ -62,8 +72,10 @@ _STDERR_TAIL_LINES = 20
 #: evaluation pays a 60-90 us wake-up. Not much more either: after each long
 #: evaluation the simulator spins while the driver's vCPU wakes up. Waits that keep
 #: outlasting it drop to budget/16 spins by themselves (SpinPolicy in cpp/src/wait.hpp). On one CPU a spinning waiter
-#: only delays its peer, so there the default is to block.
-DEFAULT_SPIN_US = 500 if (os.cpu_count() or 1) > 1 else 0
+#: only delays its peer, so there the default is to block: one CPU this process may run on, whatever
+#: the machine has (a job bound to one core by taskset, ``mpirun --bind-to core`` or a cpuset; its
+#: simulators inherit the binding), read once, at import.
+DEFAULT_SPIN_US = 500 if _usable_cpus() > 1 else 0
 _NOT_SENT, _PENDING = _native.DriverPort.Outcome.NOT_SENT, _native.DriverPort.Outcome.PENDING
 
 class Simulator(_native.FastCall):
@@ -131,7 +143,9 @@ class Simulator(_native.FastCall):
         take about a microsecond instead of 60-90 us (a sleeping vCPU wakes
         slowly), at the price of up to this much CPU per wait; waits that
         keep outlasting it fall back to short spins by themselves. 0 blocks
-        at once (lowest CPU use, slowest round trips).
+        at once (lowest CPU use, slowest round trips). The default is 500,
+        or 0 for a process that may run on one CPU only (a job bound to one
+        core), where spinning only delays the peer.
     forecast:
         For evaluations of milliseconds: wait for a reply by blocking until
         shortly before the time recent replies suggest, then spinning through

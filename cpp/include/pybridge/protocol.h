@@ -23,7 +23,8 @@
  * simulator posts that one: a thread waiting on one channel is never woken
  * by another channel's reply, nor does it swallow another waiter's.
  *
- * Waiting: each side spins on the sequence numbers for up to spin_us, then
+ * Waiting: each side spins on the sequence numbers for up to spin_us (yielding
+ * its core every 10 us, for a peer just woken onto the same core), then
  * raises its *_sleeping flag and blocks on its semaphore. A side posts the
  * other's semaphore only if that flag is raised (state changes always post).
  *
