@@ -159,6 +159,14 @@ class DriverPort:
     def seq(self) -> int:
         ...
     @property
+    def spin_holding_gil(self) -> bool:
+        """
+        Whether a wait spins with the GIL held (default); False for a port that threads share.
+        """
+    @spin_holding_gil.setter
+    def spin_holding_gil(self, arg1: bool) -> None:
+        ...
+    @property
     def timeout(self) -> float:
         """
         Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.

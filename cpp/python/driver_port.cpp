@@ -60,6 +60,8 @@ void bind_driver_port(py::module_ &m) {
         .def("wait", &DriverPort::wait)
         .def("reply", &DriverPort::reply, "(reply_status, cost, error text) of the answered request.")
         .def("release", &DriverPort::release)
+        .def_property("spin_holding_gil", &DriverPort::spin_holding_gil, &DriverPort::set_spin_holding_gil,
+                      "Whether a wait spins with the GIL held (default); False for a port that threads share.")
         .def_property("timeout", &DriverPort::timeout, &DriverPort::set_timeout,
                       "Seconds a request may wait for its reply (0: no limit); no wait slice reaches past it.")
         .def_property_readonly("answers", &DriverPort::answers)

@@ -55,6 +55,10 @@ public:
     DriverPort(const DriverPort &) = delete;
     DriverPort &operator=(const DriverPort &) = delete;
 
+    // Whether wait() spins with the GIL held (the default: a fast reply costs less than letting it go).
+    bool spin_holding_gil() const { return spin_holding_gil_; }
+    void set_spin_holding_gil(bool value) { spin_holding_gil_ = value; }
+
     // Lets go of the driver's end (its mapping and semaphores); removes nothing.
     void release() {
         pybridge_driver_close(d_);
@@ -124,7 +128,10 @@ public:
     // period (20 ms) on the slow path, 83 against 72 us added, 8 pairs.
     bool wait() {
         if (outcome_ != PYBRIDGE_OUTCOME_PENDING) return outcome_ == PYBRIDGE_OUTCOME_ANSWERED;
-        int status = pybridge_driver_wait(d_, 0);  // spins (first slice only), never blocks: GIL held
+        // Spins (first slice only), never blocks: GIL held. Not for a port that threads share (a
+        // pool's worker): a spin of the budget with the GIL held keeps the other threads from even
+        // sending, and they took turns (benchmarks/threads.py); its spin comes below, GIL released.
+        int status = spin_holding_gil_ ? pybridge_driver_wait(d_, 0) : PYBRIDGE_TIMEOUT;
         if (status == PYBRIDGE_TIMEOUT && pybridge_driver_window_in_ns(d_) > 0) {
             {
                 py::gil_scoped_release release;
@@ -371,6 +378,7 @@ private:
         return out;
     }
 
+    bool spin_holding_gil_ = true;
     pybridge_driver *d_ = nullptr;
     std::chrono::nanoseconds poll_;
     std::chrono::nanoseconds timeout_{0};  // 0: none

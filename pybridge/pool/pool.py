@@ -56,6 +56,14 @@ class _Worker(Simulator):
     def _new_channel(self) -> DriverChannel:
         return DriverChannel(doorbell=self._doorbell_name)
 
+    def _use_port(self, port: Optional[_native.DriverPort]) -> None:
+        # Threads share a pool's workers (pool(x) from SciPy's workers= wrapper, the starts of a multi-start
+        # run): each wait spins with the GIL released, or a sub-millisecond evaluation held the GIL for
+        # all of its spin, and the threads took turns (benchmarks/threads.py).
+        if port is not None:
+            port.spin_holding_gil = False
+        super()._use_port(port)
+
 
 class Pool(Executor):
     """``workers`` copies of a simulator, evaluated in parallel through shared memory.

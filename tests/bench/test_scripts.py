@@ -45,3 +45,10 @@ def test_calibration_parts_times_every_variant_and_the_journals_steps(tmp_path: 
     spent = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in steps.splitlines() if line.startswith("  ")}
     assert set(spent) == {"__init__", "add_all", "_flush", "end_run", "close"}
     assert all(wall > 0 and cpu >= 0 for wall, cpu in spent.values()), spent  # ms per run
+
+
+def test_threads_times_one_and_two_threads_and_the_pool(tmp_path: Path) -> None:
+    out = _run("threads.py", "--evaluations", "20", "--model-us", "100", "--rounds", "1", cwd=tmp_path)
+    row = next(line for line in out.splitlines() if line.startswith("  100 us"))
+    one, two, ratio, dispatcher, gang = (float(v) for v in row.split()[2:])
+    assert one > 100 and min(two, ratio, dispatcher, gang) > 0, row  # µs per evaluation (one: above the model's own)

@@ -35,8 +35,10 @@ def measure_pool(quick: bool, log: Callable[[str], None] = print) -> Dict[str, A
     speedup = _speedup(40 if quick else 200, burn_us=2000)
     log("pool: differential evolution ...")
     de = _differential_evolution(quick, burn_us=1000)
+    log("pool: its threads against its dispatcher ...")
+    threads = _threads_against_dispatcher(100 if quick else 400, sleep_us=200)
     log("pool: pybridge.minimize, multi-start ...")
-    return {"overhead_us": overhead, "speedup": speedup, "differential_evolution": de,
+    return {"overhead_us": overhead, "speedup": speedup, "differential_evolution": de, "threads": threads,
             "minimize": _minimize_on_a_pool(quick, burn_us=1000)}  # fmt: skip
 
 
@@ -79,6 +81,21 @@ def _speedup(count: int, burn_us: int) -> Dict[str, float]:
         "evaluations": count, "model_ms": burn_us / 1000, "ideal_1_s": ideal, "one_s": walls[1],
         "two_s": walls[WORKERS], "speedup": walls[1] / walls[WORKERS], "ideal_speedup": float(WORKERS),
     }  # fmt: skip
+
+
+def _threads_against_dispatcher(count: int, sleep_us: int) -> Dict[str, float]:
+    """µs per evaluation of a model that sleeps ``sleep_us`` (sleeping, so that two of them never
+    compete for this machine's 2 cores), on 2 simulators: ``pool.map`` of the pool itself (one thread
+    dispatches) and of any other callable (one thread per simulator, as SciPy's finite differences run).
+    The threads must overlap as the dispatcher's requests do; a wait that spun with the GIL held made
+    them take turns (1.8-1.9x the dispatcher's time)."""
+    xs = list(np.random.default_rng(2).uniform(-2, 2, size=(count, 8)))
+    with Pool([_program("pybridge-bench-sim"), "--sleep-us", str(sleep_us)], workers=WORKERS, n_params=8) as pool:
+        list(pool.map(pool, xs[:20]))
+        wrapper = _Wrapper(pool)
+        dispatcher = _best(lambda: list(pool.map(pool, xs))) / count * 1e6
+        threads = _best(lambda: list(pool.map(wrapper, xs))) / count * 1e6
+    return {"model_ms": sleep_us / 1000, "dispatcher_us": dispatcher, "threads_us": threads}
 
 
 def _differential_evolution(quick: bool, burn_us: int) -> Dict[str, float]:

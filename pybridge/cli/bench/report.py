@@ -85,6 +85,10 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
                    pool["differential_evolution"]["speedup"]))
     floors.append((f"pool dispatch: one vector per request / batches of {BATCH}, per evaluation",
                    overhead["pybridge Pool.map(pool, xs)"] / overhead[f"pybridge Pool.map(pool, xs), batches of {BATCH}"]))
+    threads = pool.get("threads")  # absent from the figures of benches before 2026-12-07 evening
+    if threads is not None:
+        rows.append(("pool: its threads (map of any callable) / its dispatcher (map of the pool), 0.2 ms sleeping "
+                     "evaluations, per evaluation", threads["threads_us"] / threads["dispatcher_us"], "<=", 1.3))
     on_a_pool = pool.get("minimize")  # absent from the figures of benches before 2026-12-07 noon
     if on_a_pool is not None:
         floors.append(("pool: 4 Nelder-Mead starts of pybridge.minimize on 2 simulators, 1 ms evaluations: "
@@ -164,6 +168,11 @@ def tables(results: dict) -> Iterator[str]:
     yield "|---|---:|"
     for label, us in pool["overhead_us"].items():
         yield f"| {label} | {us:.1f} |"
+    if "threads" in pool:
+        threads = pool["threads"]
+        yield (f"\n{threads['model_ms']:g} ms sleeping evaluations on 2 simulators: map of the pool (dispatcher) "
+               f"{threads['dispatcher_us']:.0f} µs, map of any callable (threads) {threads['threads_us']:.0f} µs "
+               "per evaluation")
     speedup, de = pool["speedup"], pool["differential_evolution"]
     yield (f"\n{speedup['evaluations']} evaluations of {speedup['model_ms']:g} ms CPU: 1 simulator "
            f"{speedup['one_s']:.3f} s (ideal {speedup['ideal_1_s']:.3f} s), 2 simulators {speedup['two_s']:.3f} s: "

@@ -1,0 +1,87 @@
+"""Several driver threads, each with a simulator of its own: do their evaluations overlap?
+
+    python benchmarks/threads.py [--evaluations 200] [--model-us 50,200,1000] [--rounds 3]
+
+For a sleeping model of each length (``pybridge-bench-sim --sleep-us``; sleeping, so that two of them
+do not compete for this machine's cores), the wall time per evaluation of one thread with one
+simulator, and of two threads with one each (each thread does ``--evaluations``; both at once, the
+ideal is half the first). The second is the case a thread's wait must not spoil by holding the GIL:
+``pool.map`` of any callable, or a user's own threads. Then the same through a Pool of two, both ways
+in: its dispatcher (``pool.map(pool, xs)``, one thread) and its threads (``pool.map`` of a lambda).
+Best of ``--rounds``, µs per evaluation. Run from /tmp, so that the installed package is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import List
+
+import numpy as np
+
+import pybridge
+from pybridge.cli.bench.measure import _program
+
+
+def threads(model_us: int, count: int, evaluations: int) -> float:
+    """Wall time per evaluation of ``count`` threads, each with a simulator of its own, in µs."""
+    command = [_program("pybridge-bench-sim"), "--rosenbrock", "--sleep-us", str(model_us)]
+    sims = [pybridge.Simulator(command, n_params=3) for _ in range(count)]
+    try:
+        together = threading.Barrier(count + 1)
+
+        def run(sim: pybridge.Simulator) -> None:
+            x = np.zeros(3)
+            for _ in range(10):
+                sim(x)
+            together.wait()
+            for _ in range(evaluations):
+                sim(x)
+            together.wait()
+
+        workers = [threading.Thread(target=run, args=(sim,)) for sim in sims]
+        for worker in workers:
+            worker.start()
+        together.wait()
+        started = time.perf_counter()
+        together.wait()
+        seconds = time.perf_counter() - started
+        for worker in workers:
+            worker.join()
+    finally:
+        for sim in sims:
+            sim.close()
+    return seconds / (count * evaluations) * 1e6
+
+
+def pool_ways(model_us: int, evaluations: int) -> List[float]:
+    """µs per evaluation through a Pool of two: its dispatcher, then its threads."""
+    command = [_program("pybridge-bench-sim"), "--rosenbrock", "--sleep-us", str(model_us)]
+    xs = [np.zeros(3)] * (2 * evaluations)
+    with pybridge.Pool(command, workers=2, n_params=3) as pool:
+        list(pool.map(pool, xs[:20]))
+        figures = []
+        for fn in (pool, lambda x: pool(x)):
+            started = time.perf_counter()
+            list(pool.map(fn, xs))
+            figures.append((time.perf_counter() - started) / len(xs) * 1e6)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluations", type=int, default=200)
+    parser.add_argument("--model-us", default="50,200,1000")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print("model    one thread  two threads  (ideal: half)   pool dispatcher  pool threads   us per evaluation")
+    for model_us in (int(v) for v in args.model_us.split(",")):
+        one = min(threads(model_us, 1, args.evaluations) for _ in range(args.rounds))
+        two = min(threads(model_us, 2, args.evaluations) for _ in range(args.rounds))
+        ways = [min(column) for column in zip(*(pool_ways(model_us, args.evaluations) for _ in range(args.rounds)))]
+        print(f"{model_us:>5} us {one:>11.0f} {two:>12.0f} {two / one:>14.2f} {ways[0]:>18.0f} {ways[1]:>13.0f}")
+
+
+if __name__ == "__main__":
+    main()
