@@ -52,3 +52,11 @@ def test_threads_times_one_and_two_threads_and_the_pool(tmp_path: Path) -> None:
     row = next(line for line in out.splitlines() if line.startswith("  100 us"))
     one, two, ratio, dispatcher, gang = (float(v) for v in row.split()[2:])
     assert one > 100 and min(two, ratio, dispatcher, gang) > 0, row  # µs per evaluation (one: above the model's own)
+
+
+def test_shared_core_times_both_cases(tmp_path: Path) -> None:
+    out = _run("shared_core.py", "--evaluations", "40", "--model-us", "1000", cwd=tmp_path)
+    one, unbound = out.splitlines()
+    assert one.startswith("one core, 200 us model:") and unbound.startswith("unbound, pybridge.minimize, 1000 us")
+    assert re.search(r"p90 \d+ / \d+ us; added, mean -?\d+ us$", one), one
+    assert re.search(r"later than 300 us \d+%; added, mean -?\d+ us \(p90 -?\d+\)$", unbound), unbound

@@ -88,7 +88,7 @@ def _threads_against_dispatcher(count: int, sleep_us: int) -> Dict[str, float]:
     compete for this machine's 2 cores), on 2 simulators: ``pool.map`` of the pool itself (one thread
     dispatches) and of any other callable (one thread per simulator, as SciPy's finite differences run).
     The threads must overlap as the dispatcher's requests do; a wait that spun with the GIL held made
-    them take turns (1.8-1.9x the dispatcher's time)."""
+    them take turns (1.7-2.1x the dispatcher's time)."""
     xs = list(np.random.default_rng(2).uniform(-2, 2, size=(count, 8)))
     with Pool([_program("pybridge-bench-sim"), "--sleep-us", str(sleep_us)], workers=WORKERS, n_params=8) as pool:
         list(pool.map(pool, xs[:20]))
