@@ -5,8 +5,10 @@
 The figures behind docs/performance.md's table of the spin's yields (cpp/src/wait.hpp, spin_until):
 
 - **one core:** driver and simulator bound to one CPU (as ``taskset -c 0`` or ``mpirun --bind-to
-  core`` leave them), ``spin_us=500``, a model that sleeps 200 µs: the 90th percentile of the request's
-  and the reply's latency, and the mean time the bridge adds to the model's own;
+  core`` leave them), ``spin_us=500`` asked, a model that sleeps 200 µs: the 90th percentile of the
+  request's and the reply's latency, and the mean time the bridge adds to the model's own. Since the
+  channel stopped spinning there (both sides confined to one CPU: cpp/src/driver.cpp), this measures
+  blocking on one core; before, the spin's yields;
 - **unbound:** ``pybridge.minimize`` (Nelder-Mead, with a journal) on a model that sleeps each of
   ``--model-us``: the share of replies the driver saw more than 300 µs late, and the time added (mean,
   p90). A sleeping model keeps neither core busy, so the woken driver may land on the core where the

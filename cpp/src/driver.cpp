@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "names.hpp"
+#include "process.hpp"
 #include "report.hpp"
 #include "values.hpp"
 #include "wait.hpp"
@@ -485,6 +486,11 @@ int pybridge_driver_accept(pybridge_driver *d, uint32_t n_params, uint32_t n_res
     }
     if (int rc = map_segment(d); rc != PYBRIDGE_OK) return rc;
     pybridge_header *h = d->header();
+    // Confined with the simulator to one CPU, a side that spins holds the core the other needs to
+    // answer: every handoff then cost the whole budget. The spin's yields (wait.hpp) mostly, but not
+    // always, hand the core over (EEVDF need not), so there neither side spins, whatever was asked.
+    // Judged for each simulator process as it is accepted: a restarted one is judged again.
+    if (pybridge::detail::confined_to_one_cpu_with(h->simulator_pid)) spin_us = 0;
     h->n_params = n_params;
     h->n_residuals = n_residuals;
     h->capabilities = capabilities;

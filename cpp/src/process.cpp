@@ -1,5 +1,7 @@
 #include "process.hpp"
 
+#include <sched.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -27,6 +29,20 @@ bool process_alive(pid_t pid) noexcept {
     if (close == nullptr || close[1] == '\0' || close[2] == '\0') return true;
     const char state = close[2];
     return state != 'Z' && state != 'X';
+}
+
+bool confined_to_one_cpu_with(pid_t pid) noexcept {
+#if defined(__linux__)
+    if (pid <= 0) return false;
+    cpu_set_t ours, theirs;
+    if (::sched_getaffinity(0, sizeof ours, &ours) != 0 || ::sched_getaffinity(pid, sizeof theirs, &theirs) != 0) {
+        return false;
+    }
+    return CPU_COUNT(&ours) == 1 && CPU_EQUAL(&ours, &theirs);
+#else
+    (void)pid;
+    return false;
+#endif
 }
 
 }  // namespace pybridge::detail

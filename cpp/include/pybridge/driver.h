@@ -110,7 +110,9 @@ PYBRIDGE_API int pybridge_driver_reject(pybridge_driver *driver, const char *rea
  * when /dev/shm is too small, with the sizes in the message), writes the
  * layout and lets requests flow. max_batch: parameter vectors one request
  * may carry, from 1 to what the simulator declared (its max_batch, or 1).
- * spin_us: how long either side spins before it blocks (0 = block at once).
+ * spin_us: how long either side spins before it blocks (0 = block at once);
+ * 0 whatever was asked when the calling thread and the simulator may both run
+ * on one and the same CPU only (a spin there holds the core the peer needs).
  * The driver's view of the layout is copied now and never read from shared
  * memory again. */
 PYBRIDGE_API int pybridge_driver_accept(pybridge_driver *driver, uint32_t n_params, uint32_t n_residuals,
