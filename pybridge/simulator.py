@@ -57,16 +57,28 @@ Command = Union[PathLike, Sequence[PathLike]]
 _STDERR_TAIL_LINES = 20
 
 
+def _usable_cpus() -> int:
+    """How many CPUs this process may run on: its affinity mask where the platform has one."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 #: Default spin budget. It must cover SciPy's own work between two
 #: evaluations with room to spare — 8-55 us on a quiet machine (see
 #: ../shared/MEASURED.md), measured at 100 us (p99 140 us) for L-BFGS-B at
 #: n = 1000 when the host is busy — or the simulator sleeps and every
 #: evaluation pays a 60-90 us wake-up. Not much more either: after each long
 #: evaluation the simulator spins while the driver's vCPU wakes up. Waits that keep
-#: outlasting it drop to budget/16 spins by themselves (SpinPolicy in cpp/src/wait.hpp). A driver
-#: and simulator confined together to one CPU spin on neither side, whatever this says: the channel
-#: decides that as it accepts each simulator process (cpp/src/driver.cpp).
-DEFAULT_SPIN_US = 500
+#: outlasting it drop to budget/16 spins by themselves (SpinPolicy in cpp/src/wait.hpp).
+#: A process that may run on one CPU only blocks by default (read once, at import: a job bound to
+#: one core by taskset, ``mpirun --bind-to core`` or a cpuset): its simulators inherit the binding,
+#: and its own waiting threads (a pool's) would spin against each other. Asked for explicitly, a spin
+#: there serves a simulator bound to another CPU; with one confined to the same CPU neither side
+#: spins whatever was asked, which the channel decides as it accepts each simulator process
+#: (cpp/src/driver.cpp).
+DEFAULT_SPIN_US = 500 if _usable_cpus() > 1 else 0
 _NOT_SENT, _PENDING = _native.DriverPort.Outcome.NOT_SENT, _native.DriverPort.Outcome.PENDING
 
 
@@ -135,10 +147,11 @@ class Simulator(_native.FastCall):
         take about a microsecond instead of 60-90 us (a sleeping vCPU wakes
         slowly), at the price of up to this much CPU per wait; waits that
         keep outlasting it fall back to short spins by themselves. 0 blocks
-        at once (lowest CPU use, slowest round trips). A driver and
-        simulator that may both run on one and the same CPU only (a job
-        bound to one core: ``taskset``, ``mpirun --bind-to core``, a cpuset)
-        never spin, whatever this says: there a spin only delays the peer.
+        at once (lowest CPU use, slowest round trips). The default is 500,
+        or 0 for a process that may run on one CPU only (a job bound to one
+        core). A driver and simulator that may both run on one and the same
+        CPU only never spin, whatever this says: there a spin only delays
+        the peer.
     forecast:
         For evaluations of milliseconds: wait for a reply by blocking until
         shortly before the time recent replies suggest, then spinning through

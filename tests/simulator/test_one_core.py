@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from typing import Iterator
 
 import numpy as np
@@ -92,3 +93,16 @@ def test_a_simulator_confined_with_a_driver_started_by_the_user_spins_on_neither
         finally:
             sim.close()
             assert process.wait(timeout=30) == 0
+
+
+def test_a_process_bound_to_one_core_blocks_by_default() -> None:
+    """Its simulators inherit the binding, and its own waiting threads (a pool's) would spin against each
+    other: the default is then to block, whatever the machine has (os.cpu_count() is the machine's)."""
+    bound = subprocess.run([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{_ALLOWED[0]}}}); "
+                            "import pybridge.simulator as s; print(s.DEFAULT_SPIN_US)"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert bound.stdout.split() == ["0"], bound
+    if len(_ALLOWED) > 1:
+        free = subprocess.run([sys.executable, "-c", "import pybridge.simulator as s; print(s.DEFAULT_SPIN_US)"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        assert free.stdout.split() == ["500"], free
