@@ -4,6 +4,7 @@
 // all, then see both ends of every exchange.
 
 #include <fcntl.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -705,6 +706,43 @@ void test_latency_splits_the_round_trip() {
     simulator.join();
 }
 
+// A driver and its simulator confined together to one CPU: a spin there holds the core the peer needs
+// to answer, so accept writes a budget of 0 for both sides whatever was asked (and keeps the budget
+// asked otherwise). The simulator is a thread of this process, whose pid names the main thread: the
+// main thread is bound first, and the simulator thread inherits its mask.
+void test_a_simulator_confined_to_the_drivers_cpu_spins_on_neither_side() {
+    cpu_set_t allowed;
+    CHECK(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    int first = 0;
+    while (!CPU_ISSET(first, &allowed)) ++first;
+    for (const bool confined : {true, false}) {
+        if (!confined && CPU_COUNT(&allowed) < 2) continue;  // unbound is one CPU too
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(first, &one);
+        CHECK(::sched_setaffinity(0, sizeof(cpu_set_t), confined ? &one : &allowed) == 0);
+        TestDriver driver;
+        std::thread simulator([&] {
+            const pybridge_declaration declaration{0, 0, 0};
+            pybridge_channel *channel = nullptr;
+            int rc = pybridge_channel_open(driver.name().c_str(), &declaration, &channel);
+            pybridge_request request;
+            while (rc == PYBRIDGE_OK && (rc = pybridge_channel_wait(channel, &request)) == PYBRIDGE_OK) {
+                rc = pybridge_channel_reply(channel, rosenbrock(request.params, request.n_params, nullptr));
+            }
+            pybridge_channel_close(channel);
+        });
+        CHECK(driver.wait_declared());
+        driver.accept(2, 0, 0, 500);
+        CHECK(RawHeader(driver.name())->spin_us == (confined ? 0u : 500u));
+        CHECK(driver.request(PYBRIDGE_REQUEST_COST, {1.0, 1.0}));
+        CHECK(driver.reply().cost == 0.0);
+        driver.shut_down();
+        simulator.join();
+    }
+    CHECK(::sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+}
+
 void test_misuse_is_reported_not_fatal() {
     pybridge_channel *channel = nullptr;
     const pybridge_declaration declaration{1, 0, 0};
@@ -735,6 +773,7 @@ int main() {
     test_version_mismatch_names_both_versions();
     test_dead_driver_is_noticed_and_its_channel_removed();
     test_latency_splits_the_round_trip();
+    test_a_simulator_confined_to_the_drivers_cpu_spins_on_neither_side();
     test_misuse_is_reported_not_fatal();
     std::printf("test_shim: %s\n", failures ? "FAILED" : "all checks passed");
     return failures ? 1 : 0;
