@@ -366,13 +366,13 @@ inline int wake_driver(uint32_t &sleeping, sem_t *reply, sem_t *doorbell) noexce
 
 // A spin yields the core once every this long (sched_yield at a look at the clock). A waiter that
 // spins while its peer sits in this core's run queue keeps away the very request or reply it waits
-// for: the peer it has just woken lands there whenever the two share a core (a job bound to one core:
-// taskset, mpirun --bind-to core, a cpuset of one), and here, unbound on 2 vCPUs, for 20-40 % of the
-// replies of a sleeping 2-10 ms model. Each such handoff cost the spinner's whole budget (the 90th
-// percentile of both latencies ~510 us with spin_us=500; tests/simulator/test_one_core.py), and now
-// costs up to this much. A yield with nobody else to run takes ~0.5 us: a reply that comes during one
-// waits that long, and replies within the first period, the fast path, never meet one. (A yield at
-// every look, ~2 us apart, raised the median added to a 0.2 ms model from 0.5-0.7 us to 1.3-2.2 us.)
+// for: here, unbound on 2 vCPUs, the peer it had just woken landed there for 20-40 % of the replies
+// of a sleeping 2-10 ms model, and each such handoff cost the spinner's whole budget; now it mostly
+// costs up to this much (docs/performance.md). Mostly: under EEVDF a yield need not hand the core
+// over, so where the two can only ever share one core, neither spins at all (pybridge_driver_accept).
+// A yield with nobody else to run takes ~0.5 us: a reply that comes during one waits that long, and
+// replies within the first period, the fast path, never meet one. (A yield at every look, ~2 us
+// apart, raised the median added to a 0.2 ms model from 0.5-0.7 us to 1.3-2.2 us.)
 constexpr std::chrono::nanoseconds kYieldEveryNs{10'000};
 
 // Spins until ready() holds or spin_end passes, yielding the core every kYieldEveryNs. True when ready.

@@ -723,14 +723,8 @@ void test_a_simulator_confined_to_the_drivers_cpu_spins_on_neither_side() {
         CHECK(::sched_setaffinity(0, sizeof(cpu_set_t), confined ? &one : &allowed) == 0);
         TestDriver driver;
         std::thread simulator([&] {
-            const pybridge_declaration declaration{0, 0, 0};
-            pybridge_channel *channel = nullptr;
-            int rc = pybridge_channel_open(driver.name().c_str(), &declaration, &channel);
-            pybridge_request request;
-            while (rc == PYBRIDGE_OK && (rc = pybridge_channel_wait(channel, &request)) == PYBRIDGE_OK) {
-                rc = pybridge_channel_reply(channel, rosenbrock(request.params, request.n_params, nullptr));
-            }
-            pybridge_channel_close(channel);
+            pybridge::Channel channel = pybridge::Channel::open({2}, driver.name().c_str());
+            while (auto request = channel.wait()) channel.reply(rosenbrock(request->params().data(), 2, nullptr));
         });
         CHECK(driver.wait_declared());
         driver.accept(2, 0, 0, 500);
