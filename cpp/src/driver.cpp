@@ -543,6 +543,17 @@ int pybridge_driver_send_batch(pybridge_driver *d, uint32_t kind, uint32_t count
 
 int pybridge_driver_wait(pybridge_driver *d, int64_t timeout_ns) { return wait_reply(d, timeout_ns, false); }
 
+int pybridge_driver_spin(pybridge_driver *d, int64_t max_ns) {
+    if (d == nullptr) return PYBRIDGE_E_INVALID_ARGUMENT;
+    if (d->outcome == PYBRIDGE_OUTCOME_ANSWERED) return PYBRIDGE_OK;
+    if (d->outcome != PYBRIDGE_OUTCOME_PENDING) return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "no request to wait for");
+    if (!pybridge::detail::spin_planned([d] { return answered(d); }, d->plan, d->forecast, max_ns)) {
+        return PYBRIDGE_TIMEOUT;
+    }
+    record_answer(d);
+    return PYBRIDGE_OK;
+}
+
 int pybridge_driver_wait_until_window(pybridge_driver *d, int64_t timeout_ns) {
     return wait_reply(d, timeout_ns, true);
 }

@@ -471,6 +471,19 @@ bool wait_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, u
     return block(ready, sleeping, sem, deadline - now, on);
 }
 
+// Spins for `ready` for at most max_ns, within the plan's spin only: never blocks, and returns at
+// once before the forecast's window opens or after the spin's end. wait_planned then carries on.
+template <typename Ready>
+bool spin_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, int64_t max_ns) noexcept {
+    if (ready()) return true;
+    const auto now = Clock::now();
+    if (now < plan.wake_at || now >= plan.spin_end) return false;
+    const bool caught = spin_until(ready, std::min(plan.spin_end, now + std::chrono::nanoseconds(std::max<int64_t>(max_ns, 0))));
+    // As wait_planned records it: a catch, or a miss once the window is over (else its spin goes on there).
+    if (plan.forecast && (caught || Clock::now() >= plan.spin_end)) forecast.record_window(caught);
+    return caught;
+}
+
 inline int64_t nanoseconds_since(Clock::time_point started) noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started).count();
 }

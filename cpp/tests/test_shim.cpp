@@ -737,6 +737,44 @@ void test_a_simulator_confined_to_the_drivers_cpu_spins_on_neither_side() {
     CHECK(::sched_setaffinity(0, sizeof allowed, &allowed) == 0);
 }
 
+// pybridge_driver_spin: a spin of at most max_ns within the plan's own (the Python binding's, with the
+// GIL held, while other threads of its process wait on simulators too). It never spins past the plan
+// nor blocks, and a wait afterwards carries on with the same request.
+void test_a_bounded_spin_stays_within_the_plan_and_the_wait_carries_on() {
+    TestDriver driver;
+    std::atomic<bool> release{false};
+    std::thread simulator([name = driver.name(), &release] {
+        pybridge::Channel channel = pybridge::Channel::open({1}, name.c_str());
+        while (auto request = channel.wait()) {
+            while (!release.load()) std::this_thread::yield();
+            channel.reply(request->params()[0] * 3.0);
+        }
+    });
+    CHECK(driver.wait_declared());
+    driver.accept(1, 0, 0, 500);  // a spin of 500 us per request
+    CHECK(pybridge_driver_spin(driver.get(), 1000) == PYBRIDGE_E_INVALID_ARGUMENT);  // nothing sent
+    driver.send(PYBRIDGE_REQUEST_COST, {2.0});
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(pybridge_driver_spin(driver.get(), 2000000000) == PYBRIDGE_TIMEOUT);  // held back
+    // Asked for 2 s: it stopped where the plan's 500 us spin ends (a whole second is room for any host).
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(1));
+    CHECK(pybridge_driver_spin(driver.get(), 2000000000) == PYBRIDGE_TIMEOUT);  // past the spin: at once
+    release.store(true);
+    CHECK(pybridge_driver_wait(driver.get(), 5000000000) == PYBRIDGE_OK);
+    CHECK(driver.reply().cost == 6.0);
+    CHECK(pybridge_driver_spin(driver.get(), 0) == PYBRIDGE_OK);  // answered stays answered
+    for (int i = 1; i <= 100; ++i) {  // answered at once: a spin and then a wait give each its own reply
+        driver.send(PYBRIDGE_REQUEST_COST, {double(i)});
+        int rc = pybridge_driver_spin(driver.get(), 10000);
+        if (rc == PYBRIDGE_TIMEOUT) rc = pybridge_driver_wait(driver.get(), 5000000000);
+        CHECK(rc == PYBRIDGE_OK);
+        CHECK(driver.reply().cost == 3.0 * i);
+        if (failures) break;
+    }
+    driver.shut_down();
+    simulator.join();
+}
+
 void test_misuse_is_reported_not_fatal() {
     pybridge_channel *channel = nullptr;
     const pybridge_declaration declaration{1, 0, 0};
@@ -768,6 +806,7 @@ int main() {
     test_dead_driver_is_noticed_and_its_channel_removed();
     test_latency_splits_the_round_trip();
     test_a_simulator_confined_to_the_drivers_cpu_spins_on_neither_side();
+    test_a_bounded_spin_stays_within_the_plan_and_the_wait_carries_on();
     test_misuse_is_reported_not_fatal();
     std::printf("test_shim: %s\n", failures ? "FAILED" : "all checks passed");
     return failures ? 1 : 0;

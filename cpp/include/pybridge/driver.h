@@ -147,6 +147,16 @@ PYBRIDGE_API int pybridge_driver_send_batch(pybridge_driver *driver, uint32_t ki
  * PYBRIDGE_E_INVALID_ARGUMENT if nothing was sent. */
 PYBRIDGE_API int pybridge_driver_wait(pybridge_driver *driver, int64_t timeout_ns);
 
+/* Spins for the reply for at most max_ns, and only within the spin that the
+ * plan allows now: it never blocks, and returns at once before a forecast's
+ * window opens or once the spin budget is spent. A later pybridge_driver_wait
+ * carries on with what is left of the plan. For a caller that must not hold
+ * something through the whole spin (the Python binding: the GIL, while other
+ * threads of its process wait on simulators too). PYBRIDGE_OK once answered,
+ * PYBRIDGE_TIMEOUT if not yet, PYBRIDGE_E_INVALID_ARGUMENT if nothing was
+ * sent. */
+PYBRIDGE_API int pybridge_driver_spin(pybridge_driver *driver, int64_t max_ns);
+
 /* For a caller with work of its own to do just before the reply (the Python
  * binding runs the interpreter once there: whatever runs first after a reply
  * is slow when it last ran milliseconds before; docs/performance.md).
