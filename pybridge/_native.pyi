@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'header_fields', 'layout', 'measure_latency', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'driver_thread_alone', 'header_fields', 'layout', 'measure_latency', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
 class SimulatorChannel:
     """
     The simulator's end of a channel (pybridge_channel_*).
@@ -242,6 +242,10 @@ class Recorder:
 def _set_shim_error(type: typing.Any) -> None:
     """
     The exception class raised for failed shim calls (pybridge.errors.ShimError; set at import).
+    """
+def driver_thread_alone() -> bool:
+    """
+    Whether the calling thread is this process's only driver thread (no other thread waited on a simulator within the last second): its Simulators' waits then spin with the GIL held.
     """
 def header_fields() -> list[tuple[str, int, str]]:
     """

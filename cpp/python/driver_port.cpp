@@ -17,6 +17,7 @@ std::optional<size_t> wait_any(const std::vector<DriverPort *> &ports, double sl
     }
     size_t ready = 0;
     int status;
+    DriverThreads::note_wait();  // its thread is a driver thread (its spin lets the GIL go anyway)
     {
         py::gil_scoped_release release;
         status = pybridge_driver_wait_any(handles.data(), handles.size(),
@@ -77,6 +78,9 @@ void bind_driver_port(py::module_ &m) {
     // After DriverPort, so that its signature can name the class.
     m.def("wait_any", &wait_any, py::arg("ports"), py::arg("slice_seconds"),
           "Index of the first of these ports (sharing a doorbell) with its reply, or None after the slice.");
+    m.def("driver_thread_alone", &DriverThreads::alone_now,
+          "Whether the calling thread is this process's only driver thread (no other thread waited on a "
+          "simulator within the last second): its Simulators' waits then spin with the GIL held.");
 
 }
 
