@@ -6,7 +6,8 @@ For a sleeping model of each length (``pybridge-bench-sim --sleep-us``; sleeping
 do not compete for this machine's cores), the wall time per evaluation of one thread with one
 simulator, and of two threads with one each (each thread does ``--evaluations``; both at once, the
 ideal is half the first). The second is the case a thread's wait must not spoil by holding the GIL:
-``pool.map`` of any callable, or a user's own threads. Then the same through a Pool of two, both ways
+``pool.map`` of any callable, or a user's own threads (a `Simulator`'s wait holds the GIL through its
+spin only while its thread is the process's only driver thread: docs/performance.md). Then the same through a Pool of two, both ways
 in: its dispatcher (``pool.map(pool, xs)``, one thread) and its threads (``pool.map`` of another
 callable), as `pybridge bench` measures them at 0.2 ms. Best of ``--rounds`` (the pool's: of 3), µs
 per evaluation. Run from /tmp, so that the installed package is measured.
