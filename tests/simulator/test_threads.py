@@ -3,8 +3,9 @@
 A Simulator's wait spins for the reply with the GIL held, because a fast reply costs less than letting
 the GIL go. With two driver threads that held the other one back for the whole spin: it could not even
 send its own request, and the two took turns (benchmarks/threads.py, 50 and 200 µs models: two threads
-0.8-1.0x one thread's time per evaluation where half is ideal). A wait now spins holding the GIL only
-while its thread is the one calling simulators in this process.
+0.8-1.0x one thread's time per evaluation where half is ideal). A wait now holds the GIL through its
+whole spin only while its thread is the only one in this process waiting on simulators; otherwise for
+its first 10 µs only.
 """
 
 from __future__ import annotations
