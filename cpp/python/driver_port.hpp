@@ -35,8 +35,8 @@ inline int64_t nanoseconds(double seconds) {
 // overlapping (benchmarks/threads.py: 0.8-1.0x one thread's time per evaluation at 50 and 200 us,
 // where half is ideal). "The only one": no other thread waited within the last kSharedForNs. A thread
 // that runs Python but waits on no simulator (a GUI, tqdm's monitor) changes nothing: the driver keeps
-// the GIL through its spin, as before. Both fields are atomics, not GIL-guarded: the check runs in the
-// waits that let the GIL go too (wait_any).
+// the GIL through its spin, as before. Both fields are atomics rather than guarded by the GIL, so
+// that the rule needs no lock of its own in a build without one (free-threaded Python).
 class DriverThreads {
 public:
     static constexpr int64_t kSharedForNs = 1'000'000'000;
