@@ -16,45 +16,8 @@ per evaluation. Run from /tmp, so that the installed package is measured.
 from __future__ import annotations
 
 import argparse
-import threading
-import time
 
-import numpy as np
-
-import pybridge
-from pybridge.cli.bench.measure import _program
-from pybridge.cli.bench.pool import _threads_against_dispatcher
-
-
-def threads(model_us: int, count: int, evaluations: int) -> float:
-    """Wall time per evaluation of ``count`` threads, each with a simulator of its own, in µs."""
-    command = [_program("pybridge-bench-sim"), "--rosenbrock", "--sleep-us", str(model_us)]
-    sims = [pybridge.Simulator(command, n_params=3) for _ in range(count)]
-    try:
-        together = threading.Barrier(count + 1)
-
-        def run(sim: pybridge.Simulator) -> None:
-            x = np.zeros(3)
-            for _ in range(10):
-                sim(x)
-            together.wait()
-            for _ in range(evaluations):
-                sim(x)
-            together.wait()
-
-        workers = [threading.Thread(target=run, args=(sim,)) for sim in sims]
-        for worker in workers:
-            worker.start()
-        together.wait()
-        started = time.perf_counter()
-        together.wait()
-        seconds = time.perf_counter() - started
-        for worker in workers:
-            worker.join()
-    finally:
-        for sim in sims:
-            sim.close()
-    return seconds / (count * evaluations) * 1e6
+from pybridge.cli.bench.pool import _simulator_each, _threads_against_dispatcher
 
 
 def main() -> None:
@@ -65,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     print("model    one thread  two threads  (ideal: half)   pool dispatcher  pool threads   us per evaluation")
     for model_us in (int(v) for v in args.model_us.split(",")):
-        one = min(threads(model_us, 1, args.evaluations) for _ in range(args.rounds))
-        two = min(threads(model_us, 2, args.evaluations) for _ in range(args.rounds))
+        one = min(_simulator_each(model_us, 1, args.evaluations) for _ in range(args.rounds))
+        two = min(_simulator_each(model_us, 2, args.evaluations) for _ in range(args.rounds))
         pool = _threads_against_dispatcher(2 * args.evaluations, model_us)  # best of 3 of its own
         print(f"{model_us:>5} us {one:>11.0f} {two:>12.0f} {two / one:>14.2f} {pool['dispatcher_us']:>18.0f} "
               f"{pool['threads_us']:>13.0f}")

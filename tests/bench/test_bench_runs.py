@@ -25,7 +25,7 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     for figures in results["latency"].values():
         assert len(figures) == 10 and all(f["median_us"] > 0 for f in figures.values())
     assert {run["evaluations"] for run in results["end_to_end"].values()} <= {1000, 35}
-    assert len(results["targets"]) == 45  # 42 (references included), and the Dask pool's three (in the test extra)
+    assert len(results["targets"]) == 46  # 43 (references included), and the Dask pool's three (in the test extra)
     model = results["model_time"]
     assert set(model["model_times"]) == {"200", "1000", "5000", "50000"}
     for model_us, waits in model["model_times"].items():

@@ -1,6 +1,7 @@
 """The pool's figures for `pybridge bench`: dispatch overhead against the standard process pools,
-the speed-up of 2 simulators over 1, differential evolution end to end, and ``pybridge.minimize`` on a
-pool (multi-start side by side, and one start's cost per evaluation).
+the speed-up of 2 simulators over 1, differential evolution end to end, ``pybridge.minimize`` on a
+pool (multi-start side by side, and one start's cost per evaluation), and threads: the pool's own
+against its dispatcher, and threads with a Simulator each against one.
 
 Every alternative evaluates the same C++ function (``benchmarks/native/cost.h``): the process
 pools call it in their worker processes through pybind11 (``pybridge._bench``), the Pool through
@@ -10,6 +11,7 @@ its resident simulators.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Dict, List
@@ -35,8 +37,11 @@ def measure_pool(quick: bool, log: Callable[[str], None] = print) -> Dict[str, A
     speedup = _speedup(40 if quick else 200, burn_us=2000)
     log("pool: differential evolution ...")
     de = _differential_evolution(quick, burn_us=1000)
-    log("pool: its threads against its dispatcher ...")
+    log("pool: its threads against its dispatcher, and threads with a Simulator each ...")
     threads = _threads_against_dispatcher(100 if quick else 400, sleep_us=200)
+    evaluations = 50 if quick else 200
+    threads["one_simulator_us"] = min(_simulator_each(200, 1, evaluations) for _ in range(3))
+    threads["simulator_each_us"] = min(_simulator_each(200, 2, evaluations) for _ in range(3))
     log("pool: pybridge.minimize, multi-start ...")
     return {"overhead_us": overhead, "speedup": speedup, "differential_evolution": de, "threads": threads,
             "minimize": _minimize_on_a_pool(quick, burn_us=1000)}  # fmt: skip
@@ -96,6 +101,40 @@ def _threads_against_dispatcher(count: int, sleep_us: int) -> Dict[str, float]:
         dispatcher = _best(lambda: list(pool.map(pool, xs))) / count * 1e6
         threads = _best(lambda: list(pool.map(wrapper, xs))) / count * 1e6
     return {"model_ms": sleep_us / 1000, "dispatcher_us": dispatcher, "threads_us": threads}
+
+
+def _simulator_each(sleep_us: int, count: int, evaluations: int) -> float:
+    """µs of wall time per evaluation of ``count`` threads, each with a Simulator of its own and doing
+    ``evaluations`` of a model that sleeps ``sleep_us``, all at once (for 2 threads the ideal is half of
+    one thread's). A wait that spun with the GIL held through its whole budget made them take turns
+    (0.9x one thread's time at 0.2 ms); since 34a190e only a lone driver thread's does."""
+    command = [_program("pybridge-bench-sim"), "--rosenbrock", "--sleep-us", str(sleep_us)]
+    sims = [Simulator(command, n_params=3) for _ in range(count)]
+    try:
+        together = threading.Barrier(count + 1)
+
+        def run(sim: Simulator) -> None:
+            x = np.zeros(3)
+            for _ in range(10):
+                sim(x)
+            together.wait()
+            for _ in range(evaluations):
+                sim(x)
+            together.wait()
+
+        workers = [threading.Thread(target=run, args=(sim,)) for sim in sims]
+        for worker in workers:
+            worker.start()
+        together.wait()
+        started = time.perf_counter()
+        together.wait()
+        seconds = time.perf_counter() - started
+        for worker in workers:
+            worker.join()
+    finally:
+        for sim in sims:
+            sim.close()
+    return seconds / (count * evaluations) * 1e6
 
 
 def _differential_evolution(quick: bool, burn_us: int) -> Dict[str, float]:

@@ -89,6 +89,9 @@ def evaluate_targets(results: dict) -> List[Dict[str, object]]:
     if threads is not None:
         rows.append(("pool: its threads (map of any callable) / its dispatcher (map of the pool), 0.2 ms sleeping "
                      "evaluations, per evaluation", threads["threads_us"] / threads["dispatcher_us"], "<=", 1.3))
+    if threads is not None and "simulator_each_us" in threads:  # since 2026-12-07 night
+        rows.append(("threads: 2 with a Simulator each / 1, 0.2 ms sleeping evaluations, per evaluation (ideal 0.5)",
+                     threads["simulator_each_us"] / threads["one_simulator_us"], "<=", 0.75))
     on_a_pool = pool.get("minimize")  # absent from the figures of benches before 2026-12-07 noon
     if on_a_pool is not None:
         floors.append(("pool: 4 Nelder-Mead starts of pybridge.minimize on 2 simulators, 1 ms evaluations: "
@@ -173,6 +176,9 @@ def tables(results: dict) -> Iterator[str]:
         yield (f"\n{threads['model_ms']:g} ms sleeping evaluations on 2 simulators: map of the pool (dispatcher) "
                f"{threads['dispatcher_us']:.0f} µs, map of any callable (threads) {threads['threads_us']:.0f} µs "
                "per evaluation")
+        if "simulator_each_us" in threads:
+            yield (f"\nThe same evaluations from threads with a Simulator each: 1 thread {threads['one_simulator_us']:.0f} µs, "
+                   f"2 threads {threads['simulator_each_us']:.0f} µs per evaluation")
     speedup, de = pool["speedup"], pool["differential_evolution"]
     yield (f"\n{speedup['evaluations']} evaluations of {speedup['model_ms']:g} ms CPU: 1 simulator "
            f"{speedup['one_s']:.3f} s (ideal {speedup['ideal_1_s']:.3f} s), 2 simulators {speedup['two_s']:.3f} s: "
