@@ -436,12 +436,12 @@ bool block(Ready ready, uint32_t &sleeping, sem_t *sem, std::chrono::nanoseconds
     return done;
 }
 
-// Spins through the plan's spin, until `until` at the latest, and notes a forecast window's outcome:
-// a catch, or a miss once the window is over (a spin cut short goes on in a later call). The one spin
-// of wait_planned and spin_planned.
+// Spins through the plan's spin until `end` (plan.spin_end at the latest: the caller's to bound), and
+// notes a forecast window's outcome: a catch, or a miss once the window is over (a spin cut short goes
+// on in a later call). The one spin of wait_planned and spin_planned.
 template <typename Ready>
-bool spin_in_plan(Ready ready, const Forecast::Plan &plan, Forecast &forecast, Clock::time_point until) noexcept {
-    const bool caught = spin_until(ready, std::min(plan.spin_end, until));
+bool spin_in_plan(Ready ready, const Forecast::Plan &plan, Forecast &forecast, Clock::time_point end) noexcept {
+    const bool caught = spin_until(ready, end);
     if (plan.forecast && (caught || Clock::now() >= plan.spin_end)) forecast.record_window(caught);
     return caught;
 }
@@ -470,7 +470,10 @@ bool wait_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, u
         forecast.record_oversleep(std::chrono::duration_cast<std::chrono::nanoseconds>(now - plan.wake_at).count());
     }
     if (until_window) return ready();
-    if (now < plan.spin_end && spin_in_plan(ready, plan, forecast, block_ns > 0 ? deadline : plan.spin_end)) return true;
+    if (now < plan.spin_end &&
+        spin_in_plan(ready, plan, forecast, block_ns > 0 ? std::min(plan.spin_end, deadline) : plan.spin_end)) {
+        return true;
+    }
     if (block_ns <= 0) return ready();
     now = Clock::now();
     if (now >= deadline) return ready();
@@ -484,7 +487,8 @@ bool spin_planned(Ready ready, const Forecast::Plan &plan, Forecast &forecast, i
     if (ready()) return true;
     const auto now = Clock::now();
     if (now < plan.wake_at || now >= plan.spin_end) return false;
-    return spin_in_plan(ready, plan, forecast, now + std::chrono::nanoseconds(std::max<int64_t>(max_ns, 0)));
+    const auto end = std::min(plan.spin_end, now + std::chrono::nanoseconds(std::max<int64_t>(max_ns, 0)));
+    return spin_in_plan(ready, plan, forecast, end);
 }
 
 inline int64_t nanoseconds_since(Clock::time_point started) noexcept {
