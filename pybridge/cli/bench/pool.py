@@ -14,7 +14,7 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 from scipy.optimize import differential_evolution
@@ -110,30 +110,38 @@ def _simulator_each(sleep_us: int, count: int, evaluations: int) -> float:
     (0.9x one thread's time at 0.2 ms); since 34a190e only a lone driver thread's does."""
     command = [_program("pybridge-bench-sim"), "--rosenbrock", "--sleep-us", str(sleep_us)]
     sims = [Simulator(command, n_params=3) for _ in range(count)]
+    # Each thread times its own evaluations: a clock read in the main thread once the threads are let go
+    # started late whenever a lone driver thread kept the GIL through its waits (by design), up to after
+    # most of them.
+    spans: List[Tuple[float, float]] = []
     try:
-        together = threading.Barrier(count + 1)
+        together = threading.Barrier(count)
 
         def run(sim: Simulator) -> None:
             x = np.zeros(3)
-            for _ in range(10):
-                sim(x)
+            try:
+                for _ in range(10):
+                    sim(x)
+            except BaseException:
+                together.abort()  # the other threads stop waiting for this one
+                raise
             together.wait()
+            begun = time.perf_counter()
             for _ in range(evaluations):
                 sim(x)
-            together.wait()
+            spans.append((begun, time.perf_counter()))
 
         workers = [threading.Thread(target=run, args=(sim,)) for sim in sims]
         for worker in workers:
             worker.start()
-        together.wait()
-        started = time.perf_counter()
-        together.wait()
-        seconds = time.perf_counter() - started
         for worker in workers:
             worker.join()
     finally:
         for sim in sims:
             sim.close()
+    if len(spans) < count:
+        raise RuntimeError("a thread of the threads benchmark failed (its traceback is above)")
+    seconds = max(end for _, end in spans) - min(begun for begun, _ in spans)
     return seconds / (count * evaluations) * 1e6
 
 
