@@ -7,7 +7,7 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'driver_thread_alone', 'header_fields', 'layout', 'measure_latency', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
+__all__: list[str] = ['CAPABILITIES', 'CHANNEL_ENV', 'CHANNEL_NAME_MAX', 'DriverPort', 'ERROR_TEXT_SIZE', 'FastCall', 'HEADER_SIZE', 'LIVENESS_PERIOD_MS', 'MAGIC', 'NAME_PREFIX', 'PROTOCOL_VERSION', 'REGION_ALIGN', 'REPLY_SEM_SUFFIX', 'REPLY_STATUSES', 'REQUEST_KINDS', 'REQUEST_SEM_SUFFIX', 'Recorder', 'SEMAPHORE_NAME_SIZE', 'STATES', 'STATUS_CODES', 'SimulatorChannel', 'driver_thread_alone', 'header_fields', 'layout', 'measure_latency', 'new_name', 'process_alive', 'residual_cost', 'take_latency', 'unlink_segment', 'validate_header', 'wait_any']
 class SimulatorChannel:
     """
     The simulator's end of a channel (pybridge_channel_*).
@@ -259,6 +259,10 @@ def measure_latency(on: bool) -> bool:
     """
     Whether this thread's next evaluations measure their latency (the simulator stamps their replies, two clock reads on each round trip); returns the previous setting.
     """
+def new_name(kind: str = '') -> str:
+    """
+    A fresh name for a channel (kind "") or a doorbell ("bell-"): "pybridge-" kind pid "-" 24 hex digits.
+    """
 def process_alive(pid: typing.SupportsInt | typing.SupportsIndex) -> bool:
     """
     True while the process runs (zombies count as dead).
@@ -290,6 +294,7 @@ ERROR_TEXT_SIZE: int = 640
 HEADER_SIZE: int = 1024
 LIVENESS_PERIOD_MS: int = 100
 MAGIC: int = 4992033793666865488
+NAME_PREFIX: str = 'pybridge-'
 PROTOCOL_VERSION: int = 4
 REGION_ALIGN: int = 64
 REPLY_SEM_SUFFIX: str = '-rep'

@@ -9,8 +9,7 @@ C definitions.
 from __future__ import annotations
 
 import enum
-import secrets
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -29,6 +28,8 @@ __all__ = [
     "ReplyStatus",
     "Status",
     "new_channel_name",
+    "name_owner",
+    "DOORBELL_KIND",
     "semaphore_names",
 ]
 
@@ -38,7 +39,9 @@ HEADER_SIZE: int = _native.HEADER_SIZE
 ERROR_TEXT_SIZE: int = _native.ERROR_TEXT_SIZE
 CHANNEL_ENV: str = _native.CHANNEL_ENV
 #: Every name we create starts with this, so `pybridge clean` can find ours.
-CHANNEL_PREFIX = "pybridge-"
+CHANNEL_PREFIX: str = _native.NAME_PREFIX
+#: What follows the prefix in a doorbell's name (:mod:`pybridge.core.doorbell`).
+DOORBELL_KIND = "bell-"
 
 #: The header as a numpy structured type, built from the C struct's offsets.
 _HEADER_FIELDS: Any = {  # numpy types the dict form as a TypedDict: built at run time here
@@ -96,8 +99,26 @@ class Status(enum.IntEnum):
 
 
 def new_channel_name() -> str:
-    """A fresh channel name with 96 random bits: unguessable and collision-free."""
-    return CHANNEL_PREFIX + secrets.token_hex(12)
+    """A fresh channel name: ``pybridge-<pid>-<24 hex digits>``. The pid says which process made it
+    (whose it is, and whether that process still lives); the 96 random bits make it unguessable and
+    collision-free. The rule is the C library's (``PYBRIDGE_NAME_PREFIX`` in protocol.h)."""
+    return _native.new_name("")
+
+
+def name_owner(name: str) -> Optional[int]:
+    """The pid of the process that made ``name`` — a channel, one of its semaphores (``sem.`` and a
+    suffix included) or a doorbell — or None for a name not made so (another program's, or older)."""
+    if name.startswith("sem."):
+        name = name[len("sem.") :]
+    if not name.startswith(CHANNEL_PREFIX):
+        return None
+    rest = name[len(CHANNEL_PREFIX) :]
+    if rest.startswith(DOORBELL_KIND):
+        rest = rest[len(DOORBELL_KIND) :]
+    # A pid has at most 7 digits on Linux; the 24 hex digits of a name made before names recorded
+    # their maker are never taken for one.
+    pid, _, token = rest.partition("-")
+    return int(pid) if pid.isdigit() and len(pid) <= 10 and token else None
 
 
 def semaphore_names(channel: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../src/names.hpp"
 #include "../src/process.hpp"
 #include "../src/values.hpp"
 #include "bindings.hpp"
@@ -114,6 +115,11 @@ void bind_protocol(py::module_ &m) {
     m.attr("ERROR_TEXT_SIZE") = PYBRIDGE_ERROR_TEXT_SIZE;
     m.attr("REGION_ALIGN") = PYBRIDGE_REGION_ALIGN;
     m.attr("CHANNEL_ENV") = PYBRIDGE_CHANNEL_ENV;
+    m.attr("NAME_PREFIX") = PYBRIDGE_NAME_PREFIX;
+    m.def(
+        "new_name", [](const std::string &kind) { return pybridge::detail::new_name(kind.c_str()); },
+        py::arg("kind") = "",
+        "A fresh name for a channel (kind \"\") or a doorbell (\"bell-\"): \"pybridge-\" kind pid \"-\" 24 hex digits.");
     m.attr("REQUEST_SEM_SUFFIX") = PYBRIDGE_REQUEST_SEM_SUFFIX;
     m.attr("REPLY_SEM_SUFFIX") = PYBRIDGE_REPLY_SEM_SUFFIX;
     m.attr("CHANNEL_NAME_MAX") = PYBRIDGE_CHANNEL_NAME_MAX;

@@ -75,15 +75,8 @@ using pybridge::detail::store_release;
 using pybridge::detail::fail;
 using pybridge::detail::fail_errno;
 
-std::string random_name() {
-    std::random_device random;  // /dev/urandom: unguessable, so nobody can squat the name
-    char name[64];
-    std::snprintf(name, sizeof name, "pybridge-%08x%08x%08x", random(), random(), random());
-    return name;
-}
-
 int set_names(pybridge_driver *d, const char *name, const char *doorbell) {
-    d->name = name ? (*name == '/' ? name + 1 : name) : random_name();
+    d->name = name ? (*name == '/' ? name + 1 : name) : pybridge::detail::new_name("");
     if (!pybridge::detail::valid_name(d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX)) {
         return fail(d, PYBRIDGE_E_INVALID_ARGUMENT, "invalid channel name '%.64s': use 1 to %d characters from [A-Za-z0-9._-]",
                     d->name.c_str(), PYBRIDGE_CHANNEL_NAME_MAX);

@@ -1,8 +1,15 @@
 // The rule for channel and semaphore names, shared by both ends.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
+#include <random>
+#include <string>
+
+#include "pybridge/protocol.h"
 
 namespace pybridge::detail {
 
@@ -18,6 +25,17 @@ inline bool valid_name(const char *name, size_t max_length) noexcept {
         if (!ok) return false;
     }
     return true;
+}
+
+// A fresh name of a kind ("" for a channel, "bell-" for a doorbell) for this process, in the form
+// PYBRIDGE_NAME_PREFIX documents. The C driver and the Python one (through _native.new_name) make
+// their names here.
+inline std::string new_name(const char *kind) {
+    std::random_device random;  // the kernel's or the CPU's random source: nobody can guess or squat the name
+    char name[PYBRIDGE_CHANNEL_NAME_MAX + 1];
+    std::snprintf(name, sizeof name, PYBRIDGE_NAME_PREFIX "%s%ld-%08x%08x%08x", kind, static_cast<long>(::getpid()),
+                  random(), random(), random());
+    return name;
 }
 
 }  // namespace pybridge::detail

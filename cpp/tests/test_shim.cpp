@@ -162,6 +162,19 @@ double rosenbrock(const double *x, uint32_t n, double *gradient) {
     return cost;
 }
 
+// A name the C driver makes records its maker and 96 random bits ("pybridge-" pid "-" 24 hex), as
+// Python's do (the same function): who made a /dev/shm entry can be told without opening it.
+void test_a_fresh_name_records_its_maker() {
+    TestDriver first, second;
+    const std::string prefix = PYBRIDGE_NAME_PREFIX + std::to_string(::getpid()) + "-";
+    for (const std::string &name : {first.name(), second.name()}) {
+        CHECK(name.compare(0, prefix.size(), prefix) == 0);
+        const std::string token = name.substr(prefix.size());
+        CHECK(token.size() == 24 && token.find_first_not_of("0123456789abcdef") == std::string::npos);
+    }
+    CHECK(first.name() != second.name());
+}
+
 void test_c_api_round_trips(uint32_t spin_us) {
     TestDriver driver;
     int loop_status = 999;
@@ -792,6 +805,7 @@ void test_misuse_is_reported_not_fatal() {
 }  // namespace
 
 int main() {
+    test_a_fresh_name_records_its_maker();
     test_c_api_round_trips(0);    // the simulator blocks on every wait
     test_c_api_round_trips(1000);  // the simulator spins first
     test_one_thread_waits_on_two_channels_through_a_shared_doorbell();

@@ -28,8 +28,8 @@ from typing import List, Optional
 import numpy as np
 
 from .. import _native
-from ..protocol import CHANNEL_PREFIX, HEADER_DTYPE, HEADER_SIZE, MAGIC, semaphore_names
-from .doorbell import doorbell_owner
+from ..protocol import CHANNEL_PREFIX, HEADER_DTYPE, HEADER_SIZE, MAGIC, name_owner, semaphore_names
+from .doorbell import DOORBELL_PREFIX
 
 __all__ = ["StaleEntry", "find_stale", "clean", "clean_once"]
 
@@ -65,7 +65,7 @@ def find_stale() -> List[StaleEntry]:
             continue
         stale.append(StaleEntry(SHM_DIR / name, reason))
     for name in sorted(n for n in mine if n.startswith("sem.")):
-        owner_pid = doorbell_owner(name[len("sem.") :])
+        owner_pid = name_owner(name) if name.startswith("sem." + DOORBELL_PREFIX) else None
         if owner_pid is not None:  # a doorbell: stale once the process named in it is gone
             if not _native.process_alive(owner_pid):
                 stale.append(StaleEntry(SHM_DIR / name, f"doorbell of a dead driver (pid {owner_pid})"))

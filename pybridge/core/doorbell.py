@@ -9,33 +9,32 @@ multi-start run): the C library lets one of them block on the doorbell and
 wake the others as their replies come, so none takes another's post. The
 threads must be of one process: a doorbell is never shared across processes.
 
-The doorbell's name records its owner — ``pybridge-bell-<pid>-<random>`` —
-so that ``pybridge clean`` removes it once that process is gone, and never
-while it lives. Only its owner unlinks it.
+The doorbell's name records its owner — ``pybridge-bell-<pid>-<random>``
+(:func:`pybridge.protocol.name_owner`) — so that ``pybridge clean`` removes
+it once that process is gone, and never while it lives. Only its owner unlinks it.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Optional, Sequence
 
 import posix_ipc
 
 from .. import _native
-from ..protocol import CHANNEL_PREFIX
+from ..protocol import CHANNEL_PREFIX, DOORBELL_KIND
 from .channel import POLL_PERIOD, DriverChannel
 
-__all__ = ["Doorbell", "wait_any", "DOORBELL_PREFIX", "doorbell_owner"]
+__all__ = ["Doorbell", "wait_any", "DOORBELL_PREFIX"]
 
-DOORBELL_PREFIX = CHANNEL_PREFIX + "bell-"
+DOORBELL_PREFIX = CHANNEL_PREFIX + DOORBELL_KIND
 
 
 class Doorbell:
     """A reply semaphore for several channels (pass ``doorbell=`` to :class:`DriverChannel`)."""
 
     def __init__(self) -> None:
-        self.name = f"{DOORBELL_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        self.name = _native.new_name(DOORBELL_KIND)
         self._owner = os.getpid()
         self._sem: Optional[posix_ipc.Semaphore] = posix_ipc.Semaphore(
             "/" + self.name, posix_ipc.O_CREX, mode=0o600, initial_value=0
@@ -70,11 +69,3 @@ def wait_any(channels: Sequence[DriverChannel], timeout: float = POLL_PERIOD) ->
             raise ValueError(f"wait_any needs open channels; {channel.name!r} is closed")
         ports.append(channel.port)
     return _native.wait_any(ports, timeout)
-
-
-def doorbell_owner(name: str) -> Optional[int]:
-    """The pid recorded in a doorbell's name (``pybridge-bell-<pid>-<random>``), or None if it is not one."""
-    if not name.startswith(DOORBELL_PREFIX):
-        return None
-    pid, _, token = name[len(DOORBELL_PREFIX) :].partition("-")
-    return int(pid) if pid.isdigit() and token else None

@@ -21,7 +21,8 @@ def test_creates_a_private_segment_and_semaphores_with_unguessable_names() -> No
     channel = DriverChannel()
     try:
         assert channel.name.startswith(CHANNEL_PREFIX)
-        token = channel.name[len(CHANNEL_PREFIX):]
+        maker, _, token = channel.name[len(CHANNEL_PREFIX):].partition("-")
+        assert int(maker) == os.getpid()  # whose it is: ls /dev/shm says, and the suite's leak checks read it
         assert len(token) * 4 >= 64 and int(token, 16) >= 0  # >= 64 random bits, hex
         for path in channel_files(channel):
             assert path.exists(), path

@@ -16,8 +16,8 @@ import pytest
 from pybridge import _native
 from pybridge.core import cleanup
 from pybridge.core.channel import DriverChannel
-from pybridge.core.doorbell import DOORBELL_PREFIX, Doorbell, doorbell_owner, wait_any
-from pybridge.protocol import Capability, RequestKind
+from pybridge.core.doorbell import DOORBELL_PREFIX, Doorbell, wait_any
+from pybridge.protocol import Capability, RequestKind, name_owner
 
 
 def serve_times(name: str, factor: float, hold: Optional[threading.Event] = None) -> None:
@@ -117,7 +117,7 @@ def test_a_doorbell_names_its_owner_and_cleanup_judges_by_it(tmp_path: Path) -> 
     orphan = f"/dev/shm/sem.{DOORBELL_PREFIX}{dead.pid}-0123456789abcdef"
     Path(orphan).write_bytes(b"\0" * 32)  # what a killed pool leaves behind
     with Doorbell() as bell:
-        assert doorbell_owner(bell.name) == os.getpid()
+        assert name_owner(bell.name) == name_owner(f"sem.{bell.name}") == os.getpid()
         stale = {str(entry.path) for entry in cleanup.clean()}
         assert orphan in stale and not os.path.exists(orphan)
         assert not any(bell.name in path for path in stale)  # a live owner's doorbell is never touched

@@ -63,6 +63,11 @@
 
 /* The environment variable through which a launched simulator learns its channel. */
 #define PYBRIDGE_CHANNEL_ENV "PYBRIDGE_CHANNEL"
+/* Every name pybridge creates starts with this: "pybridge-" KIND PID "-" 24 hex digits, where KIND is
+ * "" for a channel and "bell-" for a doorbell, PID the creating process (so that anyone can tell whose
+ * it is, and whether its creator still lives) and the hex digits 96 random bits (so that nobody can
+ * guess or squat a name). */
+#define PYBRIDGE_NAME_PREFIX "pybridge-"
 #define PYBRIDGE_REQUEST_SEM_SUFFIX "-req"
 #define PYBRIDGE_REPLY_SEM_SUFFIX "-rep"
 /* Longest channel name accepted (without the leading '/'): the name plus
