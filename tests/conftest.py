@@ -14,15 +14,38 @@ import pytest
 
 import pybridge
 from pybridge.paths import bundled_simulator
-from pybridge.protocol import CHANNEL_PREFIX
+from pybridge.protocol import CHANNEL_PREFIX, name_owner
 
 REPO = Path(__file__).resolve().parent.parent
 SHM = Path("/dev/shm")
 
 
 def our_shm_entries() -> set[str]:
-    """Segments and semaphores of pybridge (glibc keeps named semaphores as sem.NAME)."""
-    return {p.name for p in SHM.iterdir() if p.name.startswith((CHANNEL_PREFIX, "sem." + CHANNEL_PREFIX))}
+    """Segments and semaphores of pybridge (glibc keeps named semaphores as sem.NAME) that this test
+    run made or may have made: their names record a maker that is this process or descends from it,
+    or one that is gone, or none (a name a test wrote, or an older pybridge's). Another job's live
+    channels on the machine are not the suite's: it neither counts them as leaks nor removes them."""
+    entries = set()
+    for path in SHM.iterdir():
+        if path.name.startswith((CHANNEL_PREFIX, "sem." + CHANNEL_PREFIX)):
+            maker = name_owner(path.name)
+            if maker is None or not pybridge._native.process_alive(maker) or _descends_from_us(maker):
+                entries.add(path.name)
+    return entries
+
+
+def _descends_from_us(pid: int) -> bool:
+    """Whether process ``pid`` is this one or descends from it (a simulator, a driver script, a Dask
+    worker that a test started); a process that ends while we look counts as ours."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid, after the (command) that may hold spaces
+    return False
 
 
 @pytest.fixture(scope="session", autouse=True)
