@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
@@ -48,13 +49,62 @@ def _descends_from_us(pid: int) -> bool:
     return False
 
 
+def our_processes() -> Dict[int, str]:
+    """{pid: command line} of the live processes this test run started: those that descend from this
+    process, and those whose environment names a channel this run made (a simulator, an MPI rank or a
+    wrapper script's background job, reparented once its parent ended). The interpreter's own helpers
+    (multiprocessing's resource tracker and fork server) end with it and are left out."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie has ended; its parent has yet to reap it
+            ours = _descends_from_us(pid) or _made_by_this_run(_channel_of(pid))
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # gone while we looked, or not ours to read
+        if ours and not any(helper in command for helper in _INTERPRETER_HELPERS):
+            found[pid] = command
+    return found
+
+
+_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _channel_of(pid: int) -> str:
+    """The channel named in the environment of process ``pid`` ("" if none)."""
+    prefix = f"{pybridge.protocol.CHANNEL_ENV}=".encode()
+    for variable in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if variable.startswith(prefix):
+            return variable[len(prefix) :].decode(errors="replace")
+    return ""
+
+
+def _made_by_this_run(name: str) -> bool:
+    maker = name_owner(name)
+    return maker is not None and (not pybridge._native.process_alive(maker) or _descends_from_us(maker))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_after_the_suite() -> Iterator[None]:
-    """After the whole suite, nothing of ours remains under /dev/shm."""
+    """After the whole suite, nothing of ours remains under /dev/shm, and no process it started lives
+    on (it is given a few seconds: a simulator notices its driver's end within ~0.1 s, and Dask's
+    workers take their time to shut down)."""
     before = our_shm_entries()
+    running_before = set(our_processes())
     yield
     left = our_shm_entries() - before
     assert not left, f"the test suite left {sorted(left)} in /dev/shm"
+    deadline = time.monotonic() + 10.0
+    while True:
+        stray = {pid: command for pid, command in our_processes().items() if pid not in running_before}
+        if not stray or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not stray, f"processes the test suite started still run: {stray}"
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +138,11 @@ def toolchain() -> Callable[[str, str], str]:
 @pytest.fixture(scope="session")
 def shm_entries() -> Callable[[], set[str]]:
     return our_shm_entries
+
+
+@pytest.fixture(scope="session")
+def processes() -> Callable[[], Dict[int, str]]:
+    return our_processes
 
 
 @pytest.fixture(scope="session")
