@@ -75,9 +75,10 @@ typedef struct pybridge_reply {
 
 /* Creates a channel — segment (memory reserved), request and reply
  * semaphores — and takes its driver's end. name: NULL for a fresh name,
- * "pybridge-" PID "-" 24 random hex digits (PYBRIDGE_NAME_PREFIX). doorbell: NULL, or the name (without '/') of a
- * semaphore several channels share so that pybridge_driver_wait_any can
- * wait on all of them; created if missing and never removed here. */
+ * "pybridge-" PID "-" 24 random hex digits (PYBRIDGE_NAME_PREFIX).
+ * doorbell: NULL, or the name (without '/') of a semaphore several
+ * channels share so that pybridge_driver_wait_any can wait on all of them;
+ * created if missing and never removed here. */
 PYBRIDGE_API int pybridge_driver_create(const char *name, const char *doorbell, pybridge_driver **out);
 
 /* Takes the driver's end of a channel the caller created: the shared-memory
