@@ -115,8 +115,8 @@ def name_owner(name: str) -> Optional[int]:
     rest = name[len(CHANNEL_PREFIX) :]
     if rest.startswith(DOORBELL_KIND):
         rest = rest[len(DOORBELL_KIND) :]
-    # A pid has at most 7 digits on Linux; the 24 hex digits of a name made before names recorded
-    # their maker are never taken for one.
+    # A pid has at most 7 digits on Linux (PID_MAX_LIMIT); allowing 10, the 24 hex digits of a name made
+    # before names recorded their maker are still never taken for one.
     pid, _, token = rest.partition("-")
     return int(pid) if pid.isdigit() and len(pid) <= 10 and token else None
 
