@@ -59,9 +59,9 @@ def our_processes() -> Dict[int, str]:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         pid = int(entry)
+        if not pybridge._native.process_alive(pid):
+            continue  # ended (a zombie too: its parent has yet to reap it)
         try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # a zombie has ended; its parent has yet to reap it
             ours = _descends_from_us(pid) or _made_by_this_run(_channel_of(pid))
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:

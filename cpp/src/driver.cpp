@@ -21,7 +21,6 @@
 #include <cstring>
 #include <mutex>
 #include <new>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>

@@ -51,7 +51,6 @@ def test_quick_benchmark_produces_the_full_report(tmp_path: Path) -> None:
     assert "| target | measured | bound | met |" in run.stdout
 
 
-
 def test_one_threads_time_per_evaluation_is_never_below_the_models_own() -> None:
     """Every evaluation of the bench's threads row sleeps 100 µs, so no measured time per evaluation can
     be shorter. The clock once started in the main thread after the threads were let go, and a lone

@@ -17,6 +17,7 @@ import pytest
 from scipy.optimize import differential_evolution
 
 import pybridge
+from pybridge._native import process_alive as _alive  # True while it runs; a zombie counts as dead
 from pybridge.paths import bundled_simulator
 
 distributed = pytest.importorskip("distributed")
@@ -32,12 +33,6 @@ def client():
         yield client
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "\nState:\tZ" not in state  # a zombie has exited
 
 
 def _wait_until(condition, seconds: float = 10.0) -> bool:

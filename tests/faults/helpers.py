@@ -28,15 +28,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.00
     return True
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (zombies count as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
 class Scripts:
     """Writes Python scripts into a directory every user can read (for runs as `nobody`)."""
 

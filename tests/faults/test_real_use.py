@@ -31,8 +31,9 @@ from pybridge import (
     InheritedSimulatorError,
     SimulatorCrashed,
 )
+from pybridge._native import process_alive as alive  # True while it runs; a zombie counts as dead
 
-from .helpers import NOBODY, Scripts, alive, needs_private_shm, run_in_private_shm, wait_until
+from .helpers import NOBODY, Scripts, needs_private_shm, run_in_private_shm, wait_until
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from scipy.optimize import minimize
 
 import pybridge
+from pybridge._native import process_alive as alive  # True while it runs; a zombie counts as dead
 from pybridge.errors import EvaluationTimeout, SimulatorCrashed
 
 RANK_VARIABLES = (b"OMPI_COMM_WORLD_RANK=", b"PMI_RANK=")  # Open MPI, MPICH
@@ -51,14 +52,6 @@ def ranks(channel: str) -> Dict[int, int]:
                 if variable.startswith(RANK_VARIABLES):
                     found[int(variable.split(b"=")[1])] = int(entry)
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def wait_for_ranks(channel: str, count: int) -> Dict[int, int]:
