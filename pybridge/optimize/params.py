@@ -137,7 +137,13 @@ class Parameters(Mapping[str, Parameter]):
                 raise ParameterError(f"parameter names are identifiers (letters, digits, _), not {name!r}")
             if name in self._params:
                 raise ParameterError(f"parameter {name!r} is declared twice")
-            self._params[name] = value if isinstance(value, Parameter) else Parameter(value)
+            if isinstance(value, Parameter):
+                self._params[name] = value
+                continue
+            try:
+                self._params[name] = Parameter(value)
+            except ParameterError as error:  # a Parameter does not know its name: say which one it is
+                raise ParameterError(f"parameter {name!r}: {error}") from None
         self._slices: Dict[str, slice] = {}
         at = 0
         for name, parameter in self._params.items():

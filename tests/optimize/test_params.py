@@ -82,5 +82,20 @@ def test_invalid_declarations_are_clear_errors(make, message) -> None:
         make()
 
 
+@pytest.mark.parametrize(
+    "declaration, message",
+    [
+        ({"alpha": (0.1, 2.0), "h": (5.0, 0.1)}, "parameter 'h': lower bound 5.0 is above the upper bound 0.1"),
+        ({"alpha": (0.1, 2.0), "k": [(0, 1), (0, float("nan"))]}, "parameter 'k': a bound is NaN"),
+        ({"alpha": (0.1, 2.0), "q": "wide"}, "parameter 'q': bounds must be"),
+    ],
+)
+def test_a_bad_bound_in_a_dict_names_its_parameter(declaration, message) -> None:
+    # Among twenty parameters of a plain dict, "lower bound 5.0 is above the upper bound 0.1" alone
+    # leaves the user to search for which.
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        Parameters(declaration)
+
+
 def test_a_parameter_error_is_a_value_error_too() -> None:
     assert issubclass(ParameterError, ValueError)
