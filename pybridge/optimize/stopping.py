@@ -159,7 +159,12 @@ class StopFile(Rule):
 
     def __init__(self, path: "str | os.PathLike[str]", interval: float = 0.1) -> None:
         self.path = os.fspath(path)
+        if not self.path:
+            # No file is ever named "": the rule would be accepted and never fire.
+            raise ValueError("StopFile needs the path of a file to watch, e.g. StopFile('STOP'), not ''")
         self.interval = float(interval)
+        if not self.interval >= 0:  # 0 looks at every evaluation
+            raise ValueError(f"StopFile needs a number of seconds >= 0 between looks, not {interval!r}")
         self._next_look = 0.0
 
     def begin(self) -> None:
@@ -178,15 +183,33 @@ class StopFile(Rule):
         return None
 
 
+def _signal_named(signum: "int | str") -> signal.Signals:
+    """The signal a user means by a number, a ``signal.Signals`` or a name as the shell spells it
+    ("SIGTERM", "TERM", "term")."""
+    if isinstance(signum, str):
+        name = signum.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name not in signal.Signals.__members__:
+            raise ValueError(f"there is no signal named {signum!r}: give one such as 'SIGUSR1' or 'SIGTERM'")
+        return signal.Signals[name]
+    try:
+        return signal.Signals(signum)
+    except ValueError:
+        raise ValueError(f"there is no signal numbered {signum!r}: give one such as signal.SIGUSR1") from None
+
+
 class OnSignal(Rule):
     """Stop when the process receives ``signum`` (default SIGUSR1: ``kill -USR1 PID``; SIGTERM from a
-    batch system's time limit works too). The handler is installed only while ``minimize`` runs, and
+    batch system's time limit works too). ``signum`` may also be a name: "SIGTERM" or "TERM". The handler is installed only while ``minimize`` runs, and
     only when it is called from the main thread (Python delivers signals there)."""
 
     name = "signal"
 
-    def __init__(self, signum: int = signal.SIGUSR1) -> None:
-        self.signum = signal.Signals(signum)
+    def __init__(self, signum: "int | str" = signal.SIGUSR1) -> None:
+        self.signum = _signal_named(signum)
+        if self.signum in (signal.SIGKILL, signal.SIGSTOP):
+            raise ValueError(f"{self.signum.name} cannot be caught, so it could never stop a run gracefully: "
+                             "use SIGUSR1 or SIGTERM")
         self._received = threading.Event()
         self._previous: Any = None
 

@@ -274,8 +274,21 @@ def test_a_stop_requested_never_hides_an_error_of_the_users_own(rosenbrock, tmp_
     (lambda: NoImprovement(0), "positive number of iterations"),
     (lambda: NoImprovement(5, rtol=-1e-3), "rtol"),
     (lambda: NoImprovement(5, rtol=float("nan")), "rtol"),
+    (lambda: StopFile(""), "StopFile needs the path of a file"),
+    (lambda: StopFile("STOP", interval=-1), "seconds >= 0"),
+    (lambda: StopFile("STOP", interval=float("nan")), "seconds >= 0"),
+    (lambda: OnSignal("SIGNOPE"), "no signal named 'SIGNOPE'"),
+    (lambda: OnSignal(0), "no signal numbered 0"),
+    (lambda: OnSignal("KILL"), "SIGKILL cannot be caught"),
 ])  # fmt: skip
 def test_a_rule_that_could_never_fire_or_fires_at_once_is_refused(make, message) -> None:
-    # TargetCost(nan) was accepted and never fired: the run went on as if no target had been set.
+    # TargetCost(nan) was accepted and never fired: the run went on as if no target had been set;
+    # StopFile("") too (no file is ever named "").
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "TERM", "sigterm", signal.SIGTERM, int(signal.SIGTERM)])
+def test_a_signal_may_be_named_as_the_shell_names_it(name) -> None:
+    # OnSignal("SIGTERM") raised "'SIGTERM' is not a valid Signals", which tells a user nothing.
+    assert OnSignal(name).signum is signal.SIGTERM
