@@ -10,7 +10,7 @@ import pytest
 MODULES = [
     "pybridge", "pybridge.simulator", "pybridge.serve", "pybridge.core.cleanup", "pybridge.paths",
     "pybridge.pool.pool", "pybridge.pool.finite_diff", "pybridge.optimize.params", "pybridge.optimize.solve",
-    "pybridge.optimize.stopping",
+    "pybridge.optimize.stopping", "pybridge.record.progress",
 ]  # fmt: skip
 
 

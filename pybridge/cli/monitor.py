@@ -10,7 +10,6 @@ was interrupted (nothing writes it any more: ``record/writer.py``), or at Ctrl-C
 from __future__ import annotations
 
 import collections
-import math
 import sys
 import time
 from typing import IO, Deque, Dict, Optional, Tuple
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..errors import JournalError
 from ..record.journal import JournalContents, read_journal
+from ..record.progress import format_duration
 
 __all__ = ["run", "Figures"]
 
@@ -91,11 +91,11 @@ class Figures:
             lines.append(f"best cost: {cost:.6g} at evaluation {number} ({values})")
         if count:
             recent = self.recent[current["id"]]
-            lines.append(f"latency: median {_seconds(float(np.median(recent)))}, last {_seconds(recent[-1])}; "
+            lines.append(f"latency: median {format_duration(float(np.median(recent)))}, last {format_duration(recent[-1])}; "
                          f"last evaluation {time.time() - self.last_finished[current['id']]:.1f} s ago")  # fmt: skip
             bridge = self.recent_bridge[current["id"]]
             if bridge:
-                request, reply = (_seconds(float(value)) for value in np.median(np.array(bridge), axis=0))
+                request, reply = (format_duration(float(value)) for value in np.median(np.array(bridge), axis=0))
                 lines.append(f"  the bridge's share of it: request {request}, reply {reply} (medians)")
         if self.iterations_by_run[current["id"]]:
             lines.append(f"iterations: {self.iterations_by_run[current['id']]}")
@@ -131,12 +131,3 @@ def run(journal: str, interval: float = 1.0, once: bool = False, out: Optional[I
     except KeyboardInterrupt:
         return 0
 
-
-def _seconds(value: float) -> str:
-    if not math.isfinite(value):
-        return "-"
-    if value < 1e-3:
-        return f"{value * 1e6:.0f} us"
-    if value < 1:
-        return f"{value * 1e3:.2f} ms"
-    return f"{value:.2f} s"

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import IO, Any, Optional
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "format_duration"]
 
 REFRESH_SECONDS = 0.2
 
@@ -63,8 +63,8 @@ class ProgressBar:
             self._refresh()
 
     def _refresh(self) -> None:
-        share = f" (bridge {_seconds(self._bridge)})" if self._bridge == self._bridge else ""
-        self._bar.set_postfix_str(f"best={self._best:.6g} latency={_seconds(self._latency)}{share}", refresh=False)
+        share = f" (bridge {format_duration(self._bridge)})" if self._bridge == self._bridge else ""
+        self._bar.set_postfix_str(f"best={self._best:.6g} latency={format_duration(self._latency)}{share}", refresh=False)
         self._bar.update(self._count - self._shown)
         self._shown = self._count
 
@@ -76,11 +76,18 @@ class ProgressBar:
             self._bar = None
 
 
-def _seconds(value: float) -> str:
-    if value < 1e-5:  # a fast model's round trip and the bridge's share of it: a few microseconds
-        return f"{value * 1e6:.1f}us"
-    if value < 1e-3:
-        return f"{value * 1e6:.0f}us"
-    if value < 1:
-        return f"{value * 1e3:.1f}ms"
-    return f"{value:.2f}s"
+def format_duration(seconds: float) -> str:
+    """A duration as the progress bar and ``pybridge monitor`` show it: microseconds below 1 ms,
+    milliseconds below 1 s, with two decimals below 10, one below 100 ("0.48us", "15.0us", "2.50ms",
+    "3.00s"), so that a bar's figure keeps its width; "-" when it is not a number. A fast model's
+    round trip is well under a microsecond: in whole ones it read 0.
+
+    >>> format_duration(4.77e-7), format_duration(0.0025)
+    ('0.48us', '2.50ms')
+    """
+    if not math.isfinite(seconds):
+        return "-"
+    for unit, value in (("us", seconds * 1e6), ("ms", seconds * 1e3), ("s", seconds)):
+        if value < 999.5 or unit == "s":  # 999.5 would print as 1000 of a unit that should be the next
+            return f"{value:.{2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0}f}{unit}"
+    raise AssertionError("unreachable")

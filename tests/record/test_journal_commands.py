@@ -200,7 +200,8 @@ def test_monitor_follows_a_live_calibration_without_disturbing_it(tmp_path, pyth
 
 
 def test_monitor_once_on_a_finished_journal(journal) -> None:
-    from pybridge.cli.monitor import _seconds, run
+    from pybridge.cli.monitor import run
+    from pybridge.record.progress import format_duration
 
     out = io.StringIO()
     assert run(str(journal), once=True, out=out) == 0
@@ -208,8 +209,38 @@ def test_monitor_once_on_a_finished_journal(journal) -> None:
     assert "finished: stopped: maximum of 120 evaluations reached" in text and "120 in this run" in text
     # The bridge's share of the latency, apart from the model's: the journal's latency columns.
     contents = read_journal(journal)
-    request, reply = (_seconds(float(np.median(column))) for column in (contents.request_latency, contents.reply_latency))
+    request, reply = (format_duration(float(np.median(column))) for column in (contents.request_latency, contents.reply_latency))
     assert f"the bridge's share of it: request {request}, reply {reply} (medians)" in text, text
+
+
+def test_the_monitor_shows_a_fast_models_latency_as_it_is(journal) -> None:
+    # The monitor rounded to whole microseconds: the bundled Rosenbrock's ~0.5 us read "median 0 us",
+    # while the progress bar, with its own formatter, showed "0.5us". The fixture's times are set here:
+    # on a busy host its evaluations take tens of microseconds.
+    import re
+    import sqlite3
+
+    from pybridge.cli.monitor import run
+
+    with sqlite3.connect(journal) as connection:
+        connection.execute("UPDATE evaluations SET finished = started + 4.77e-7")
+    connection.close()
+    out = io.StringIO()
+    run(str(journal), once=True, out=out)
+    shown = re.search(r"latency: median ([\d.]+) ?(us|ms|s),", out.getvalue())
+    assert shown, out.getvalue()
+    value = float(shown.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[shown.group(2)]
+    assert value == pytest.approx(4.77e-7, rel=0.02), out.getvalue()
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (4.77e-7, "0.48us"), (9.996e-6, "10.0us"), (1.5e-5, "15.0us"), (9.996e-4, "1.00ms"), (2.5e-3, "2.50ms"),
+    (0.12345, "123ms"), (3.0, "3.00s"), (4000.0, "4000s"), (float("nan"), "-"),
+])  # fmt: skip
+def test_one_way_to_write_a_duration(seconds, text) -> None:
+    from pybridge.record.progress import format_duration
+
+    assert format_duration(seconds) == text
 
 
 def test_monitor_of_a_journal_without_latencies_says_nothing_of_them(tmp_path) -> None:

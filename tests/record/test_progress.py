@@ -46,7 +46,7 @@ def test_a_bar_without_a_measured_share_shows_the_round_trip_alone() -> None:
     bar.update(1, 3.0, 0.002, math.nan)  # a simulator whose shim predates the stamps
     bar.close()
     last = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
-    assert "latency=2.0ms" in last and "bridge" not in last
+    assert "latency=2.00ms" in last and "bridge" not in last
 
 
 def test_quiet_when_not_on_a_terminal_or_when_asked(capsys) -> None:
