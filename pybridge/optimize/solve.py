@@ -89,6 +89,7 @@ def minimize(
     x0: "Mapping[str, Any] | np.typing.ArrayLike | None" = None,
     constraints: Any = (),
     options: Optional[Mapping[str, Any]] = None,
+    tol: Optional[float] = None,
     n_starts: int = 1,
     sampler: str = "sobol",
     seed: Optional[int] = 0,
@@ -143,6 +144,10 @@ def minimize(
         keyword arguments (``{"seed": 1, "popsize": 20}`` for differential evolution). Parallel
         evaluation is the evaluator's: a :class:`~pybridge.Pool` (``workers`` as a number of processes,
         and ``vectorized``, are refused; ``workers`` may be a map function).
+    tol:
+        SciPy's: ``scipy.optimize.minimize``'s ``tol`` (each method sets its own tolerances from it),
+        or ``differential_evolution``'s. The other global methods and ``least_squares`` name their
+        tolerances in ``options`` (refused here).
     n_starts, sampler, seed:
         Multi-start for local methods: ``n_starts`` starting points drawn inside the bounds by
         ``scipy.stats.qmc`` (``"sobol"`` or ``"lhs"``, seeded), run concurrently on a pool (one after
@@ -181,6 +186,7 @@ def minimize(
     rules = _rules(stop)
     callbacks = _callbacks(callback)
     options = _options(options)
+    tol = _tolerance(tol, method_name, options)
     if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
         raise ValueError(f"n_starts must be a whole number of starts, at least 1, not {n_starts!r}")
     if not 0 <= replay_tolerance < math.inf:
@@ -227,6 +233,8 @@ def minimize(
         replay = opened.replayable() if (opened is not None and resume) else None
         if opened is not None:
             described = {"options": _jsonable(options), "n_starts": n_starts, "sampler": sampler, "seed": seed}
+            if tol is not None:
+                described["tol"] = tol
             if not check_command:  # the journal's problem keeps the first run's command; this is this run's
                 described["command"] = identity["simulator"]["command"]
             opened.begin_run(method_name, described, resumed=bool(replay))
@@ -241,7 +249,7 @@ def minimize(
         for rule in rules:
             rule.begin()
         try:
-            results = _run_starts(calibration, method_name, starts, constraints, options)
+            results = _run_starts(calibration, method_name, starts, constraints, options, tol)
         finally:
             try:
                 calibration.flush()
@@ -276,11 +284,11 @@ def minimize(
 
 
 def _run_starts(calibration: Calibration, method: str, starts: List[np.ndarray], constraints: Any,
-                options: Dict[str, Any]) -> List[CalibrationResult]:  # fmt: skip
+                options: Dict[str, Any], tol: Optional[float]) -> List[CalibrationResult]:  # fmt: skip
     if len(starts) == 1 or calibration.concurrency == 1:
         results = []
         for index, x0 in enumerate(starts):
-            results.append(_solve(calibration, method, index, x0, constraints, options))
+            results.append(_solve(calibration, method, index, x0, constraints, options, tol))
         return results
     with ThreadPoolExecutor(max_workers=min(len(starts), calibration.concurrency),
                             thread_name_prefix="pybridge-start") as threads:  # fmt: skip
@@ -288,7 +296,8 @@ def _run_starts(calibration: Calibration, method: str, starts: List[np.ndarray],
 
         def submit_the_rest() -> None:
             for i in range(len(futures), len(starts)):
-                futures.append(threads.submit(_solve, calibration, method, i, starts[i], constraints, options, False))
+                futures.append(threads.submit(_solve, calibration, method, i, starts[i], constraints, options, tol,
+                                              False))  # fmt: skip
 
         # Ctrl-C may come while starts are still being started (a loaded machine can take long enough
         # over a thread's start for the first start to have made hundreds of evaluations): it ends the
@@ -305,10 +314,10 @@ def _run_starts(calibration: Calibration, method: str, starts: List[np.ndarray],
 
 
 def _solve(calibration: Calibration, method: str, start: int, x0: np.ndarray, constraints: Any,
-           options: Dict[str, Any], main_thread: bool = True) -> CalibrationResult:  # fmt: skip
+           options: Dict[str, Any], tol: Optional[float], main_thread: bool = True) -> CalibrationResult:  # fmt: skip
     objective = Objective(calibration, start)
     try:
-        raw = _scipy(objective, method, calibration.params.to_solver(x0), constraints, options)
+        raw = _scipy(objective, method, calibration.params.to_solver(x0), constraints, options, tol)
     except KeyboardInterrupt:
         if not main_thread:
             raise
@@ -372,7 +381,8 @@ def _stopped(calibration: Calibration, start: int, x0: np.ndarray) -> Calibratio
 # ---- one SciPy call ----------------------------------------------------------------------
 
 
-def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, options: Dict[str, Any]) -> Any:
+def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, options: Dict[str, Any],
+           tol: Optional[float]) -> Any:  # fmt: skip
     calibration = objective.calibration
     params = calibration.params
     lower, upper = params.solver_bounds
@@ -407,7 +417,7 @@ def _scipy(objective: Objective, method: str, z0: np.ndarray, constraints: Any, 
     if method == "direct":
         return so.direct(objective.cost, bounds, callback=callback, **options)
     # scipy.optimize.minimize
-    local: Dict[str, Any] = {"method": method, "options": options, "callback": callback}
+    local: Dict[str, Any] = {"method": method, "options": options, "callback": callback, "tol": tol}
     if method not in _UNBOUNDED_METHODS:  # they take none (SciPy would warn); only unbounded ones get here
         local["bounds"] = bounds
     if constraints:
@@ -492,6 +502,24 @@ def _method(method: Optional[str], evaluator: Any) -> str:
     if name == "least_squares" and not capabilities & Capability.RESIDUALS:
         raise ValueError("least_squares needs a simulator that returns residuals (PYBRIDGE_CAP_RESIDUALS)")
     return name
+
+
+def _tolerance(tol: Optional[float], method: str, options: Dict[str, Any]) -> Optional[float]:
+    """SciPy's ``tol`` for the methods whose SciPy function takes one; ``differential_evolution``'s goes
+    into its keyword arguments (``options``), ``minimize``'s is passed apart (returned)."""
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) or not 0 < tol < math.inf:
+        raise ValueError(f"tol must be a number > 0, as SciPy's, not {tol!r}")
+    if method == "differential_evolution":
+        if "tol" in options:
+            raise ValueError(f"tol given twice: tol={tol!r} and options={{'tol': {options['tol']!r}}}; give one")
+        options["tol"] = float(tol)
+        return None
+    if method in GLOBAL_METHODS or method == "least_squares":
+        raise ValueError(f"tol is scipy.optimize.minimize's (and differential_evolution's); give {method}'s own "
+                         f"tolerances in options (see scipy.optimize.{method})")  # fmt: skip
+    return float(tol)
 
 
 def _options(options: Optional[Mapping[str, Any]]) -> Dict[str, Any]:

@@ -48,6 +48,28 @@ def test_the_result_is_the_one_scipy_reaches_on_the_same_function(rosenbrock) ->
     assert ours.params["x"].shape == (3,)
 
 
+@pytest.mark.parametrize("method", ["Nelder-Mead", "L-BFGS-B"])
+def test_scipys_tol_means_what_it_means_to_scipy(rosenbrock, method) -> None:
+    # A call copied from SciPy with tol= failed with "got an unexpected keyword argument 'tol'", and
+    # minimize's tol (set into each method's own tolerances) cannot be said through options.
+    with pybridge.Simulator(rosenbrock, n_params=3) as sim:
+        ours = pybridge.minimize(sim, {"x": [(-2, 2)] * 3}, method=method, tol=1e-3)
+        # The bundled Rosenbrock computes its gradient, which pybridge.minimize uses.
+        function, jac = (sim.value_and_grad, True) if method == "L-BFGS-B" else (sim, None)
+        theirs = so.minimize(function, np.zeros(3), method=method, jac=jac, bounds=[(-2, 2)] * 3, tol=1e-3)
+        default = so.minimize(function, np.zeros(3), method=method, jac=jac, bounds=[(-2, 2)] * 3)
+    assert ours.x.tolist() == theirs.x.tolist() and ours.fun == theirs.fun and ours.nfev == theirs.nfev
+    assert theirs.nfev < default.nfev  # the tolerance took effect
+
+
+def test_differential_evolutions_tol_is_its_own(rosenbrock) -> None:
+    with pybridge.Simulator(rosenbrock, n_params=2) as sim:
+        loose = pybridge.minimize(sim, BOX, method="differential_evolution", tol=5.0)
+        same = pybridge.minimize(sim, BOX, method="differential_evolution", options={"tol": 5.0})
+        default = pybridge.minimize(sim, BOX, method="differential_evolution")
+    assert loose.x.tolist() == same.x.tolist() and loose.nfev == same.nfev < default.nfev
+
+
 def test_scaled_parameters_and_constraints_are_restated_for_scipy(rosenbrock) -> None:
     params = Parameters(a=Parameter((-2, 2), scale=True), b=Parameter((-2, 2), scale=True))
     # a + b <= 1.5 on the physical vector: the optimum (1, 1) is cut off.
@@ -220,6 +242,13 @@ def test_mistakes_are_refused_before_any_evaluation(rosenbrock) -> None:
             (lambda: pybridge.minimize(sim, BOX, check_command=False), ValueError, "check_command .*resume=True"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=-1.0), ValueError, "replay_tolerance"),
             (lambda: pybridge.minimize(sim, BOX, replay_tolerance=float("nan")), ValueError, "replay_tolerance"),
+            # SciPy's tol belongs to scipy.optimize.minimize; the other methods name their tolerances.
+            (lambda: pybridge.minimize(sim, BOX, tol=-1.0), ValueError, "tol must be a number > 0"),
+            (lambda: pybridge.minimize(sim, BOX, method="direct", tol=0.1), ValueError,
+             r"tol is scipy.optimize.minimize's.*direct's own tolerances in options"),
+            (lambda: pybridge.minimize(sim, BOX, method="shgo", tol=0.1), ValueError, "shgo's own tolerances"),
+            (lambda: pybridge.minimize(sim, BOX, method="differential_evolution", tol=0.1, options={"tol": 0.2}),
+             ValueError, "tol given twice"),
             *[(lambda method=method: pybridge.minimize(sim, BOX, method=method), ValueError,
                rf"{method!r} cannot keep the parameters inside their bounds.*'L-BFGS-B'")
               for method in ("BFGS", "CG", "Newton-CG")],
