@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,13 @@ from pybridge.protocol import CHANNEL_PREFIX, name_owner
 
 REPO = Path(__file__).resolve().parent.parent
 SHM = Path("/dev/shm")
+
+# A shell starts a background job (`.ci/run &`, `nohup`) with SIGINT ignored, and every process the
+# suite starts inherits that: the tests of Ctrl-C then sent theirs into the void and failed (six in a
+# backgrounded run). Python's own handler restores what a terminal gives; children started from here
+# get SIGINT's default back at exec, as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def our_shm_entries() -> set[str]:
