@@ -57,7 +57,7 @@ def test_default_start_is_the_middle_and_x0_may_name_some_parameters() -> None:
     "make, message",
     [
         (lambda: Parameters(a=(2.0, 1.0)), "above the upper bound"),
-        (lambda: Parameters(a=Parameter((0, 1), start=3.0)).start(), "a = 3.0 outside its bounds [0.0, 1.0]"),
+        (lambda: Parameters(a=(0, 1)).start({"a": 3.0}), "a = 3.0 outside its bounds [0.0, 1.0]"),
         (lambda: Parameters(a=(0, 1)).start({"b": 0.5}), "unknown parameter"),
         (lambda: Parameters(a=(0, 1)).flatten({"a": 0.5, "c": 1}), "unknown parameter"),
         (lambda: Parameters(a=(0, 1)).flatten({}), "no value given for 'a'"),
@@ -75,6 +75,9 @@ def test_default_start_is_the_middle_and_x0_may_name_some_parameters() -> None:
         (lambda: Parameters(a=Parameter((0, 1), start=float("nan"))), "start is NaN"),
         (lambda: Parameters(a=Parameter(lower=[], upper=[])), "no values"),
         (lambda: Parameters(a=Parameter((-1e308, 1e308), scale=True)), "finite width"),
+        # A start outside the bounds was refused only when minimize began, far from the line declaring it.
+        (lambda: Parameter((0, 1), start=3.0), "start 3.0 is outside the bounds [0.0, 1.0]"),
+        (lambda: Parameter([(0, 1), (0, 2)], start=[0.5, -1]), "start -1.0 is outside the bounds [0.0, 2.0]"),
     ],
 )
 def test_invalid_declarations_are_clear_errors(make, message) -> None:
