@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from ..errors import ChannelClosed
-from ..pool.pool import Pool, evaluation_kind
+from ..pool.pool import Pool, evaluation_kind, map_arguments
 from ..protocol import Capability, RequestKind
 from ..simulator import Command, Failed, Outcome, Simulator, values_of
 
@@ -235,10 +235,8 @@ class DaskPool(Executor):
         """``fn`` over the iterables, results in order. The pool's own evaluations (the pool, its
         ``value_and_grad``/``residuals``, or SciPy's plain wrapper of one) go to the cluster in chunks;
         any other callable runs on local threads, one per simulator, its evaluations each a task."""
-        if timeout is not None:
-            raise ValueError("DaskPool.map does not take a timeout: bound each evaluation with timeout=")
+        arguments = map_arguments("DaskPool", fn, iterables, timeout)
         self._check_open()
-        arguments = list(zip(*iterables))
         kind = evaluation_kind(self, fn) if len(iterables) == 1 else None
         if kind is not None:
             outcomes: List[Any] = [

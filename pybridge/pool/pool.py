@@ -238,12 +238,8 @@ class Pool(Executor):
         thread, without a thread per evaluation), or any callable that evaluates through the pool
         (run on one thread per simulator).
         """
-        if timeout is not None:
-            raise ValueError(
-                "Pool.map does not take a timeout: bound each evaluation with Pool(..., timeout=seconds)"
-            )
+        arguments = map_arguments("Pool", fn, iterables, timeout)
         self._check_open()
-        arguments = list(zip(*iterables))
         kind = evaluation_kind(self, fn) if len(iterables) == 1 else None
         if kind is not None:
             outcomes = self._dispatch(kind, [args[0] for args in arguments])
@@ -453,6 +449,21 @@ class Pool(Executor):
             if self._gang is None:
                 self._gang = _Gang(self._size)
             return self._gang
+
+
+def map_arguments(owner: str, fn: Any, iterables: Tuple[Iterable[Any], ...],
+                  timeout: Optional[float]) -> List[Tuple[Any, ...]]:  # fmt: skip
+    """The argument tuples of ``owner.map(fn, *iterables)``, after the checks every pool's map makes:
+    ``pool.map(xs)``, the function left out, took ``xs`` for it, zipped nothing and returned no values."""
+    if timeout is not None:
+        raise ValueError(f"{owner}.map does not take a timeout: bound each evaluation with "
+                         f"{owner}(..., timeout=seconds)")  # fmt: skip
+    if not callable(fn):
+        raise TypeError(f"{owner}.map takes the function first, as Executor.map does: pool.map(pool, xs) evaluates "
+                        f"xs; {type(fn).__name__} is not a function")  # fmt: skip
+    if not iterables:
+        raise TypeError(f"{owner}.map needs something to map over: pool.map(pool, xs)")
+    return list(zip(*iterables))
 
 
 def evaluation_kind(pool: Any, fn: Callable[..., Any]) -> Optional[RequestKind]:

@@ -58,6 +58,11 @@ def test_results_are_those_of_the_local_pool(client) -> None:
         assert pool(xs[0]) == costs[0]
         assert pool.submit(pool, xs[1]).result() == costs[1]
         outcomes = pool.evaluate(xs)
+        # The function left out gave [] without a word, as on a local Pool.
+        with pytest.raises(TypeError, match=r"takes the function first.*pool.map\(pool, xs\)"):
+            pool.map(xs)
+        with pytest.raises(TypeError, match=r"needs something to map over"):
+            pool.map(pool)
     workers = {outcome.worker for outcome in outcomes}
     assert workers <= {0, 1, 2, 3} and len(workers) >= 2  # both workers took part
     # Each latency measured on the worker that evaluated it, and carried back with its outcome.

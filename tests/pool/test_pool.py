@@ -93,6 +93,11 @@ def test_the_pool_is_an_executor(rosenbrock_pool: Pool, rosenbrock_sim) -> None:
     assert rosenbrock_pool.size == 2 and rosenbrock_pool.n_params == 3
     with pytest.raises(ValueError, match="timeout=seconds"):
         rosenbrock_pool.map(rosenbrock_pool, xs, timeout=1.0)
+    # pool.map(xs), the function left out, took xs for the function, zipped nothing and gave [].
+    with pytest.raises(TypeError, match=r"takes the function first.*pool.map\(pool, xs\)"):
+        rosenbrock_pool.map(xs)
+    with pytest.raises(TypeError, match=r"needs something to map over"):
+        rosenbrock_pool.map(rosenbrock_pool)
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(rosenbrock_pool)
 
