@@ -91,7 +91,8 @@ class Figures:
             lines.append(f"best cost: {cost:.6g} at evaluation {number} ({values})")
         if count:
             recent = self.recent[current["id"]]
-            lines.append(f"latency: median {format_duration(float(np.median(recent)))}, last {format_duration(recent[-1])}; "
+            median, last = format_duration(float(np.median(recent))), format_duration(recent[-1])
+            lines.append(f"latency: median {median}, last {last}; "
                          f"last evaluation {time.time() - self.last_finished[current['id']]:.1f} s ago")  # fmt: skip
             bridge = self.recent_bridge[current["id"]]
             if bridge:

@@ -200,8 +200,9 @@ def _signal_named(signum: "int | str") -> signal.Signals:
 
 class OnSignal(Rule):
     """Stop when the process receives ``signum`` (default SIGUSR1: ``kill -USR1 PID``; SIGTERM from a
-    batch system's time limit works too). ``signum`` may also be a name: "SIGTERM" or "TERM". The handler is installed only while ``minimize`` runs, and
-    only when it is called from the main thread (Python delivers signals there)."""
+    batch system's time limit works too), a number or a name ("SIGTERM" or "TERM"). The handler is
+    installed only while ``minimize`` runs, and only when it is called from the main thread (Python
+    delivers signals there)."""
 
     name = "signal"
 

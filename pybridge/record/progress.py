@@ -64,7 +64,8 @@ class ProgressBar:
 
     def _refresh(self) -> None:
         share = f" (bridge {format_duration(self._bridge)})" if self._bridge == self._bridge else ""
-        self._bar.set_postfix_str(f"best={self._best:.6g} latency={format_duration(self._latency)}{share}", refresh=False)
+        latency = format_duration(self._latency)
+        self._bar.set_postfix_str(f"best={self._best:.6g} latency={latency}{share}", refresh=False)
         self._bar.update(self._count - self._shown)
         self._shown = self._count
 

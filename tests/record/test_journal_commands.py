@@ -209,7 +209,8 @@ def test_monitor_once_on_a_finished_journal(journal) -> None:
     assert "finished: stopped: maximum of 120 evaluations reached" in text and "120 in this run" in text
     # The bridge's share of the latency, apart from the model's: the journal's latency columns.
     contents = read_journal(journal)
-    request, reply = (format_duration(float(np.median(column))) for column in (contents.request_latency, contents.reply_latency))
+    request, reply = (format_duration(float(np.median(column)))
+                      for column in (contents.request_latency, contents.reply_latency))  # fmt: skip
     assert f"the bridge's share of it: request {request}, reply {reply} (medians)" in text, text
 
 
