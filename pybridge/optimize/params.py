@@ -88,10 +88,11 @@ class Parameter:
         if (self.lower > self.upper).any():
             raise ParameterError(f"lower bound {_first(self.lower, self.lower > self.upper)} is above the upper bound "
                                  f"{_first(self.upper, self.lower > self.upper)}")
-        if self.start is not None and ((self.start < self.lower) | (self.start > self.upper)).any():
+        if self.start is not None:
             outside = (self.start < self.lower) | (self.start > self.upper)
-            raise ParameterError(f"start {_first(self.start, outside)} is outside the bounds "
-                                 f"[{_first(self.lower, outside)}, {_first(self.upper, outside)}]")
+            if outside.any():
+                raise ParameterError(f"start {_first(self.start, outside)} is outside the bounds "
+                                     f"[{_first(self.lower, outside)}, {_first(self.upper, outside)}]")
         with np.errstate(over="ignore"):
             width = self.upper - self.lower
         if self.scale and not (np.isfinite(width).all() and (width > 0).all()):

@@ -88,7 +88,10 @@ def format_duration(seconds: float) -> str:
     """
     if not math.isfinite(seconds):
         return "-"
-    for unit, value in (("us", seconds * 1e6), ("ms", seconds * 1e3), ("s", seconds)):
-        if value < 999.5 or unit == "s":  # 999.5 would print as 1000 of a unit that should be the next
-            return f"{value:.{2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0}f}{unit}"
-    raise AssertionError("unreachable")
+    value, unit = seconds * 1e6, "us"
+    if abs(value) >= 999.5:  # it would print as 1000 of a unit that should be the next
+        value, unit = seconds * 1e3, "ms"
+    if abs(value) >= 999.5:
+        value, unit = seconds, "s"
+    decimals = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
+    return f"{value:.{decimals}f}{unit}"
